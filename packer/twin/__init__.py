@@ -1,0 +1,12 @@
+"""The Digital Twin: a calibrated step-level simulator of one vLLM server serving many LoRA adapters.
+
+- ``engine``: the Python API (``simulate``, ``Twin``), memory check and result summary.
+- ``kernel``: the numba step loop (scheduler policy, KV blocks, LoRA slots, step cost).
+- ``workload_gen``: arrivals and request lengths drawn from a workload.
+- ``result``: ``SimulationResult`` and ``AdapterStats``.
+"""
+
+from .engine import Twin, simulate
+from .result import AdapterStats, SimulationResult
+
+__all__ = ["Twin", "simulate", "SimulationResult", "AdapterStats"]

@@ -1,0 +1,237 @@
+"""Python API of the twin: scenario in, ``SimulationResult`` out.
+
+The engine checks start-up memory, draws the requests, packs the profile into the kernel's plain
+vectors, runs the numba step loop (``kernel.py``) and summarises what it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..model import Scenario, parse_scenario
+from ..profile import Profile, load_profile
+from . import kernel as K
+from .result import AdapterStats, RequestLog, SimulationResult
+from .workload_gen import Requests, generate_requests
+
+__all__ = ["simulate", "Twin"]
+
+SERIES_BUCKET_S = 10.0
+# A queue "diverges" when, over the second half of the run, it grows by more than this fraction of
+# the requests that arrived in that half, and by at least DIVERGE_MIN requests.
+DIVERGE_FRACTION = 0.05
+DIVERGE_MIN = 200
+STARVED_RATIO = 0.9
+
+
+@dataclass(frozen=True)
+class Twin:
+    """A digital twin of one vLLM server: a profile and a server config, run on many workloads.
+
+    ``Twin(profile, server).run(workload)`` is what ``simulate(scenario)`` does; keep a ``Twin`` to
+    simulate many workloads on the same server.
+    """
+
+    scenario: Scenario
+    profile: Profile
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario | Mapping[str, Any], profile: Profile | str | None = None) -> "Twin":
+        sc = parse_scenario(scenario)
+        return cls(sc, load_profile(profile if profile is not None else sc.profile))
+
+    def kv_capacity_tokens(self) -> int:
+        s = self.scenario.server
+        return self.profile.memory.kv_tokens(s.max_loras, s.max_lora_rank, s.gpu_memory_utilization, s.enable_lora)
+
+    def memory_error(self) -> str | None:
+        s = self.scenario.server
+        return self.profile.memory.startup_error(s.max_loras, s.max_lora_rank, s.gpu_memory_utilization,
+                                                 s.enable_lora)
+
+    def run(self, requests: Requests | None = None, keep_requests: bool = False) -> SimulationResult:
+        """Simulate the scenario, on pre-drawn ``requests`` if given (else drawn from the workload).
+
+        ``keep_requests`` attaches a per-request ``RequestLog``. Wall time excludes JIT compilation."""
+        warm_up()
+        t0 = time.perf_counter()
+        sc, prof = self.scenario, self.profile
+        kv_tokens = self.kv_capacity_tokens()
+        err = self.memory_error()
+        if err is not None:
+            return SimulationResult(profile=prof.name, memory_error=err, kv_capacity_tokens=kv_tokens,
+                                    sim_seconds=0.0, wall_seconds=time.perf_counter() - t0)
+        if requests is None:
+            requests = generate_requests(sc.workload)
+        output_len = _scaled_outputs(requests.output_len, prof.client.output_len_scale)
+        gpu_ms, disk_ms = self._load_costs()
+        out = K.simulate_kernel(
+            requests.arrival_s, requests.adapter, requests.prompt_len, output_len, gpu_ms, disk_ms,
+            np.asarray(prof.step.decode_batch, dtype=np.float64), np.asarray(prof.step.decode_ms, dtype=np.float64),
+            self._cfg_vector(kv_tokens), self._cost_vector())
+        result = _summarise(sc, prof, kv_tokens, requests, output_len, out, t0)
+        if keep_requests:
+            _, first_tok, finish, *_, state = out
+            log = RequestLog(requests.arrival_s, requests.adapter, requests.prompt_len, output_len,
+                             first_tok, finish, state)
+            result = dataclasses.replace(result, requests=log)
+        return result
+
+    def _load_costs(self) -> tuple[np.ndarray, np.ndarray]:
+        ranks = np.array([a.rank for a in self.scenario.workload.adapters], dtype=np.float64)
+        ld = self.profile.loading
+        return (np.interp(ranks, ld.ranks, ld.cpu_to_gpu_ms).astype(np.float64),
+                np.interp(ranks, ld.ranks, ld.disk_to_cpu_ms).astype(np.float64))
+
+    def _cfg_vector(self, kv_tokens: int) -> np.ndarray:
+        s, mem = self.scenario.server, self.profile.memory
+        cfg = np.zeros(K.I_N_CFG, dtype=np.int64)
+        cfg[K.I_MAX_LORAS] = s.max_loras
+        cfg[K.I_CPU_LORAS] = self.scenario.cpu_loras
+        cfg[K.I_MAX_SEQS] = s.max_num_seqs
+        cfg[K.I_MAX_BATCHED] = s.max_num_batched_tokens
+        cfg[K.I_KV_BLOCKS] = kv_tokens // mem.block_size
+        cfg[K.I_BLOCK] = mem.block_size
+        cfg[K.I_MAX_WAITING] = self.profile.client.max_waiting
+        cfg[K.I_LORA_ON] = int(s.enable_lora)
+        return cfg
+
+    def _cost_vector(self) -> np.ndarray:
+        st, sch = self.profile.step, self.profile.scheduler
+        rf = st.rank_factor(self.scenario.server.max_lora_rank)
+        c = np.zeros(K.F_N_COST, dtype=np.float64)
+        c[K.F_PREFILL_TOK] = st.prefill_ms_per_token
+        c[K.F_LORA_BASE] = st.lora_ms_base
+        c[K.F_LORA_TOK] = st.lora_ms_per_token * rf
+        c[K.F_LORA_PREFILL_TOK] = st.lora_prefill_ms_per_token * rf
+        c[K.F_LORA_ADAPTER] = st.lora_ms_per_adapter
+        c[K.F_SCHED_BASE] = sch.ms_base
+        c[K.F_SCHED_RUNNING] = sch.ms_per_running
+        c[K.F_SCHED_WAITING] = sch.ms_per_waiting
+        c[K.F_DURATION] = self.scenario.workload.duration_s
+        c[K.F_BUCKET_S] = SERIES_BUCKET_S
+        return c
+
+
+def simulate(scenario: Scenario | Mapping[str, Any], *, profile: Profile | str | None = None) -> SimulationResult:
+    """Simulate one vLLM server serving the scenario's adapters; see ``SimulationResult``.
+
+    ``scenario`` is a ``Scenario`` or a dict in the scenario-file format; ``profile`` overrides the
+    scenario's profile (a name or a ``Profile``).
+    """
+    return Twin.from_scenario(scenario, profile).run()
+
+
+_WARM = False
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernel once per process, outside any timing."""
+    global _WARM  # process-level compile flag, not simulation state
+    if _WARM:
+        return
+    one = np.zeros(1)
+    K.simulate_kernel(one, np.zeros(1, np.int32), np.ones(1, np.int32), np.ones(1, np.int32), one, one,
+                      np.array([1.0, 2.0]), np.array([1.0, 1.0]),
+                      np.array([1, 1, 1, 16, 8, 16, 10, 1], np.int64),
+                      np.array([0.0] * 8 + [1.0, 1.0]))
+    _WARM = True
+
+
+def _scaled_outputs(output_len: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1.0:
+        return output_len
+    return np.maximum(1, np.rint(output_len * scale)).astype(output_len.dtype)
+
+
+def _summarise(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, output_len: np.ndarray,
+               out: tuple, t0: float) -> SimulationResult:
+    counters, first_tok, finish, itl_sum, itl_cnt, waiting_s, running_s, kv_s, state = out
+    T = sc.workload.duration_s
+    done = np.isfinite(finish)
+    in_tok = float(req.prompt_len[done].sum())
+    out_tok = float(output_len[done].sum())
+    offered = float(req.prompt_len.sum() + output_len.sum()) / T
+
+    ttft = (first_tok[done] - req.arrival_s[done]) * 1e3
+    tokens_itl = float(itl_cnt[done].sum())
+    mean_itl = float(itl_sum[done].sum()) / tokens_itl * 1e3 if tokens_itl else float("nan")
+    multi = done & (itl_cnt > 0)
+    tpot = itl_sum[multi] / itl_cnt[multi] * 1e3
+
+    growth, diverging = _queue_trend(waiting_s, req.arrival_s, T)
+    thr = (in_tok + out_tok) / T
+    ratio = thr / offered if offered > 0 else 1.0
+    starved_thr = bool(ratio < STARVED_RATIO)
+    steps = int(counters[K.C_STEPS])
+    adapters = _per_adapter(sc, req, first_tok, done, state != K.S_DROPPED, T)
+    worst = max((a.p99_ttft_ms for a in adapters if np.isfinite(a.p99_ttft_ms)), default=float("nan"))
+    return SimulationResult(
+        profile=prof.name, memory_error=None, kv_capacity_tokens=kv_tokens,
+        throughput_tps=thr, input_tps=in_tok / T, output_tps=out_tok / T,
+        offered_tps=offered, offered_rps=len(req.arrival_s) / T, throughput_ratio=ratio,
+        generated=len(req.arrival_s), arrived=int(counters[K.C_ARRIVED]), not_sent=int(counters[K.C_DROPPED]),
+        finished=int(done.sum()),
+        mean_ttft_ms=_stat(ttft, np.mean), p50_ttft_ms=_pct(ttft, 50), p99_ttft_ms=_pct(ttft, 99),
+        mean_itl_ms=mean_itl, p50_tpot_ms=_pct(tpot, 50), p99_tpot_ms=_pct(tpot, 99),
+        mean_running=float(running_s.mean()) if len(running_s) else 0.0,
+        max_running=int(counters[K.C_MAX_RUNNING]),
+        mean_waiting=float(waiting_s.mean()) if len(waiting_s) else 0.0,
+        max_waiting=int(counters[K.C_MAX_WAITING]), end_waiting=int(counters[K.C_END_WAITING]),
+        waiting_growth_rps=growth, queue_diverging=diverging,
+        mean_kv_usage=float(kv_s.mean()) * prof.memory.block_size / kv_tokens if len(kv_s) else 0.0,
+        max_kv_usage=counters[K.C_MAX_KV_USED] * prof.memory.block_size / kv_tokens,
+        mean_distinct_adapters=counters[K.C_SUM_DISTINCT] / steps if steps else 0.0,
+        preemptions=int(counters[K.C_PREEMPTIONS]), gpu_adapter_loads=int(counters[K.C_GPU_LOADS]),
+        disk_adapter_loads=int(counters[K.C_DISK_LOADS]), steps=steps,
+        worst_adapter_p99_ttft_ms=worst,
+        starved_by_throughput=starved_thr, starved=starved_thr or diverging,
+        sim_seconds=T, wall_seconds=time.perf_counter() - t0,
+        adapters=adapters, waiting_series=tuple(float(x) for x in waiting_s), series_bucket_s=SERIES_BUCKET_S,
+    )
+
+
+def _queue_trend(waiting_s: np.ndarray, arrival_s: np.ndarray, T: float) -> tuple[float, bool]:
+    """Slope of the waiting queue over the run's second half (requests/s) and whether it diverges."""
+    n = len(waiting_s)
+    if n < 4:
+        return 0.0, False
+    half = waiting_s[n // 2:]
+    t = (np.arange(n // 2, n) + 0.5) * SERIES_BUCKET_S
+    slope = float(np.polyfit(t, half, 1)[0])
+    growth = slope * (T / 2)
+    arrived_second_half = float(np.count_nonzero(arrival_s >= T / 2))
+    return slope, bool(growth > max(DIVERGE_MIN, DIVERGE_FRACTION * arrived_second_half))
+
+
+def _per_adapter(sc: Scenario, req: Requests, first_tok: np.ndarray, done: np.ndarray, sent: np.ndarray,
+                 T: float) -> tuple[AdapterStats, ...]:
+    n_ad = len(sc.workload.adapters)
+    # Time to first token, or for requests without one yet, the wait so far at the window's end.
+    wait = np.where(np.isfinite(first_tok), first_tok, T) - req.arrival_s
+    order = np.argsort(req.adapter, kind="stable")
+    bounds = np.searchsorted(req.adapter[order], np.arange(n_ad + 1))
+    stats = []
+    for i, a in enumerate(sc.workload.adapters):
+        idx = order[bounds[i]:bounds[i + 1]]
+        idx = idx[sent[idx]]
+        fin = idx[done[idx]]
+        ttft = (first_tok[fin] - req.arrival_s[fin]) * 1e3
+        stats.append(AdapterStats(
+            id=a.id, arrived=len(idx), finished=len(fin),
+            mean_ttft_ms=_stat(ttft, np.mean), p99_ttft_ms=_pct(ttft, 99),
+            max_wait_s=float(wait[idx].max()) if len(idx) else 0.0))
+    return tuple(stats)
+
+
+def _stat(x: np.ndarray, f) -> float:
+    return float(f(x)) if len(x) else float("nan")
+
+
+def _pct(x: np.ndarray, q: float) -> float:
+    return float(np.percentile(x, q)) if len(x) else float("nan")

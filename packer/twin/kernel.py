@@ -1,0 +1,406 @@
+"""The twin's hot loop: vLLM V1's engine-step loop for one server, compiled with numba.
+
+Plain arrays in, plain arrays out; ``packer.twin.engine`` is the Python API around it. The loop
+follows vLLM 0.8.5's V1 scheduler (``vllm/v1/core/sched/scheduler.py``):
+
+1. Running requests, in admission order, each take their remaining prompt chunk or one decode
+   token from the token budget. When a KV block is missing, the most recently admitted running
+   request is preempted (KV freed, progress reset, pushed to the head of the waiting queue).
+2. Only if nothing was preempted: waiting requests in queue order. A request whose adapter is not
+   in the step's adapter set while the set already holds ``max_loras`` adapters is *skipped* and
+   the scan goes on; the scan stops at the sequence cap, at an exhausted budget, or at the first
+   request whose KV blocks do not fit.
+
+The waiting queue keeps vLLM's order with integer keys (arrivals get increasing keys, head
+insertions decreasing ones) and a per-adapter linked list, so that when the adapter set is full the
+admissible requests are found by merging the set's adapter lists instead of scanning tens of
+thousands of skipped requests; the global queue is a ring buffer with lazy deletion.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Indices into the integer config vector.
+I_MAX_LORAS, I_CPU_LORAS, I_MAX_SEQS, I_MAX_BATCHED, I_KV_BLOCKS, I_BLOCK, I_MAX_WAITING, I_LORA_ON, I_N_CFG = range(9)
+# Indices into the float cost vector.
+(F_PREFILL_TOK, F_LORA_BASE, F_LORA_TOK, F_LORA_PREFILL_TOK, F_LORA_ADAPTER,
+ F_SCHED_BASE, F_SCHED_RUNNING, F_SCHED_WAITING, F_DURATION, F_BUCKET_S, F_N_COST) = range(11)
+# Indices into the counter output.
+(C_STEPS, C_PREEMPTIONS, C_GPU_LOADS, C_DISK_LOADS, C_DROPPED, C_ARRIVED, C_BUSY_MS,
+ C_SUM_RUNNING, C_SUM_DISTINCT, C_MAX_WAITING, C_MAX_RUNNING, C_END_WAITING, C_END_RUNNING,
+ C_MAX_KV_USED, C_SUM_KV_USED, C_N) = range(16)
+
+# Request states.
+S_FUTURE, S_WAITING, S_RUNNING, S_DONE, S_DROPPED = 0, 1, 2, 3, 4
+
+
+@njit(cache=True)
+def _interp(x, xs, ys):
+    """Piecewise-linear interpolation with linear extrapolation on both ends."""
+    n = xs.shape[0]
+    if n == 1:
+        return ys[0]
+    if x <= xs[0]:
+        j = 0
+    elif x >= xs[n - 1]:
+        j = n - 2
+    else:
+        j = 0
+        while xs[j + 1] < x:
+            j += 1
+    return ys[j] + (ys[j + 1] - ys[j]) * (x - xs[j]) / (xs[j + 1] - xs[j])
+
+
+@njit(cache=True)
+def _cdiv(a, b):
+    return (a + b - 1) // b
+
+
+@njit(cache=True)
+def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, disk_load_ms,
+                    decode_xs, decode_ys, cfg, cost):
+    """Run the step loop. Returns (counters, first_token_s, finish_s, itl_sum_s, itl_count,
+    waiting_series, running_series, kv_series, state) — see ``engine.py`` for their meaning."""
+    n = arrival_s.shape[0]
+    n_adapters = gpu_load_ms.shape[0]
+    max_loras = cfg[I_MAX_LORAS]
+    cpu_loras = cfg[I_CPU_LORAS]
+    max_seqs = cfg[I_MAX_SEQS]
+    max_batched = cfg[I_MAX_BATCHED]
+    kv_blocks = cfg[I_KV_BLOCKS]
+    block = cfg[I_BLOCK]
+    max_waiting = cfg[I_MAX_WAITING]
+    lora_on = cfg[I_LORA_ON] != 0
+    duration = cost[F_DURATION]
+    bucket_s = cost[F_BUCKET_S]
+    n_buckets = int(np.ceil(duration / bucket_s))
+
+    counters = np.zeros(C_N, dtype=np.float64)
+    first_token_s = np.full(n, np.nan)
+    finish_s = np.full(n, np.nan)
+    itl_sum_s = np.zeros(n)
+    itl_count = np.zeros(n, dtype=np.int32)
+    waiting_series = np.zeros(n_buckets)   # time-weighted mean waiting per bucket
+    running_series = np.zeros(n_buckets)
+    kv_series = np.zeros(n_buckets)
+
+    # Per-request state.
+    state = np.zeros(n, dtype=np.int8)
+    computed = np.zeros(n, dtype=np.int64)     # tokens whose KV is computed
+    generated = np.zeros(n, dtype=np.int64)    # output tokens emitted so far
+    blocks = np.zeros(n, dtype=np.int64)       # KV blocks held
+    last_token_s = np.zeros(n)
+    qkey = np.zeros(n, dtype=np.int64)
+    nxt = np.full(n, -1, dtype=np.int64)       # per-adapter waiting list links
+    prv = np.full(n, -1, dtype=np.int64)
+
+    # Per-adapter state.
+    a_head = np.full(n_adapters, -1, dtype=np.int64)
+    a_tail = np.full(n_adapters, -1, dtype=np.int64)
+    in_step = np.zeros(n_adapters, dtype=np.int64)      # step stamp when the adapter joined the set
+    on_gpu = np.zeros(n_adapters, dtype=np.bool_)
+    gpu_used = np.zeros(n_adapters, dtype=np.int64)     # LRU stamp of GPU slots
+    in_cpu = np.zeros(n_adapters, dtype=np.bool_)
+    cpu_used = np.zeros(n_adapters, dtype=np.int64)
+    n_on_gpu = 0
+    n_in_cpu = 0
+
+    # Global waiting queue: ring buffer with lazy deletion.
+    cap = 1
+    while cap < 2 * n + 4096:
+        cap *= 2
+    mask = cap - 1
+    ring = np.empty(cap, dtype=np.int64)
+    r_head = 0
+    r_tail = 0
+    n_waiting = 0
+    tail_key = 0
+    head_key = 0
+
+    running = np.empty(max(max_seqs, 1) + 1, dtype=np.int64)
+    n_running = 0
+    sched = np.empty(max(max_seqs, 1) + 1, dtype=np.int64)   # requests scheduled this step
+    sched_tok = np.empty(max(max_seqs, 1) + 1, dtype=np.int64)
+    step_set = np.empty(max(max_loras, 1), dtype=np.int64)     # adapters in this step's set
+
+    free_blocks = kv_blocks
+    now = 0.0
+    nxt_arrival = 0
+    step = 0
+
+    while True:
+        # ---- arrivals up to now (the load generator stops sending at max_waiting) -----------
+        if n_running == 0 and n_waiting == 0:
+            if nxt_arrival >= n or arrival_s[nxt_arrival] >= duration:
+                break
+            if arrival_s[nxt_arrival] > now:
+                now = arrival_s[nxt_arrival]
+        if now >= duration:
+            break
+        while nxt_arrival < n and arrival_s[nxt_arrival] <= now:
+            r = nxt_arrival
+            nxt_arrival += 1
+            if n_waiting >= max_waiting:
+                state[r] = S_DROPPED
+                counters[C_DROPPED] += 1
+                continue
+            counters[C_ARRIVED] += 1
+            state[r] = S_WAITING
+            tail_key += 1
+            qkey[r] = tail_key
+            ring[r_tail & mask] = r
+            r_tail += 1
+            a = adapter[r]
+            prv[r] = a_tail[a]
+            nxt[r] = -1
+            if a_tail[a] >= 0:
+                nxt[a_tail[a]] = r
+            else:
+                a_head[a] = r
+            a_tail[a] = r
+            n_waiting += 1
+
+        step += 1
+        waiting_at_sched = n_waiting
+        running_at_sched = n_running
+        budget = max_batched
+        n_sched = 0
+        n_set = 0
+        n_prefill_tok = 0
+        n_decode = 0
+        preempted = False
+
+        # ---- 1. running requests ---------------------------------------------------------------
+        i = 0
+        while i < n_running and budget > 0:
+            r = running[i]
+            need_tokens = prompt_len[r] + generated[r] - computed[r]
+            if need_tokens > budget:
+                need_tokens = budget
+            need_blocks = _cdiv(computed[r] + need_tokens, block) - blocks[r]
+            scheduled = True
+            while need_blocks > free_blocks:
+                # Preempt the most recently admitted running request (recompute later).
+                victim = running[n_running - 1]
+                n_running -= 1
+                free_blocks += blocks[victim]
+                blocks[victim] = 0
+                computed[victim] = 0
+                state[victim] = S_WAITING
+                head_key -= 1
+                qkey[victim] = head_key
+                r_head -= 1
+                ring[r_head & mask] = victim
+                a = adapter[victim]
+                nxt[victim] = a_head[a]
+                prv[victim] = -1
+                if a_head[a] >= 0:
+                    prv[a_head[a]] = victim
+                else:
+                    a_tail[a] = victim
+                a_head[a] = victim
+                n_waiting += 1
+                counters[C_PREEMPTIONS] += 1
+                preempted = True
+                if victim == r:
+                    scheduled = False
+                    break
+            if not scheduled:
+                break
+            free_blocks -= need_blocks
+            blocks[r] += need_blocks
+            sched[n_sched] = r
+            sched_tok[n_sched] = need_tokens
+            n_sched += 1
+            budget -= need_tokens
+            a = adapter[r]
+            if in_step[a] != step:
+                in_step[a] = step
+                step_set[n_set] = a
+                n_set += 1
+            i += 1
+
+        # ---- 2. waiting requests (skipped entirely in a step that preempted) -------------------
+        if not preempted:
+            while n_waiting > 0 and budget > 0 and n_running < max_seqs:
+                # Pick the next admissible request in queue order.
+                if n_set < max_loras or not lora_on:
+                    # Every request is admissible: take the queue head (dropping stale entries).
+                    while state[ring[r_head & mask]] != S_WAITING:
+                        r_head += 1
+                    r = ring[r_head & mask]
+                else:
+                    # Set full: the first waiting request among the set's adapters.
+                    r = -1
+                    best = 0
+                    for j in range(n_set):
+                        h = a_head[step_set[j]]
+                        if h >= 0 and (r < 0 or qkey[h] < best):
+                            r = h
+                            best = qkey[h]
+                    if r < 0:
+                        break
+                num_tokens = prompt_len[r] + generated[r] - computed[r]
+                if num_tokens > budget:
+                    num_tokens = budget
+                need_blocks = _cdiv(computed[r] + num_tokens, block) - blocks[r]
+                if need_blocks > free_blocks:
+                    break
+                # Admit.
+                free_blocks -= need_blocks
+                blocks[r] += need_blocks
+                state[r] = S_RUNNING
+                a = adapter[r]
+                if prv[r] >= 0:
+                    nxt[prv[r]] = nxt[r]
+                else:
+                    a_head[a] = nxt[r]
+                if nxt[r] >= 0:
+                    prv[nxt[r]] = prv[r]
+                else:
+                    a_tail[a] = prv[r]
+                n_waiting -= 1
+                running[n_running] = r
+                n_running += 1
+                sched[n_sched] = r
+                sched_tok[n_sched] = num_tokens
+                n_sched += 1
+                budget -= num_tokens
+                if in_step[a] != step:
+                    in_step[a] = step
+                    step_set[n_set] = a
+                    n_set += 1
+            # Compact the ring when stale entries dominate (keeps the head scan amortised O(1)).
+            if (r_tail - r_head) > 2 * n_waiting + 4096:
+                w = r_head
+                for k in range(r_head, r_tail):
+                    rr = ring[k & mask]
+                    if state[rr] == S_WAITING:
+                        ring[w & mask] = rr
+                        w += 1
+                r_tail = w
+
+        if n_sched == 0:
+            # Nothing can run (cannot happen with a valid config, but never spin): wait for work.
+            if nxt_arrival < n and arrival_s[nxt_arrival] < duration:
+                now = max(now, arrival_s[nxt_arrival])
+                continue
+            break
+
+        # ---- adapter activation: GPU slots and CPU cache as LRUs ---------------------------------
+        load_ms = 0.0
+        if lora_on:
+            for j in range(n_set):
+                a = step_set[j]
+                gpu_used[a] = step
+                if not on_gpu[a]:
+                    if n_on_gpu >= max_loras:
+                        victim_a = -1
+                        for b in range(n_adapters):
+                            if on_gpu[b] and in_step[b] != step and (victim_a < 0 or gpu_used[b] < gpu_used[victim_a]):
+                                victim_a = b
+                        on_gpu[victim_a] = False
+                        n_on_gpu -= 1
+                    on_gpu[a] = True
+                    n_on_gpu += 1
+                    load_ms += gpu_load_ms[a]
+                    counters[C_GPU_LOADS] += 1
+                    if not in_cpu[a]:
+                        if n_in_cpu >= cpu_loras:
+                            victim_a = -1
+                            for b in range(n_adapters):
+                                if in_cpu[b] and in_step[b] != step and (victim_a < 0 or cpu_used[b] < cpu_used[victim_a]):
+                                    victim_a = b
+                            in_cpu[victim_a] = False
+                            n_in_cpu -= 1
+                        in_cpu[a] = True
+                        n_in_cpu += 1
+                        load_ms += disk_load_ms[a]
+                        counters[C_DISK_LOADS] += 1
+                cpu_used[a] = step
+
+        # ---- step time ---------------------------------------------------------------------------
+        for j in range(n_sched):
+            r = sched[j]
+            if computed[r] + sched_tok[j] >= prompt_len[r] + generated[r] and generated[r] > 0 and sched_tok[j] == 1:
+                n_decode += 1
+            else:
+                n_prefill_tok += sched_tok[j]
+        gpu_ms = _interp(float(n_sched), decode_xs, decode_ys) + cost[F_PREFILL_TOK] * n_prefill_tok
+        if lora_on:
+            gpu_ms += (cost[F_LORA_BASE] + cost[F_LORA_TOK] * n_decode
+                       + cost[F_LORA_PREFILL_TOK] * n_prefill_tok + cost[F_LORA_ADAPTER] * n_set)
+        sched_ms = (cost[F_SCHED_BASE] + cost[F_SCHED_RUNNING] * running_at_sched
+                    + cost[F_SCHED_WAITING] * waiting_at_sched)
+        step_ms = gpu_ms + sched_ms + load_ms
+        t0 = now
+        now += step_ms * 1e-3
+
+        # Time-weighted series (per bucket) and counters.
+        kv_used = kv_blocks - free_blocks
+        t = t0
+        while t < now and t < duration:
+            b = int(t / bucket_s)
+            if b >= n_buckets:
+                break
+            t_end = min(now, (b + 1) * bucket_s, duration)
+            dt = t_end - t
+            waiting_series[b] += dt * n_waiting
+            running_series[b] += dt * n_running
+            kv_series[b] += dt * kv_used
+            t = t_end
+        counters[C_STEPS] += 1
+        counters[C_BUSY_MS] += step_ms
+        counters[C_SUM_RUNNING] += n_sched
+        counters[C_SUM_DISTINCT] += n_set
+        counters[C_SUM_KV_USED] += kv_used
+        if n_waiting > counters[C_MAX_WAITING]:
+            counters[C_MAX_WAITING] = n_waiting
+        if n_running > counters[C_MAX_RUNNING]:
+            counters[C_MAX_RUNNING] = n_running
+        if kv_used > counters[C_MAX_KV_USED]:
+            counters[C_MAX_KV_USED] = kv_used
+        if now > duration:
+            # The window closed during this step: its tokens are not counted.
+            break
+
+        # ---- outputs: emit tokens, finish requests -------------------------------------------------
+        any_done = False
+        for j in range(n_sched):
+            r = sched[j]
+            computed[r] += sched_tok[j]
+            if computed[r] >= prompt_len[r] + generated[r]:
+                generated[r] += 1
+                if generated[r] == 1:
+                    first_token_s[r] = now
+                else:
+                    itl_sum_s[r] += now - last_token_s[r]
+                    itl_count[r] += 1
+                last_token_s[r] = now
+                if generated[r] >= output_len[r]:
+                    state[r] = S_DONE
+                    finish_s[r] = now
+                    free_blocks += blocks[r]
+                    blocks[r] = 0
+                    any_done = True
+        if any_done:
+            k = 0
+            for j in range(n_running):
+                r = running[j]
+                if state[r] == S_RUNNING:
+                    running[k] = r
+                    k += 1
+            n_running = k
+
+    counters[C_END_WAITING] = n_waiting
+    counters[C_END_RUNNING] = n_running
+    # Idle time counts as zero: divide by the bucket's length, not by its busy time.
+    for b in range(n_buckets):
+        length = min(bucket_s, duration - b * bucket_s)
+        waiting_series[b] /= length
+        running_series[b] /= length
+        kv_series[b] /= length
+    return (counters, first_token_s, finish_s, itl_sum_s, itl_count,
+            waiting_series, running_series, kv_series, state)
