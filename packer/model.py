@@ -37,10 +37,10 @@ class Adapter(_Frozen):
     rank: int = Field(gt=0, le=512)
     rate: float = Field(ge=0.0)
 
-    @field_validator("rate")
+    @field_validator("rate", mode="before")
     @classmethod
-    def _finite_rate(cls, v: float) -> float:
-        if not math.isfinite(v):
+    def _finite_rate(cls, v):
+        if isinstance(v, (int, float)) and not math.isfinite(v):
             raise ValueError("must be a finite number of requests per second (got NaN or inf)")
         return v
 
@@ -48,17 +48,18 @@ class Adapter(_Frozen):
 class LengthSpec(_Frozen):
     """Request lengths in tokens.
 
-    ``distribution="sharegpt"`` (default) draws prompt and output lengths from a heavy-tailed
-    (log-normal) shape fitted to conversational traffic, truncated like the ShareGPT filter used in
-    the measurements (prompt in [min_input, max_input], prompt + output <= max_total) and re-centred
-    so that the *truncated* means equal ``input_mean`` / ``output_mean``.
+    ``distribution="sharegpt"`` (default) draws prompt and output lengths from a log-normal shape
+    matching the ShareGPT pool of the measurements, truncated like its filter (prompt in
+    [min_input, max_input], prompt + output <= max_total) and re-centred so that the *truncated*
+    means equal ``input_mean`` / ``output_mean``. ``distribution="azure-conv"`` does the same with
+    the shape of the Azure conversation trace (longer tails, correlated prompt and output).
     ``distribution="fixed"`` gives every request exactly the means (rounded).
     ``distribution="trace"`` takes lengths from the arrival trace (only with trace arrivals).
     """
 
     input_mean: float = Field(default=222.7, gt=0)
     output_mean: float = Field(default=196.1, gt=0)
-    distribution: Literal["sharegpt", "fixed", "trace"] = "sharegpt"
+    distribution: Literal["sharegpt", "azure-conv", "fixed", "trace"] = "sharegpt"
     min_input: int = Field(default=4, ge=1)
     max_input: int = Field(default=1024, ge=1)
     max_total: int = Field(default=2048, ge=2)

@@ -81,13 +81,16 @@ class MemoryModel:
 class StepModel:
     """GPU time of one engine step, in milliseconds.
 
-    step_ms = interp(decode_batch, decode_ms, n_seqs)            # base model, no LoRA
+    step_ms = interp(decode_batch, decode_ms, n_seqs)                  # base model at context decode_ctx_ref
+            + attention_ms_per_kv_token * (ctx_tokens - n_decode * decode_ctx_ref)   # longer contexts
             + prefill_ms_per_token * n_prefill_tokens
-            + [LoRA on] lora_ms_base
-                        + rank_factor * (lora_ms_per_token * n_decode + lora_prefill_ms_per_token * n_prefill_tokens)
+            + [LoRA on] rank_factor * (lora_ms_base + lora_ms_per_token * n_tokens
+                                       + lora_ms_per_token_slot * n_tokens * max_loras)
                         + lora_ms_per_adapter * n_distinct_adapters
     rank_factor = 1 + lora_rank_slope * (max_lora_rank - lora_rank_ref) / lora_rank_ref.
-    ``n_seqs`` counts every request in the step (decoding or prefilling).
+    ``n_seqs`` counts every request in the step, ``n_tokens`` every token it processes (decode and
+    prefill), ``ctx_tokens`` the context length summed over the decoding requests. The per-token-per-
+    slot term reflects vLLM's LoRA kernels launching work for every reserved slot.
     """
 
     decode_batch: tuple[float, ...]
@@ -95,10 +98,12 @@ class StepModel:
     prefill_ms_per_token: float
     lora_ms_base: float
     lora_ms_per_token: float
-    lora_prefill_ms_per_token: float
     lora_ms_per_adapter: float
+    lora_ms_per_token_slot: float = 0.0
     lora_rank_ref: float = 8.0
     lora_rank_slope: float = 0.0
+    attention_ms_per_kv_token: float = 0.0
+    decode_ctx_ref: float = 0.0
 
     def rank_factor(self, max_lora_rank: int) -> float:
         return 1.0 + self.lora_rank_slope * (max_lora_rank - self.lora_rank_ref) / self.lora_rank_ref

@@ -21,8 +21,7 @@ def tiny_profile(kv_blocks: int = 1024, step_ms: float = 1.0, load_ms: float = 0
     (with gpu_memory_utilization=1.0 and no LoRA slot cost)."""
     assert (1 << 30) % (kv_blocks * 16) == 0, "kv_blocks must divide 2**26"
     step = {"decode_batch": [1.0, 2.0], "decode_ms": [step_ms, step_ms], "prefill_ms_per_token": 0.0,
-            "lora_ms_base": 0.0, "lora_ms_per_token": 0.0, "lora_prefill_ms_per_token": 0.0,
-            "lora_ms_per_adapter": 0.0}
+            "lora_ms_base": 0.0, "lora_ms_per_token": 0.0, "lora_ms_per_adapter": 0.0}
     step.update(step_overrides)
     return Profile.from_dict({
         "name": "test@tiny", "model": "test", "gpu": "tiny", "description": "hand-checkable test profile",

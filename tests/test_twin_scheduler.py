@@ -113,12 +113,22 @@ def test_cpu_cache_reloads_from_disk_when_too_small():
 
 
 def test_lora_cost_terms_add_up():
-    # One decode-only step with 2 requests on 2 adapters: base 1 + lora_base 2 + 2 * 0.5 per token + 2 * 3 per adapter.
-    prof = tiny_profile(lora_ms_base=2.0, lora_ms_per_token=0.5, lora_ms_per_adapter=3.0)
+    # Two requests on two adapters, two slots: base 1 + lora_base 2 + per token (0.01 + 0.005 * 2 slots)
+    # + 3 per adapter. Step 1 prefills 32 tokens: 1 + 2 + 32 * 0.02 + 6 = 9.64 ms; step 2 decodes 2
+    # tokens (contexts 17 each, 1 ms per 100 context tokens above 10): 1 + 0.14 + 2 + 0.04 + 6 = 9.18 ms.
+    prof = tiny_profile(lora_ms_base=2.0, lora_ms_per_token=0.01, lora_ms_per_token_slot=0.005,
+                        lora_ms_per_adapter=3.0, attention_ms_per_kv_token=0.01, decode_ctx_ref=10.0)
     res = run(scenario(2, 2), [(0.0, 0, 16, 2), (0.0, 1, 16, 2)], prof)
-    # Step 1 (prefill, 32 tokens, no per-token prefill cost): 1 + 2 + 6 = 9 ms; step 2 (decode): 1 + 2 + 1 + 6 = 10 ms.
-    assert res.requests.first_token_s[0] == pytest.approx(0.009)
-    assert res.requests.finish_s[0] == pytest.approx(0.019)
+    assert res.requests.first_token_s[0] == pytest.approx(0.00964)
+    assert res.requests.finish_s[0] == pytest.approx(0.00964 + 0.00918)
+
+
+def test_lora_rank_factor_scales_lora_cost():
+    # Rank 16 slots with slope 1 and reference 8: the LoRA token terms double.
+    prof = tiny_profile(lora_ms_base=2.0, lora_rank_ref=8, lora_rank_slope=1.0)
+    sc = scenario(1, 1, max_lora_rank=16)
+    res = run(sc, [(0.0, 0, 16, 1)], prof)
+    assert res.requests.first_token_s[0] == pytest.approx(0.005)
 
 
 def test_conservation_and_window():

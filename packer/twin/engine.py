@@ -105,11 +105,13 @@ class Twin:
         st, sch = self.profile.step, self.profile.scheduler
         rf = st.rank_factor(self.scenario.server.max_lora_rank)
         c = np.zeros(K.F_N_COST, dtype=np.float64)
+        slots = self.scenario.server.max_loras
         c[K.F_PREFILL_TOK] = st.prefill_ms_per_token
-        c[K.F_LORA_BASE] = st.lora_ms_base
-        c[K.F_LORA_TOK] = st.lora_ms_per_token * rf
-        c[K.F_LORA_PREFILL_TOK] = st.lora_prefill_ms_per_token * rf
+        c[K.F_LORA_BASE] = st.lora_ms_base * rf
+        c[K.F_LORA_TOK] = (st.lora_ms_per_token + st.lora_ms_per_token_slot * slots) * rf
         c[K.F_LORA_ADAPTER] = st.lora_ms_per_adapter
+        c[K.F_ATTN_KV_TOK] = st.attention_ms_per_kv_token
+        c[K.F_CTX_REF] = st.decode_ctx_ref
         c[K.F_SCHED_BASE] = sch.ms_base
         c[K.F_SCHED_RUNNING] = sch.ms_per_running
         c[K.F_SCHED_WAITING] = sch.ms_per_waiting
@@ -139,7 +141,7 @@ def warm_up() -> None:
     K.simulate_kernel(one, np.zeros(1, np.int32), np.ones(1, np.int32), np.ones(1, np.int32), one, one,
                       np.array([1.0, 2.0]), np.array([1.0, 1.0]),
                       np.array([1, 1, 1, 16, 8, 16, 10, 1], np.int64),
-                      np.array([0.0] * 8 + [1.0, 1.0]))
+                      np.array([0.0] * (K.F_N_COST - 2) + [1.0, 1.0]))
     _WARM = True
 
 
@@ -214,12 +216,12 @@ def _per_adapter(sc: Scenario, req: Requests, first_tok: np.ndarray, done: np.nd
     n_ad = len(sc.workload.adapters)
     # Time to first token, or for requests without one yet, the wait so far at the window's end.
     wait = np.where(np.isfinite(first_tok), first_tok, T) - req.arrival_s
-    order = np.argsort(req.adapter, kind="stable")
+    sent_idx = np.flatnonzero(sent)
+    order = sent_idx[np.argsort(req.adapter[sent_idx], kind="stable")]
     bounds = np.searchsorted(req.adapter[order], np.arange(n_ad + 1))
     stats = []
     for i, a in enumerate(sc.workload.adapters):
         idx = order[bounds[i]:bounds[i + 1]]
-        idx = idx[sent[idx]]
         fin = idx[done[idx]]
         ttft = (first_tok[fin] - req.arrival_s[fin]) * 1e3
         stats.append(AdapterStats(

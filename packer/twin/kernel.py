@@ -25,8 +25,8 @@ from numba import njit
 # Indices into the integer config vector.
 I_MAX_LORAS, I_CPU_LORAS, I_MAX_SEQS, I_MAX_BATCHED, I_KV_BLOCKS, I_BLOCK, I_MAX_WAITING, I_LORA_ON, I_N_CFG = range(9)
 # Indices into the float cost vector.
-(F_PREFILL_TOK, F_LORA_BASE, F_LORA_TOK, F_LORA_PREFILL_TOK, F_LORA_ADAPTER,
- F_SCHED_BASE, F_SCHED_RUNNING, F_SCHED_WAITING, F_DURATION, F_BUCKET_S, F_N_COST) = range(11)
+(F_PREFILL_TOK, F_LORA_BASE, F_LORA_TOK, F_LORA_ADAPTER, F_ATTN_KV_TOK, F_CTX_REF,
+ F_SCHED_BASE, F_SCHED_RUNNING, F_SCHED_WAITING, F_DURATION, F_BUCKET_S, F_N_COST) = range(12)
 # Indices into the counter output.
 (C_STEPS, C_PREEMPTIONS, C_GPU_LOADS, C_DISK_LOADS, C_DROPPED, C_ARRIVED, C_BUSY_MS,
  C_SUM_RUNNING, C_SUM_DISTINCT, C_MAX_WAITING, C_MAX_RUNNING, C_END_WAITING, C_END_RUNNING,
@@ -56,6 +56,20 @@ def _interp(x, xs, ys):
 @njit(cache=True)
 def _cdiv(a, b):
     return (a + b - 1) // b
+
+
+@njit(cache=True)
+def _lru_take(slots, n_used, slot_of, last_used, in_step, step):
+    """A slot for a new adapter: a free one, else the least recently used one not in this step."""
+    if n_used < slots.shape[0]:
+        return n_used
+    victim = -1
+    for k in range(slots.shape[0]):
+        b = slots[k]
+        if in_step[b] != step and (victim < 0 or last_used[b] < last_used[slots[victim]]):
+            victim = k
+    slot_of[slots[victim]] = -1
+    return victim
 
 
 @njit(cache=True)
@@ -100,10 +114,12 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
     a_head = np.full(n_adapters, -1, dtype=np.int64)
     a_tail = np.full(n_adapters, -1, dtype=np.int64)
     in_step = np.zeros(n_adapters, dtype=np.int64)      # step stamp when the adapter joined the set
-    on_gpu = np.zeros(n_adapters, dtype=np.bool_)
-    gpu_used = np.zeros(n_adapters, dtype=np.int64)     # LRU stamp of GPU slots
-    in_cpu = np.zeros(n_adapters, dtype=np.bool_)
+    gpu_slot = np.full(n_adapters, -1, dtype=np.int64)  # GPU slot holding the adapter, -1 if none
+    gpu_used = np.zeros(n_adapters, dtype=np.int64)     # LRU stamps
+    gpu_slots = np.full(max(max_loras, 1), -1, dtype=np.int64)
+    cpu_slot = np.full(n_adapters, -1, dtype=np.int64)
     cpu_used = np.zeros(n_adapters, dtype=np.int64)
+    cpu_slots = np.full(max(cpu_loras, 1), -1, dtype=np.int64)
     n_on_gpu = 0
     n_in_cpu = 0
 
@@ -295,43 +311,35 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
             for j in range(n_set):
                 a = step_set[j]
                 gpu_used[a] = step
-                if not on_gpu[a]:
-                    if n_on_gpu >= max_loras:
-                        victim_a = -1
-                        for b in range(n_adapters):
-                            if on_gpu[b] and in_step[b] != step and (victim_a < 0 or gpu_used[b] < gpu_used[victim_a]):
-                                victim_a = b
-                        on_gpu[victim_a] = False
-                        n_on_gpu -= 1
-                    on_gpu[a] = True
-                    n_on_gpu += 1
+                cpu_used[a] = step
+                if gpu_slot[a] < 0:
+                    gpu_slot[a] = _lru_take(gpu_slots, n_on_gpu, gpu_slot, gpu_used, in_step, step)
+                    n_on_gpu = min(n_on_gpu + 1, max_loras)
                     load_ms += gpu_load_ms[a]
                     counters[C_GPU_LOADS] += 1
-                    if not in_cpu[a]:
-                        if n_in_cpu >= cpu_loras:
-                            victim_a = -1
-                            for b in range(n_adapters):
-                                if in_cpu[b] and in_step[b] != step and (victim_a < 0 or cpu_used[b] < cpu_used[victim_a]):
-                                    victim_a = b
-                            in_cpu[victim_a] = False
-                            n_in_cpu -= 1
-                        in_cpu[a] = True
-                        n_in_cpu += 1
+                    if cpu_slot[a] < 0:
+                        cpu_slot[a] = _lru_take(cpu_slots, n_in_cpu, cpu_slot, cpu_used, in_step, step)
+                        n_in_cpu = min(n_in_cpu + 1, cpu_loras)
                         load_ms += disk_load_ms[a]
                         counters[C_DISK_LOADS] += 1
-                cpu_used[a] = step
+                    gpu_slots[gpu_slot[a]] = a
+                    cpu_slots[cpu_slot[a]] = a
 
         # ---- step time ---------------------------------------------------------------------------
+        ctx_tokens = 0
         for j in range(n_sched):
             r = sched[j]
-            if computed[r] + sched_tok[j] >= prompt_len[r] + generated[r] and generated[r] > 0 and sched_tok[j] == 1:
+            if sched_tok[j] == 1 and generated[r] > 0 and computed[r] + 1 == prompt_len[r] + generated[r]:
                 n_decode += 1
+                ctx_tokens += computed[r] + 1
             else:
                 n_prefill_tok += sched_tok[j]
-        gpu_ms = _interp(float(n_sched), decode_xs, decode_ys) + cost[F_PREFILL_TOK] * n_prefill_tok
+        gpu_ms = (_interp(float(n_sched), decode_xs, decode_ys) + cost[F_PREFILL_TOK] * n_prefill_tok
+                  + cost[F_ATTN_KV_TOK] * (ctx_tokens - n_decode * cost[F_CTX_REF]))
         if lora_on:
-            gpu_ms += (cost[F_LORA_BASE] + cost[F_LORA_TOK] * n_decode
-                       + cost[F_LORA_PREFILL_TOK] * n_prefill_tok + cost[F_LORA_ADAPTER] * n_set)
+            # F_LORA_TOK already folds in the per-slot term and the rank factor (see engine).
+            gpu_ms += (cost[F_LORA_BASE] + cost[F_LORA_TOK] * (n_decode + n_prefill_tok)
+                       + cost[F_LORA_ADAPTER] * n_set)
         sched_ms = (cost[F_SCHED_BASE] + cost[F_SCHED_RUNNING] * running_at_sched
                     + cost[F_SCHED_WAITING] * waiting_at_sched)
         step_ms = gpu_ms + sched_ms + load_ms

@@ -47,7 +47,7 @@ import numpy as np
 from ..errors import InputError
 from ..model import BurstyArrivals, LengthSpec, TraceArrivals, Workload
 
-__all__ = ["Requests", "generate_requests", "LengthShape", "length_shape", "truncated_length_moments",
+__all__ = ["Requests", "generate_requests", "LengthShape", "length_shape", "lognormal_lengths", "truncated_length_moments",
            "SHIPPED_TRACES"]
 
 SHIPPED_TRACES = {"azure-conv": "azure2023_conv.npz", "azure-code": "azure2023_code.npz"}
@@ -307,17 +307,17 @@ def _lengths(spec: LengthSpec, n: int, trace_lengths, rng: np.random.Generator):
     if spec.distribution == "fixed":
         return (np.full(n, max(1, round(spec.input_mean)), dtype=np.int32),
                 np.full(n, max(1, round(spec.output_mean)), dtype=np.int32))
-    return _sharegpt_lengths(spec, n, rng)
+    return lognormal_lengths(spec, n, rng, length_shape(spec.distribution))
 
 
-def _sharegpt_lengths(spec: LengthSpec, n: int, rng: np.random.Generator):
-    """n (prompt, output) pairs from the truncated log-normal, by rejection of draws outside."""
+def lognormal_lengths(spec: LengthSpec, n: int, rng: np.random.Generator, shape: LengthShape):
+    """n (prompt, output) pairs from the truncated log-normal of ``shape``, by rejection of draws outside."""
     mu_prompt, mu_output, acceptance = _solve_location(
-        spec.input_mean, spec.output_mean, spec.min_input, spec.max_input, spec.max_total)
+        spec.input_mean, spec.output_mean, spec.min_input, spec.max_input, spec.max_total, shape)
     prompts, outputs, have = [], [], 0
     while have < n:
         batch = min(int((n - have) / acceptance * 1.05) + 64, _MAX_DRAW_BATCH)
-        prompt, output = _draw_filtered(batch, mu_prompt, mu_output, spec, rng)
+        prompt, output = _draw_filtered(batch, mu_prompt, mu_output, spec, shape, rng)
         prompts.append(prompt)
         outputs.append(output)
         have += len(prompt)
@@ -326,10 +326,10 @@ def _sharegpt_lengths(spec: LengthSpec, n: int, rng: np.random.Generator):
     return np.concatenate(prompts)[:n], np.concatenate(outputs)[:n]
 
 
-def _draw_filtered(batch: int, mu_prompt: float, mu_output: float, spec: LengthSpec,
+def _draw_filtered(batch: int, mu_prompt: float, mu_output: float, spec: LengthSpec, shape: LengthShape,
                    rng: np.random.Generator):
     """Rounded log-normal draws that pass the ShareGPT filter (the others are dropped)."""
-    s_p, s_o, rho = length_shape()
+    s_p, s_o, rho = shape
     z = rng.standard_normal((2, batch))
     # Capping the exponent keeps huge draws finite; they fail the filter anyway.
     log_prompt = np.minimum(mu_prompt + s_p * z[0], 50.0)
@@ -341,10 +341,17 @@ def _draw_filtered(batch: int, mu_prompt: float, mu_output: float, spec: LengthS
     return prompt[ok].astype(np.int32), output[ok].astype(np.int32)
 
 
-@lru_cache(maxsize=1)
-def length_shape() -> LengthShape:
-    """The shipped shape (sigmas and correlation of log lengths), see calibrate/derive_workload_data.py."""
-    with _data_file("length_shape.json").open("r") as f:
+SHAPE_FILES = {"azure-conv": "length_shape.json", "sharegpt": "sharegpt_length_shape.json"}
+
+
+@lru_cache(maxsize=4)
+def length_shape(name: str = "azure-conv") -> LengthShape:
+    """A shipped shape (sigmas and correlation of log lengths).
+
+    ``azure-conv``: fitted to the Azure conversation trace (calibrate/derive_workload_data.py).
+    ``sharegpt``: the ShareGPT pool of the measurements, whose output dispersion is inferred from the
+    measured KV tokens per running request (calibrate/fit_e2e.py)."""
+    with _data_file(SHAPE_FILES[name]).open("r") as f:
         data = json.load(f)
     return LengthShape(float(data["sigma_log_prompt"]), float(data["sigma_log_output"]), float(data["rho"]))
 
@@ -412,9 +419,8 @@ def _normal_mass(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=256)
 def _solve_location(input_mean: float, output_mean: float, min_input: int, max_input: int,
-                    max_total: int) -> tuple[float, float, float]:
+                    max_total: int, shape: LengthShape) -> tuple[float, float, float]:
     """Locations (mu of log prompt, mu of log output) whose truncated means hit the targets."""
-    shape = length_shape()
     bounds = (min_input, max_input, max_total)
     target = np.log([input_mean, output_mean])
     sigmas = np.array([shape.sigma_log_prompt, shape.sigma_log_output])
