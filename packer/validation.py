@@ -12,10 +12,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from .profile import Profile, load_profile
+from .profile import Profile
 from .replay import MeasuredRun
 
-__all__ = ["ReplayRow", "replay", "summarise"]
+__all__ = ["ReplayRow", "replay", "summarise", "holdout_split"]
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,6 @@ def summarise(rows: Sequence[ReplayRow]) -> dict[str, dict[str, float]]:
             "false_memory_errors": sum(r.memory_error is not None for r in mr if r.status == "ok"),
         }
     return out
-
-
-def load_profiles(names: Iterable[str]) -> dict[str, Profile]:
-    return {n: load_profile(n) for n in names}
 
 
 def holdout_split(runs: Sequence[MeasuredRun], part: str) -> list[MeasuredRun]:

@@ -7,6 +7,7 @@ vectors, runs the numba step loop (``kernel.py``) and summarises what it returns
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -129,20 +130,14 @@ def simulate(scenario: Scenario | Mapping[str, Any], *, profile: Profile | str |
     return Twin.from_scenario(scenario, profile).run()
 
 
-_WARM = False
-
-
+@functools.cache
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernel once per process, outside any timing."""
-    global _WARM  # process-level compile flag, not simulation state
-    if _WARM:
-        return
     one = np.zeros(1)
     K.simulate_kernel(one, np.zeros(1, np.int32), np.ones(1, np.int32), np.ones(1, np.int32), one, one,
                       np.array([1.0, 2.0]), np.array([1.0, 1.0]),
                       np.array([1, 1, 1, 16, 8, 16, 10, 1], np.int64),
                       np.array([0.0] * (K.F_N_COST - 2) + [1.0, 1.0]))
-    _WARM = True
 
 
 def _scaled_outputs(output_len: np.ndarray, scale: float) -> np.ndarray:
