@@ -124,8 +124,10 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
     n_in_cpu = 0
 
     # Global waiting queue: ring buffer with lazy deletion.
+    # Live entries plus stale ones (admitted from the middle, or the old entry of a preempted request)
+    # stay below 2 * n + 4096 between compactions; one step adds at most max_seqs preemptions.
     cap = 1
-    while cap < 2 * n + 4096:
+    while cap < 2 * n + 4096 + max_seqs:
         cap *= 2
     mask = cap - 1
     ring = np.empty(cap, dtype=np.int64)
