@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from packer.model import LengthSpec  # noqa: E402
 from packer.profile import Profile  # noqa: E402
 from packer.twin.workload_gen import SHAPE_FILES, LengthShape, length_shape, lognormal_lengths  # noqa: E402
-from packer.replay import PROFILE_FOR_MODEL, read_runs  # noqa: E402
+from packer.replay import PROFILE_FOR_MODEL, read_runs, run_key  # noqa: E402
 from packer.validation import holdout_split  # noqa: E402
 
 PARAMS_FILE = ROOT / "calibrate" / "e2e_params.json"
@@ -142,8 +142,8 @@ def main() -> int:
     args = ap.parse_args()
     raw = pd.read_csv(args.data / "real_runs.csv")
     fit_keys = {r.key for r in holdout_split(read_runs(args.data / "real_runs.csv"), "fit")}
-    raw["key"] = (raw.model + "|" + raw.group + "|L" + raw.max_loras.astype(str) + "|A" + raw.n_adapters.astype(str)
-                  + "|r" + raw.max_lora_rank.astype(str))
+    raw["key"] = [run_key(row) for row in raw[["model", "group", "max_loras", "n_adapters", "max_lora_rank"]]
+                   .astype(str).to_dict("records")]
     params = json.loads(PARAMS_FILE.read_text()) if PARAMS_FILE.is_file() else {}
     profiles = {m: Profile.from_json(ROOT / "packer" / "profiles" / f"{n}.json") for m, n in PROFILE_FOR_MODEL.items()}
     kv_per_request = {m: measured_kv_tokens_per_request(raw[raw.model == m], profiles[m]) for m in PROFILE_FOR_MODEL}

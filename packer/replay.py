@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MeasuredRun", "read_runs", "PROFILE_FOR_MODEL"]
+__all__ = ["MeasuredRun", "read_runs", "run_key", "PROFILE_FOR_MODEL"]
 
 PROFILE_FOR_MODEL = {
     "llama-3.1-8b-instruct": "llama-3.1-8b-instruct@h100-64gb",
@@ -95,6 +95,11 @@ def _scenario(row: dict[str, str], seed: int) -> dict[str, Any]:
     }
 
 
+def run_key(row: dict[str, Any]) -> str:
+    """The identifier of a measured run: model, group, slots, adapters and max rank."""
+    return f"{row['model']}|{row['group']}|L{row['max_loras']}|A{row['n_adapters']}|r{row['max_lora_rank']}"
+
+
 MEASURED_FIELDS = ("total_throughput_tps", "input_throughput_tps", "output_throughput_tps", "mean_itl_ms",
                    "mean_ttft_ms", "p99_ttft_ms", "est_offered_total_tps", "thr_ratio_est", "mean_running",
                    "mean_waiting", "max_waiting", "last_waiting", "mean_kv_usage", "preemptions",
@@ -108,7 +113,7 @@ def read_runs(path: str | Path, seed: int = 0) -> list[MeasuredRun]:
         for row in csv.DictReader(f):
             if row["model"] not in PROFILE_FOR_MODEL:
                 continue
-            key = f"{row['model']}|{row['group']}|L{row['max_loras']}|A{row['n_adapters']}|r{row['max_lora_rank']}"
+            key = run_key(row)
             measured = {k: _f(row, k) for k in MEASURED_FIELDS}
             measured["starved"] = row.get("starved_est", "") == "True"
             runs.append(MeasuredRun(key=key, model=row["model"], group=row["group"], status=row["status"],

@@ -22,8 +22,9 @@ Arrivals
   adapters whose rates are all zero get an empty replay).
 
 Lengths
-- ``sharegpt``: (log prompt, log output) is bivariate normal with the shape (two sigmas, a
-  correlation) shipped in ``packer/data/length_shape.json``, truncated exactly like the ShareGPT
+- ``sharegpt`` / ``azure-conv``: (log prompt, log output) is bivariate normal with a shipped shape
+  (two sigmas, a correlation; ``packer/data/sharegpt_length_shape.json`` from calibrate/fit_e2e.py,
+  ``packer/data/length_shape.json`` from the Azure conversation trace), truncated exactly like the ShareGPT
   filter (min_input <= prompt <= max_input, prompt + output <= max_total, output >= 1). Draws are
   rounded to integers and rejected draws are redrawn (never clipped, which would pile mass on the
   bounds). The two location parameters are solved (Newton on an exact 1-D quadrature of the
