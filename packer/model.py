@@ -21,6 +21,8 @@ __all__ = [
     "ServerConfig",
     "Workload",
     "Scenario",
+    "ServerDefaults",
+    "PlacementWorkload",
     "parse_scenario",
     "parse_model",
 ]
@@ -197,6 +199,49 @@ class Scenario(_Frozen):
         if self.server.max_cpu_loras is not None:
             return self.server.max_cpu_loras
         return max(self.server.max_loras, len(self.workload.adapters))
+
+
+class ServerDefaults(_Frozen):
+    """Server settings a placement keeps the same on every GPU (the solver picks the LoRA flags).
+
+    The defaults are those of the calibration runs (``max_num_seqs=2048``, a 2048-token budget)."""
+
+    max_num_seqs: int = Field(default=2048, gt=0, le=65536)
+    max_num_batched_tokens: int = Field(default=2048, gt=0, le=1 << 20)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+
+
+class PlacementWorkload(_Frozen):
+    """A placement request: a profile and the adapters to serve, with their traffic.
+
+    ``objective`` is ``min_gpus`` (the fewest GPUs that keep up) or ``min_latency`` (the lowest worst
+    GPU utilisation on ``gpus`` GPUs); ``gpus`` is an optional GPU budget.
+    """
+
+    profile: str
+    adapters: tuple[Adapter, ...] = Field(min_length=1)
+    lengths: LengthSpec = LengthSpec()
+    arrivals: ArrivalSpec = PoissonArrivals()
+    server: ServerDefaults = ServerDefaults()
+    objective: Literal["min_gpus", "min_latency"] = "min_gpus"
+    gpus: int | None = Field(default=None, gt=0, le=100_000)
+
+    _arrivals_shorthand = field_validator("arrivals", mode="before")(Workload._arrivals_shorthand.__func__)
+
+    @model_validator(mode="after")
+    def _checks(self) -> "PlacementWorkload":
+        seen: set[str] = set()
+        for i, a in enumerate(self.adapters):
+            if a.id in seen:
+                raise ValueError(f"adapters[{i}].id: duplicate adapter id {a.id!r}; ids must be unique")
+            seen.add(a.id)
+        if self.lengths.distribution == "trace" and not isinstance(self.arrivals, TraceArrivals):
+            raise ValueError('lengths.distribution="trace" needs trace arrivals ({"kind": "trace", ...})')
+        return self
+
+    @property
+    def total_rate(self) -> float:
+        return float(sum(a.rate for a in self.adapters))
 
 
 def parse_scenario(data) -> Scenario:

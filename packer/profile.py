@@ -7,6 +7,8 @@ carries a ``fit_report`` with the fit error of each part.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -180,6 +182,11 @@ class Profile:
             )
         except (KeyError, TypeError) as e:
             raise InputError("profile", f"malformed profile {d.get('name', '?')!r}: {e}") from e
+
+    def fingerprint(self) -> str:
+        """A short hash of everything that changes a simulation (not the name or the fit report)."""
+        parts = {k: dataclasses.asdict(getattr(self, k)) for k in ("memory", "step", "scheduler", "loading", "client")}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Profile":

@@ -1,0 +1,266 @@
+"""``packer.solve``: how many GPUs, which adapters where, and which vLLM flags on each.
+
+1. Validate the workload; split adapters too hot for one GPU into equal replicas.
+2. Build (or load from the cache) the capacity model from the predictor (``solvers/capacity.py``).
+3. Run the solver on the capacity model.
+4. Confirm every GPU with the predictor and, unless ``verify=False``, with the twin; a GPU that
+   fails sheds its lightest adapters until it passes, and the shed adapters are re-placed (on GPUs
+   with room, or on new ones). The result says how many items moved and whether all GPUs verified.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from .errors import InputError
+from .model import PlacementWorkload, parse_model
+from .predictors.base import GpuQuery, Prediction, Predictor, get_predictor
+from .predictors.twin import TwinPredictor
+from .profile import load_profile
+from .solvers import bounds as _bounds
+from .solvers.base import LOAD_UNIT, Assignment, Item, Objective, PlacementProblem, SolveStatus, get_solver
+from .solvers.capacity import CapacityModel, ServerBase, build_capacity_model, rank_class
+from .solvers.result import AdapterShare, GpuPlan, SolveResult
+
+__all__ = ["solve", "parse_workload", "build_problem"]
+
+MAX_REPAIR_ROUNDS = 8
+
+
+def parse_workload(data: PlacementWorkload | Mapping[str, Any]) -> PlacementWorkload:
+    """A validated ``PlacementWorkload`` (errors name the field); checks the profile exists."""
+    wl = data if isinstance(data, PlacementWorkload) else parse_model(PlacementWorkload, data)
+    load_profile(wl.profile)
+    return wl
+
+
+def build_problem(workload: PlacementWorkload, predictor: Predictor, *, objective: Objective, gpus: int | None,
+                  time_limit_s: float, seed: int, workers: int | None = None, cache: bool = True,
+                  progress: Callable[[str], None] | None = None) -> PlacementProblem:
+    """The capacity model and items (hot adapters replicated) for a workload."""
+    tokens = workload.lengths.input_mean + workload.lengths.output_mean
+    loads = [a.rate * tokens for a in workload.adapters]
+    positive = [x for x in loads if x > 0]
+    base = ServerBase(**workload.server.model_dump())
+    capacity = build_capacity_model(predictor, workload.profile, workload.lengths, workload.arrivals, base,
+                                    [a.rank for a in workload.adapters], len(workload.adapters),
+                                    min_load_tps=min(positive) if len(positive) == len(loads) else 0.0,
+                                    workers=workers, cache=cache, progress=progress)
+    items: list[Item] = []
+    for a, load in zip(workload.adapters, loads):
+        single = capacity.max_single_load(a.rank)
+        k = max(1, math.ceil(load / single)) if single > 0 else 1
+        for _ in range(k):
+            share_load = load / k
+            items.append(Item(a.id, a.rank, a.rate / k, 1.0 / k, share_load,
+                              int(math.ceil(share_load / LOAD_UNIT - 1e-9)), rank_class(a.rank)))
+    items.sort(key=lambda it: (-it.units, -it.rank, it.adapter_id))
+    return PlacementProblem(tuple(items), capacity, predictor, objective, gpus, time_limit_s, seed, workers)
+
+
+def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "greedy", predictor: Any = "twin",
+          objective: str | None = None, gpus: int | None = None, time_limit: float = 60.0, seed: int = 0,
+          verify: bool = True, workers: int | None = None, cache: bool = True,
+          progress: Callable[[str], None] | None = None) -> SolveResult:
+    """Place ``workload``'s adapters on GPUs; see ``SolveResult``.
+
+    ``solver`` and ``predictor`` are registered names or objects; ``objective`` and ``gpus``
+    override the workload's. ``time_limit`` bounds the exact solvers' search (seconds).
+    """
+    t0 = time.perf_counter()
+    wl = parse_workload(workload)
+    obj = _objective(objective if objective is not None else wl.objective)
+    budget = gpus if gpus is not None else wl.gpus
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
+        raise InputError("gpus", f"the GPU budget must be a positive integer (got {budget!r})")
+    if not (isinstance(time_limit, (int, float)) and math.isfinite(time_limit) and time_limit > 0):
+        raise InputError("time_limit", f"must be a positive number of seconds (got {time_limit!r})")
+    slv = get_solver(solver)
+    pred = get_predictor(predictor, field="predictor") if isinstance(predictor, str) else get_predictor(predictor)
+    twin = pred if isinstance(pred, TwinPredictor) else (TwinPredictor(seed=seed) if verify else None)
+
+    problem = build_problem(wl, pred, objective=Objective.MIN_GPUS, gpus=None, time_limit_s=float(time_limit),
+                            seed=seed, workers=workers, cache=cache, progress=progress)
+    t_cap = time.perf_counter()
+    if obj is Objective.MIN_LATENCY and budget is None:
+        budget = get_solver("greedy").solve(problem).num_gpus  # the fewest GPUs greedy needs
+    problem = PlacementProblem(problem.items, problem.capacity, pred, obj, budget if obj is Objective.MIN_LATENCY
+                               else None, float(time_limit), seed, workers)
+    assignment = slv.solve(problem)
+    t_solve = time.perf_counter()
+
+    if assignment.status is SolveStatus.INFEASIBLE:
+        lb = _min_gpus_bound(problem)
+        return SolveResult(SolveStatus.INFEASIBLE, obj.value, 0, None, assignment.lower_bound, None, slv.name,
+                           pred.name, False, (), time.perf_counter() - t0, t_cap - t0, t_solve - t_cap, 0.0, 0,
+                           budget, max(0, lb - budget) if budget else None,
+                           assignment.message or f"needs at least {lb} GPUs on the capacity model")
+
+    bins = [list(b) for b in assignment.bins]
+    configs = {tuple(b): c for b, c in zip(assignment.bins, assignment.configs)}
+    checkers = [pred] + ([twin] if twin is not None and twin is not pred else [])
+    moved = 0
+    final_preds: list[Prediction] = []
+    for checker in checkers:
+        bins, n_moved, final_preds = _confirm_and_repair(problem, bins, configs, checker, budget, obj)
+        moved += n_moved
+    twin_preds = final_preds if twin is not None else None
+    pred_preds = final_preds if twin is None or twin is pred else [pred.predict(_query(problem, b, configs)) for b in bins]
+    t_verify = time.perf_counter()
+
+    plans = tuple(_plan(problem, b, configs, p, tp) for b, p, tp in
+                  zip(bins, pred_preds, twin_preds if twin_preds is not None else [None] * len(bins)))
+    verified = twin_preds is not None and all(p.ok for p in twin_preds)
+    return _result(problem, assignment, obj, slv.name, pred.name, plans, verified, moved, budget,
+                   t0, t_cap, t_solve, t_verify)
+
+
+# ---- confirmation and repair --------------------------------------------------------------------
+
+def _confirm_and_repair(problem: PlacementProblem, bins: list[list[int]], configs: dict, checker: Predictor,
+                        budget: int | None, obj: Objective) -> tuple[list[list[int]], int, list[Prediction]]:
+    """Check every GPU with ``checker``; shed items from failing GPUs and re-place them until all pass."""
+    moved = 0
+    preds = checker.predict_many([_query(problem, b, configs) for b in bins])
+    for _ in range(MAX_REPAIR_ROUNDS):
+        failing = [g for g, p in enumerate(preds) if not p.ok]
+        if not failing:
+            break
+        shed: list[int] = []
+        for g in failing:
+            bins[g], out, preds[g] = _shed_until_ok(problem, bins[g], configs, checker)
+            shed += out
+        moved += len(shed)
+        if not shed:
+            break  # single items that fail alone: nothing left to move, the result says so
+        for i in sorted(shed, key=lambda i: -problem.items[i].units):
+            if not _place_into_existing(problem, bins, preds, i, configs, checker, budget, obj):
+                bins.append([i])
+                preds.append(checker.predict(_query(problem, bins[-1], configs)))
+        keep = [g for g, b in enumerate(bins) if b]
+        bins, preds = [bins[g] for g in keep], [preds[g] for g in keep]
+    return bins, moved, preds
+
+
+def _shed_until_ok(problem: PlacementProblem, members: list[int], configs: dict,
+                   checker: Predictor) -> tuple[list[int], list[int], Prediction]:
+    """Remove the lightest items, a growing fraction of the load at a time, until the GPU passes."""
+    order = sorted(members, key=lambda i: (problem.items[i].units, i))
+    total = sum(problem.items[i].units for i in members)
+    for step in range(1, 40):
+        target = total * (1 - 0.03 * step)
+        keep, removed, load = list(order), [], total
+        while len(keep) > 1 and (load > target or not removed):
+            i = keep.pop(0)
+            removed.append(i)
+            load -= problem.items[i].units
+        kept = [i for i in members if i in set(keep)]
+        p = checker.predict(_query(problem, kept, configs))
+        if p.ok or len(kept) == 1:
+            return kept, removed, p
+    return kept, removed, p  # pragma: no cover - 40 steps remove everything but one item
+
+
+def _place_into_existing(problem: PlacementProblem, bins: list[list[int]], preds: list[Prediction], i: int,
+                         configs: dict, checker: Predictor, budget: int | None, obj: Objective) -> bool:
+    """Put item ``i`` on an existing GPU that stays within the capacity model and passes ``checker``."""
+    it = problem.items[i]
+    order = range(len(bins))
+    if obj is Objective.MIN_LATENCY:
+        order = sorted(order, key=lambda g: _model_util(problem, bins[g] + [i]))
+    for g in order:
+        cand = bins[g] + [i]
+        if any(problem.items[j].adapter_id == it.adapter_id for j in bins[g]):
+            continue
+        if problem.fits(max(problem.items[j].rank for j in cand), len(cand),
+                        sum(problem.items[j].units for j in cand)) is None:
+            continue
+        p = checker.predict(_query(problem, cand, configs))
+        if p.ok:
+            bins[g], preds[g] = cand, p
+            return True
+    return False
+
+
+def _model_util(problem: PlacementProblem, members: Sequence[int]) -> float:
+    from .solvers.base import utilisation
+    return utilisation(problem, members)
+
+
+def _flags(problem: PlacementProblem, members: Sequence[int], configs: dict) -> tuple[int, int, int]:
+    """max_loras, max_cpu_loras, max_lora_rank for a GPU holding ``members``."""
+    R = rank_class(max(problem.items[i].rank for i in members))
+    n = len({problem.items[i].adapter_id for i in members})
+    solver_cfg = configs.get(tuple(members))
+    cfg = solver_cfg if solver_cfg is not None and solver_cfg.max_lora_rank >= R else problem.config_for(R, len(members))
+    a = cfg.max_loras if cfg is not None else n
+    a = max(1, min(a, n))
+    return a, max(a, n), R
+
+
+def _query(problem: PlacementProblem, members: Sequence[int], configs: dict) -> GpuQuery:
+    a, cpu, R = _flags(problem, members, configs)
+    cm = problem.capacity
+    its = [problem.items[i] for i in members]
+    return GpuQuery(cm.profile, cm.base.server(a, R, cpu), tuple(it.rank for it in its),
+                    tuple(it.rate for it in its), cm.lengths, cm.arrivals)
+
+
+# ---- result -------------------------------------------------------------------------------------
+
+def _plan(problem: PlacementProblem, members: list[int], configs: dict, p: Prediction,
+          twin_p: Prediction | None) -> GpuPlan:
+    a, cpu, R = _flags(problem, members, configs)
+    shares: dict[str, AdapterShare] = {}
+    for i in members:
+        it = problem.items[i]
+        prev = shares.get(it.adapter_id)
+        shares[it.adapter_id] = AdapterShare(it.adapter_id, it.rank, it.rate + (prev.rate if prev else 0.0),
+                                             it.share + (prev.share if prev else 0.0))
+    offered = sum(problem.items[i].load_tps for i in members)
+    cap = problem.capacity.capacity(R, len(members))
+    return GpuPlan(tuple(shares.values()), a, cpu, R, offered, cap, offered / cap if cap > 0 else math.inf,
+                   p.throughput_tps, p.mean_itl_ms, p.starved, p.memory_error,
+                   None if twin_p is None else twin_p.ok)
+
+
+def _min_gpus_bound(problem: PlacementProblem) -> int:
+    return int(_bounds.lower_bounds({**problem.to_plain(), "objective": "min_gpus"})["best"])
+
+
+def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: str, predictor: str,
+            plans: tuple[GpuPlan, ...], verified: bool, moved: int, budget: int | None,
+            t0: float, t_cap: float, t_solve: float, t_verify: float) -> SolveResult:
+    n = len(plans)
+    if obj is Objective.MIN_GPUS:
+        lb = max(_min_gpus_bound(problem), int(math.ceil(a.lower_bound - 1e-9)) if a.lower_bound else 0)
+        value: float | None = float(n)
+        gap = (n - lb) / n if n else 0.0
+        status = a.status
+        if n == lb:
+            status = SolveStatus.OPTIMAL
+        elif status is SolveStatus.OPTIMAL:
+            status = SolveStatus.FEASIBLE  # repairs added GPUs beyond the proven optimum
+    else:
+        value = max((p.utilisation for p in plans), default=0.0)
+        lb = a.lower_bound
+        gap = (value - lb) / value if lb is not None and value else None
+        status = a.status if moved == 0 else (SolveStatus.FEASIBLE if a.status is SolveStatus.OPTIMAL else a.status)
+    short = max(0, n - budget) if budget is not None else None
+    msg = a.message
+    if short:
+        msg = (msg + "; " if msg else "") + f"needs {n} GPUs, {short} more than the budget of {budget}"
+    if budget is not None and short:
+        status = SolveStatus.INFEASIBLE
+    return SolveResult(status, obj.value, n, value, lb, gap, solver, predictor, verified, plans,
+                       time.perf_counter() - t0, t_cap - t0, t_solve - t_cap, t_verify - t_solve, moved, budget,
+                       short if budget is not None else None, msg)
+
+
+def _objective(value: str) -> Objective:
+    try:
+        return Objective(value)
+    except ValueError:
+        raise InputError("objective", f"unknown objective {value!r}; valid: min_gpus, min_latency") from None

@@ -1,0 +1,119 @@
+"""The predictor interface: one GPU's config and adapter set in, throughput/latency/starvation out.
+
+Every backend (the twin, the distilled tree, a live vLLM benchmark) implements ``Predictor.predict``
+on a ``GpuQuery`` and is registered by name in ``PREDICTORS``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+from ..model import ArrivalSpec, LengthSpec, PoissonArrivals, Scenario, ServerConfig, Workload
+from ..registry import Registry
+
+__all__ = ["GpuQuery", "Prediction", "Predictor", "PREDICTORS", "get_predictor"]
+
+
+@dataclass(frozen=True)
+class GpuQuery:
+    """One vLLM server: profile, server flags and the adapters it serves (rank and rate in req/s).
+
+    Adapter identities do not matter to a prediction, only their ranks and rates, so a query is a
+    value (hashable) that predictors can cache on.
+    """
+
+    profile: str
+    server: ServerConfig
+    ranks: tuple[int, ...]
+    rates: tuple[float, ...]
+    lengths: LengthSpec = field(default_factory=LengthSpec)
+    arrivals: ArrivalSpec = field(default_factory=PoissonArrivals)
+
+    def __post_init__(self) -> None:
+        if len(self.ranks) != len(self.rates):
+            raise ValueError("ranks and rates must have the same length")
+        if not self.ranks:
+            raise ValueError("a query needs at least one adapter")
+
+    @property
+    def num_adapters(self) -> int:
+        return len(self.ranks)
+
+    @property
+    def offered_tps(self) -> float:
+        """Offered token load (prompt + output tokens per second) at the lengths' means."""
+        return sum(self.rates) * (self.lengths.input_mean + self.lengths.output_mean)
+
+    def scenario(self, duration_s: float, seed: int) -> Scenario:
+        """This query as a twin scenario (adapters named a0, a1, ...)."""
+        adapters = tuple({"id": f"a{i}", "rank": r, "rate": q} for i, (r, q) in enumerate(zip(self.ranks, self.rates)))
+        wl = Workload(adapters=adapters, lengths=self.lengths, arrivals=self.arrivals, duration_s=duration_s, seed=seed)
+        return Scenario(profile=self.profile, server=self.server, workload=wl)
+
+    @classmethod
+    def from_scenario(cls, sc: Scenario) -> "GpuQuery":
+        ads = sc.workload.adapters
+        return cls(profile=sc.profile, server=sc.server, ranks=tuple(a.rank for a in ads),
+                   rates=tuple(a.rate for a in ads), lengths=sc.workload.lengths, arrivals=sc.workload.arrivals)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a predictor says about one GPU. Fields a backend does not predict are ``None``."""
+
+    predictor: str
+    starved: bool
+    memory_error: str | None
+    throughput_tps: float | None
+    offered_tps: float
+    mean_itl_ms: float | None = None
+    p99_ttft_ms: float | None = None
+
+    @property
+    def throughput_ratio(self) -> float | None:
+        if self.throughput_tps is None or self.offered_tps <= 0:
+            return None
+        return self.throughput_tps / self.offered_tps
+
+    @property
+    def ok(self) -> bool:
+        """Keeps up and starts: the GPU is usable as configured."""
+        return self.memory_error is None and not self.starved
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+class Predictor(ABC):
+    """Predicts one GPU's behaviour. Subclasses set ``name`` and implement ``predict``."""
+
+    name: str = "predictor"
+
+    @abstractmethod
+    def predict(self, query: GpuQuery) -> Prediction:
+        """Predict one GPU."""
+
+    def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
+        """Predict many GPUs (backends may batch or parallelise this)."""
+        return [self.predict(q) for q in queries]
+
+    def describe(self) -> dict:
+        """Settings that change this predictor's answers (used as a cache key by the capacity model)."""
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.describe().items() if k != 'name')})"
+
+
+PREDICTORS: Registry[Predictor] = Registry("predictor", Predictor)
+
+
+def get_predictor(spec: "str | Predictor" = "twin", **options) -> Predictor:
+    """A predictor by registered name (with options) or the given object."""
+    return PREDICTORS.get(spec, **options)
+
+

@@ -1,0 +1,91 @@
+"""The ``twin`` predictor: the Digital Twin itself, with a cache of repeated queries."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import OrderedDict
+from concurrent.futures import ProcessPoolExecutor
+from typing import Sequence
+
+from ..profile import Profile, load_profile
+from ..registry import process_context
+from ..twin import Twin
+from .base import PREDICTORS, GpuQuery, Prediction, Predictor
+
+__all__ = ["TwinPredictor"]
+
+
+class TwinPredictor(Predictor):
+    """Simulates each query with the twin for ``duration_s`` simulated seconds (seeded).
+
+    Identical queries are answered from an LRU cache of ``cache_size`` entries. ``workers`` > 1 runs
+    ``predict_many`` batches in that many processes. ``profile`` overrides the query's profile name
+    (for custom, unshipped profiles).
+    """
+
+    name = "twin"
+
+    def __init__(self, duration_s: float = 600.0, seed: int = 0, cache_size: int = 65536,
+                 workers: int | None = 1, profile: Profile | None = None):
+        if not (duration_s > 0 and math.isfinite(duration_s)):
+            raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
+        self.duration_s = float(duration_s)
+        self.seed = int(seed)
+        self.cache_size = int(cache_size)
+        self.workers = max(1, int(workers or os.cpu_count() or 1))
+        self.profile = profile
+        self._cache: OrderedDict[GpuQuery, Prediction] = OrderedDict()
+        self.calls = 0       # simulations actually run
+        self.cache_hits = 0
+
+    def describe(self) -> dict:
+        d = {"name": self.name, "duration_s": self.duration_s, "seed": self.seed}
+        if self.profile is not None:
+            d["profile"] = self.profile.fingerprint()
+        return d
+
+    def predict(self, query: GpuQuery) -> Prediction:
+        hit = self._lookup(query)
+        if hit is not None:
+            return hit
+        self.calls += 1
+        return self._store(query, _simulate(query, self.duration_s, self.seed, self.profile))
+
+    def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
+        todo = list(dict.fromkeys(q for q in queries if self._lookup(q, count=False) is None))
+        if self.workers > 1 and len(todo) > 1:
+            with ProcessPoolExecutor(min(self.workers, len(todo)), mp_context=process_context()) as pool:
+                results = list(pool.map(_simulate, todo, [self.duration_s] * len(todo), [self.seed] * len(todo),
+                                        [self.profile] * len(todo), chunksize=max(1, len(todo) // (4 * self.workers))))
+            self.calls += len(todo)
+            for q, p in zip(todo, results):
+                self._store(q, p)
+        return [self.predict(q) for q in queries]
+
+    def _lookup(self, query: GpuQuery, count: bool = True) -> Prediction | None:
+        p = self._cache.get(query)
+        if p is not None:
+            self._cache.move_to_end(query)
+            if count:
+                self.cache_hits += 1
+        return p
+
+    def _store(self, query: GpuQuery, p: Prediction) -> Prediction:
+        self._cache[query] = p
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return p
+
+
+def _simulate(query: GpuQuery, duration_s: float, seed: int, profile: Profile | None) -> Prediction:
+    prof = profile if profile is not None else load_profile(query.profile)
+    r = Twin(query.scenario(duration_s, seed), prof).run()
+    if r.memory_error:
+        return Prediction(predictor="twin", starved=False, memory_error=r.memory_error, throughput_tps=None,
+                          offered_tps=query.offered_tps)
+    return Prediction(predictor="twin", starved=bool(r.starved), memory_error=None, throughput_tps=r.throughput_tps,
+                      offered_tps=r.offered_tps, mean_itl_ms=r.mean_itl_ms, p99_ttft_ms=r.p99_ttft_ms)
+
+
+PREDICTORS.register("twin", TwinPredictor, summary="the Digital Twin (discrete-event simulation), cached")

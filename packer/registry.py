@@ -1,0 +1,78 @@
+"""Registries of named backends (predictors, solvers), selectable by name or by passing an object.
+
+An unknown name is an ``InputError`` listing the valid names, and for a backend whose optional
+dependency is missing, the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+from .errors import InputError
+
+__all__ = ["Registry"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Entry(Generic[T]):
+    factory: Callable[..., T]
+    requires: tuple[str, ...]   # importable modules the backend needs
+    extra: str | None           # the pip extra that installs them
+    summary: str
+
+
+class Registry(Generic[T]):
+    """Backends of one kind (``"predictor"``, ``"solver"``) registered by name."""
+
+    def __init__(self, kind: str, base: type):
+        self.kind = kind
+        self.base = base
+        self._entries: dict[str, _Entry[T]] = {}
+
+    def register(self, name: str, factory: Callable[..., T], *, summary: str = "",
+                 requires: tuple[str, ...] = (), extra: str | None = None) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = _Entry(factory, tuple(requires), extra, summary)
+
+    def names(self) -> list[str]:
+        """Every registered name, available or not."""
+        return sorted(self._entries)
+
+    def available(self, name: str) -> bool:
+        e = self._entries.get(name)
+        return e is not None and all(importlib.util.find_spec(m) is not None for m in e.requires)
+
+    def summary(self, name: str) -> str:
+        return self._entries[name].summary
+
+    def get(self, spec: str | T, field: str | None = None, **options: Any) -> T:
+        """The backend named ``spec`` (built with ``options``), or ``spec`` itself if it is a backend."""
+        field = field or self.kind
+        if isinstance(spec, self.base):
+            if options:
+                raise InputError(field, f"options {sorted(options)} apply only when the {self.kind} is given by name")
+            return spec
+        if not isinstance(spec, str):
+            raise InputError(field, f"expected a {self.kind} name or a {self.base.__name__}, got {type(spec).__name__}")
+        e = self._entries.get(spec)
+        if e is None:
+            raise InputError(field, f"unknown {self.kind} {spec!r}; valid: {', '.join(self.names())}")
+        missing = [m for m in e.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            how = f'pip install "packer[{e.extra}]"' if e.extra else f"pip install {' '.join(missing)}"
+            raise InputError(field, f"{self.kind} {spec!r} needs {', '.join(missing)}; install it with: {how}")
+        return e.factory(**options)
+
+
+def process_context():
+    """The multiprocessing context for packer's worker pools: fork where the OS has it (children
+    inherit the compiled twin and no ``__main__`` guard is needed in user scripts), else spawn."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")

@@ -1,0 +1,85 @@
+"""``cpsat`` (OR-Tools CP-SAT) and ``milp`` (Pyomo + HiGHS): exact solvers on the capacity model.
+
+Both start from the greedy placement (warm start and upper bound), skip the search when it meets
+the lower bound, break symmetry between GPUs, honour the time limit and return the incumbent, the
+proven bound and the gap. Each runs in its own worker process (``exact.py``) because ortools and
+highspy bundle clashing HiGHS libraries and cannot share a process.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .base import SOLVERS, Assignment, Objective, PlacementProblem, Solver, SolveStatus
+from .bounds import lower_bounds
+from .exact import solve_exact
+from .greedy import GreedySolver
+
+__all__ = ["CpSatSolver", "MilpSolver"]
+
+_STATUS = {"optimal": SolveStatus.OPTIMAL, "feasible": SolveStatus.FEASIBLE, "time_limit": SolveStatus.TIME_LIMIT,
+           "infeasible": SolveStatus.INFEASIBLE}
+
+
+class _ExactSolver(Solver):
+    backend = ""
+
+    def solve(self, problem: PlacementProblem) -> Assignment:
+        t0 = time.perf_counter()
+        warm = GreedySolver().solve(problem)
+        if warm.status is SolveStatus.INFEASIBLE:
+            warm = None
+        plain = problem.to_plain(warm)
+        if problem.objective is Objective.MIN_LATENCY and warm is not None:
+            plain["max_bins"] = problem.gpus
+        answer = solve_exact(plain, self.backend)
+        status = answer.get("status")
+        details = {"wall_seconds": time.perf_counter() - t0, "backend": self.backend,
+                   "solver_wall_seconds": answer.get("wall_seconds"), "message": answer.get("message", "")}
+        if problem.objective is Objective.MIN_GPUS:
+            details["bounds"] = lower_bounds(plain)
+        if status == "infeasible":
+            return Assignment((), (), SolveStatus.INFEASIBLE, lower_bound=answer.get("bound"),
+                              message=answer.get("message", ""), details=details)
+        if status not in _STATUS or answer.get("bins") is None:
+            if warm is None:
+                return Assignment((), (), SolveStatus.INFEASIBLE, message=f"{self.backend}: {answer.get('message')}",
+                                  details=details)
+            # The backend failed: keep the greedy incumbent and say so.
+            return Assignment(warm.bins, warm.configs, SolveStatus.FEASIBLE, lower_bound=answer.get("bound"),
+                              objective_value=warm.objective_value,
+                              message=f"{self.backend} failed ({answer.get('message')}); greedy incumbent kept",
+                              details=details)
+        n_bins = max(answer["bins"]) + 1 if answer["bins"] else 0
+        members: list[list[int]] = [[] for _ in range(n_bins)]
+        for i, g in enumerate(answer["bins"]):
+            members[g].append(i)
+        configs = problem.configs
+        bins = tuple(tuple(m) for m in members if m)
+        cfgs = tuple(configs[answer["configs"][g]] for g, m in enumerate(members) if m)
+        value = answer.get("objective")
+        bound = answer.get("bound")
+        if problem.objective is Objective.MIN_LATENCY:  # per-mille utilisation -> fraction
+            value = None if value is None else value / 1000.0
+            bound = None if bound is None else bound / 1000.0
+        return Assignment(bins, cfgs, _STATUS[status], lower_bound=bound, objective_value=value,
+                          message=answer.get("message", ""), details=details)
+
+
+class CpSatSolver(_ExactSolver):
+    """OR-Tools CP-SAT on the capacity model."""
+
+    name = "cpsat"
+    backend = "cpsat"
+
+
+class MilpSolver(_ExactSolver):
+    """A Pyomo MILP solved by HiGHS on the capacity model."""
+
+    name = "milp"
+    backend = "milp"
+
+
+SOLVERS.register("cpsat", CpSatSolver, summary="OR-Tools CP-SAT, exact on the capacity model", requires=("ortools",))
+SOLVERS.register("milp", MilpSolver, summary="Pyomo MILP with HiGHS, exact on the capacity model",
+                 requires=("pyomo", "highspy"))

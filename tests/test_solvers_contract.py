@@ -1,0 +1,176 @@
+"""The contract every registered solver meets, end to end through ``packer.solve`` with the real twin.
+
+A guard test fails when a solver is registered but missing from ``CONTRACT_SOLVERS``, so a new
+backend cannot skip these checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import pytest
+
+import packer
+from packer.errors import InputError
+from packer.predictors import TwinPredictor
+from packer.profile import load_profile
+from packer.solvers import SOLVERS, SolveStatus
+
+CONTRACT_SOLVERS = ["greedy", "ladder", "cpsat", "milp"]
+PROFILE = "llama-3.1-8b-instruct@h100-64gb"
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    # One capacity cache per test session: tables are measured once and shared by the tests.
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "packer-cache"))
+
+
+def fast_twin() -> TwinPredictor:
+    """The real twin on a shorter window (300 s, not 600 s), to keep the suite quick."""
+    return TwinPredictor(duration_s=300.0)
+
+
+def workload(n: int = 24, total_rate: float = 40.0, seed: int = 0, ranks=(8, 16), **extra) -> dict:
+    rng = np.random.default_rng(seed)
+    w = 1.0 / np.arange(1, n + 1) ** 1.1
+    w = w / w.sum()
+    return {"profile": PROFILE,
+            "adapters": [{"id": f"ad{i}", "rank": int(rng.choice(ranks)), "rate": float(total_rate * w[i])}
+                         for i in range(n)],
+            "lengths": {"input_mean": 222.7, "output_mean": 196.1}, **extra}
+
+
+def run(wl: dict, solver: str, **kw):
+    return packer.solve(wl, solver=solver, predictor=fast_twin(), workers=1, time_limit=kw.pop("time_limit", 20), **kw)
+
+
+def test_every_registered_solver_is_under_contract():
+    assert set(SOLVERS.names()) == set(CONTRACT_SOLVERS)
+
+
+def check_placement(wl: dict, r) -> None:
+    """Every adapter placed once, or replicas whose shares sum to one; flags that start."""
+    rates = {a["id"]: a["rate"] for a in wl["adapters"]}
+    shares: dict[str, float] = {}
+    served: dict[str, float] = {}
+    mem = load_profile(wl["profile"]).memory
+    for g in r.gpus:
+        ids = [a.id for a in g.adapters]
+        assert len(ids) == len(set(ids)), "an adapter appears twice on one GPU"
+        assert g.max_cpu_loras >= g.max_loras >= 1
+        assert g.max_cpu_loras >= len(g.adapters)
+        assert g.max_lora_rank >= max(a.rank for a in g.adapters)
+        assert mem.startup_error(g.max_loras, g.max_lora_rank, 0.9, True) is None
+        for a in g.adapters:
+            shares[a.id] = shares.get(a.id, 0.0) + a.share
+            served[a.id] = served.get(a.id, 0.0) + a.rate
+    assert set(shares) == set(rates)
+    for k, s in shares.items():
+        assert s == pytest.approx(1.0)
+        assert served[k] == pytest.approx(rates[k])
+    assert r.num_gpus == len(r.gpus)
+
+
+@pytest.mark.parametrize("solver", CONTRACT_SOLVERS)
+def test_places_every_adapter_and_verifies(solver):
+    wl = workload()
+    before = copy.deepcopy(wl)
+    r = run(wl, solver)
+    assert wl == before, "the workload was mutated"
+    check_placement(wl, r)
+    assert r.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE, SolveStatus.TIME_LIMIT)
+    assert r.verified and all(g.verified for g in r.gpus)
+    assert r.lower_bound is not None and r.lower_bound <= r.num_gpus
+    assert r.solver == solver and r.predictor == "twin"
+    d = r.to_dict()
+    for key in ("status", "num_gpus", "lower_bound", "gap", "verified", "wall_seconds", "gpus"):
+        assert key in d
+    assert {"adapters", "max_loras", "max_cpu_loras", "max_lora_rank"} <= set(d["gpus"][0])
+
+
+@pytest.mark.parametrize("solver", CONTRACT_SOLVERS)
+def test_same_seed_same_answer(solver):
+    wl = workload(n=16, seed=3)
+    a, b = run(wl, solver, seed=5), run(wl, solver, seed=5)
+    assert [[(x.id, x.share) for x in g.adapters] for g in a.gpus] == \
+           [[(x.id, x.share) for x in g.adapters] for g in b.gpus]
+    assert [(g.max_loras, g.max_lora_rank) for g in a.gpus] == [(g.max_loras, g.max_lora_rank) for g in b.gpus]
+
+
+@pytest.mark.parametrize("solver", CONTRACT_SOLVERS)
+def test_hot_adapter_is_replicated(solver):
+    wl = workload(n=6, total_rate=10.0)
+    wl["adapters"][0]["rate"] = 60.0  # about twice what one GPU sustains
+    r = run(wl, solver)
+    check_placement(wl, r)
+    hot = r.placement()["ad0"]
+    assert len(hot) >= 2 and sum(s for _, s in hot) == pytest.approx(1.0)
+    assert len({g for g, _ in hot}) == len(hot), "replicas of one adapter share a GPU"
+
+
+@pytest.mark.parametrize("solver", CONTRACT_SOLVERS)
+def test_time_limit_is_honoured(solver):
+    wl = workload(n=60, total_rate=120.0, seed=1, ranks=(8, 16, 32))
+    run(wl, "greedy")  # measure the capacity model first: the limit bounds the search, not the measuring
+    t0 = time.perf_counter()
+    r = run(wl, solver, time_limit=2.0, verify=False)
+    wall = time.perf_counter() - t0
+    assert wall < 2.0 + 15.0, f"{solver} took {wall:.1f} s with a 2 s limit"
+    check_placement(wl, r)
+    if r.status is SolveStatus.TIME_LIMIT:
+        assert r.lower_bound <= r.num_gpus and r.gap >= 0
+
+
+@pytest.mark.parametrize("solver", ["greedy", "cpsat", "milp"])
+def test_min_latency_spreads_load_over_the_budget(solver):
+    wl = workload(n=20, total_rate=30.0)
+    fewest = run(wl, "greedy")
+    budget = fewest.num_gpus + 1
+    r = run(wl, solver, objective="min_latency", gpus=budget)
+    check_placement(wl, r)
+    assert r.num_gpus <= budget
+    assert max(g.utilisation for g in r.gpus) <= max(g.utilisation for g in fewest.gpus) + 1e-9
+    assert r.objective == "min_latency"
+
+
+def test_ladder_rejects_min_latency():
+    with pytest.raises(InputError, match="objective"):
+        run(workload(n=8), "ladder", objective="min_latency", gpus=2)
+
+
+def test_budget_shortfall_is_reported():
+    wl = workload(n=30, total_rate=90.0)
+    need = run(wl, "greedy").num_gpus
+    r = run(wl, "greedy", gpus=1)
+    assert r.status is SolveStatus.INFEASIBLE
+    assert r.short_by == need - 1 and str(need) in r.message
+
+
+def test_greedy_is_never_worse_than_ladder_here():
+    wl = workload(n=40, total_rate=80.0, seed=2, ranks=(8, 16, 32))
+    assert run(wl, "greedy").num_gpus <= run(wl, "ladder").num_gpus
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"adapters": []}, "adapters"),
+    ({"adapters": [{"id": "x", "rank": 8, "rate": -1.0}]}, "adapters[0].rate"),
+    ({"gpus": 0}, "gpus"),
+    ({"objective": "cheapest"}, "objective"),
+    ({"profile": "gpt-9@tpu"}, "profile"),
+    ({"colour": "blue"}, "colour"),
+])
+def test_bad_workloads_name_the_field(bad, field):
+    wl = {**workload(n=4), **bad}
+    with pytest.raises(InputError) as e:
+        run(wl, "greedy")
+    assert e.value.field == field
+
+
+def test_unknown_solver_and_predictor_list_the_valid_ones():
+    with pytest.raises(InputError, match="valid: cpsat, greedy, ladder, milp"):
+        packer.solve(workload(n=4), solver="simplex")
+    with pytest.raises(InputError, match="valid: twin"):
+        packer.solve(workload(n=4), predictor="oracle")
