@@ -99,8 +99,9 @@ def random_problem(rng: np.random.Generator, objective: str) -> dict:
     configs = [(int(rng.integers(0, 3)), int(rng.integers(1, 5)), int(rng.integers(8, 30)))
                for _ in range(int(rng.integers(1, 5)))]
     configs.append((2, 1, 30))  # every item fits alone: the instance is feasible for min_gpus
-    return problem(rng.integers(0, 25, n), rng.integers(0, 3, n), configs, objective,
-                   gpus=int(rng.integers(2, n + 1)) if objective == "min_latency" else None, seed=int(rng.integers(100)))
+    gpus = int(rng.integers(2, n + 1)) if objective == "min_latency" else None
+    return problem(rng.integers(0, 25, n), rng.integers(0, 3, n), configs, objective, gpus=gpus,
+                   seed=int(rng.integers(100)))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -213,9 +214,10 @@ def test_post_check_rejects_invalid_placements():
     assert check_placement(p, [0, 1, 0], [1, 0]) is None
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_invalid_solver_answer_becomes_error(backend):
-    """A real answer, then tampered with: the parent must not pass an infeasible placement on."""
+def test_invalid_solver_answer_becomes_error():
+    """A real answer, then tampered with: the parent must not pass an infeasible placement on (the check
+    is the same for both backends)."""
+    backend = "cpsat" if backend_available("cpsat") else "milp"
     p = problem([6, 5, 4, 3], [0, 1, 0, 0], [(1, 2, 10)], warm={"bins": [0, 1, 2, 3], "configs": [0] * 4})
     ans = solve_exact(p, backend)
     assert ans["status"] == "optimal" and ans["objective"] == 2
@@ -233,6 +235,19 @@ def test_worker_crash_is_an_error_with_the_warm_start():
     ans = solve_exact(p, "cpsat")
     assert ans["status"] == "error" and "ValueError" in ans["message"]
     assert ans["bins"] == [0, 1, 2, 3] and ans["objective"] == 4
+
+
+def test_child_is_killed_at_the_hard_limit(monkeypatch):
+    """time_limit_s + GRACE_S is a hard wall-clock limit: here 0.3 s, less than the child's start-up."""
+    import packer.solvers.exact as exact
+
+    monkeypatch.setattr(exact, "GRACE_S", 0.3 - 2.0)
+    p = big_problem()
+    t = time.monotonic()
+    ans = exact.solve_exact(p, "cpsat")
+    assert time.monotonic() - t < 1.5
+    assert ans["status"] == "time_limit" and "killed" in ans["message"]
+    assert ans["bins"] == p["warm_start"]["bins"] and ans["bound"] == lower_bounds(p)["best"]
 
 
 def test_cpsat_is_deterministic_with_one_worker():

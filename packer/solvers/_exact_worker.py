@@ -55,8 +55,12 @@ class Prepared:
     seed: int
 
     def slots(self, s: int) -> range:
-        """The bins sorted item ``s`` may go on."""
+        """The bins sorted item ``s`` may go on (symmetry breaking: g <= s)."""
         return range(min(s + 1, self.bins))
+
+    def members(self, g: int) -> range:
+        """The sorted items that may go on bin ``g``."""
+        return range(g, len(self.loads))
 
     def solver_seconds(self) -> float:
         """The solver's own limit: what is left of ``time_limit_s`` after imports and model building
@@ -132,8 +136,8 @@ def _hint(problem: dict, order: list[int], bins: int) -> tuple[list[int], list[i
 
 
 def _hint_values(p: Prepared) -> dict[str, dict] | None:
-    """Full variable values (x, z, y, T, u) for the hint, or None when the hint uses a config the model
-    does not offer (a dominated one) -- then switch it to its dominator if possible."""
+    """Full variable values (x, z, y, T, u) for the hint. A hinted config that the model does not offer
+    (a dominated one) is replaced by one that dominates it; None if there is none (cannot happen)."""
     if p.hint is None:
         return None
     hint_bins, hint_configs = p.hint
@@ -183,14 +187,13 @@ def solve_cpsat(p: Prepared, t0: float) -> dict:
     x = {(s, g): m.new_bool_var(f"x{s}_{g}") for s in range(n) for g in p.slots(s)}
     z = {(g, c): m.new_bool_var(f"z{g}_{c}") for g in range(U) for c in p.configs}
     y = [m.new_bool_var(f"y{g}") for g in range(U)]
-    on = {g: [s for s in range(n) if g in p.slots(s)] for g in range(U)}
     for s in range(n):
         m.add_exactly_one(x[s, g] for g in p.slots(s))
     for g in range(U):
         m.add(sum(z[g, c] for c in p.configs) == y[g])
-        m.add(sum(p.loads[s] * x[s, g] for s in on[g]) <= sum(p.cap[c] * z[g, c] for c in p.configs))
-        m.add(sum(x[s, g] for s in on[g]) <= sum(p.count[c] * z[g, c] for c in p.configs))
-        for s in on[g]:
+        m.add(sum(p.loads[s] * x[s, g] for s in p.members(g)) <= sum(p.cap[c] * z[g, c] for c in p.configs))
+        m.add(sum(x[s, g] for s in p.members(g)) <= sum(p.count[c] * z[g, c] for c in p.configs))
+        for s in p.members(g):
             m.add(x[s, g] <= sum(z[g, c] for c in p.fits(s)))
         if g + 1 < U:
             m.add(y[g] >= y[g + 1])
@@ -203,7 +206,7 @@ def solve_cpsat(p: Prepared, t0: float) -> dict:
             m.add(ugc <= T)
             m.add(ugc >= T - PERMILLE * (1 - z[g, c]))
         for g in range(U):
-            m.add(PERMILLE * sum(p.loads[s] * x[s, g] for s in on[g])
+            m.add(PERMILLE * sum(p.loads[s] * x[s, g] for s in p.members(g))
                   <= sum(p.cap[c] * u[g, c] for c in p.configs))
         m.minimize(T)
     else:
@@ -249,16 +252,15 @@ def solve_milp(p: Prepared, t0: float) -> dict:
     from pyomo.contrib.appsi.solvers import Highs
 
     n, U = len(p.loads), p.bins
-    on = {g: [s for s in range(n) if g in p.slots(s)] for g in range(U)}
     m = pyo.ConcreteModel()
     m.x = pyo.Var([(s, g) for s in range(n) for g in p.slots(s)], domain=pyo.Binary)
     m.z = pyo.Var([(g, c) for g in range(U) for c in p.configs], domain=pyo.Binary)
     m.y = pyo.Var(range(U), domain=pyo.Binary)
     m.one = pyo.Constraint(range(n), rule=lambda m, s: pyo.quicksum(m.x[s, g] for g in p.slots(s)) == 1)
     m.use = pyo.Constraint(range(U), rule=lambda m, g: pyo.quicksum(m.z[g, c] for c in p.configs) == m.y[g])
-    m.cap = pyo.Constraint(range(U), rule=lambda m, g: pyo.quicksum(p.loads[s] * m.x[s, g] for s in on[g])
-                           <= pyo.quicksum(p.cap[c] * m.z[g, c] for c in p.configs))
-    m.cnt = pyo.Constraint(range(U), rule=lambda m, g: pyo.quicksum(m.x[s, g] for s in on[g])
+    m.cap = pyo.Constraint(range(U), rule=lambda m, g: pyo.quicksum(
+        p.loads[s] * m.x[s, g] for s in p.members(g)) <= pyo.quicksum(p.cap[c] * m.z[g, c] for c in p.configs))
+    m.cnt = pyo.Constraint(range(U), rule=lambda m, g: pyo.quicksum(m.x[s, g] for s in p.members(g))
                            <= pyo.quicksum(p.count[c] * m.z[g, c] for c in p.configs))
     m.rank = pyo.Constraint(list(m.x.keys()), rule=lambda m, s, g: m.x[s, g]
                             <= pyo.quicksum(m.z[g, c] for c in p.fits(s)))
@@ -272,7 +274,8 @@ def solve_milp(p: Prepared, t0: float) -> dict:
         m.u_on = pyo.Constraint(list(m.z.keys()),
                                 rule=lambda m, g, c: m.u[g, c] >= m.T - PERMILLE * (1 - m.z[g, c]))
         m.util = pyo.Constraint(range(U), rule=lambda m, g: PERMILLE * pyo.quicksum(
-            p.loads[s] * m.x[s, g] for s in on[g]) <= pyo.quicksum(p.cap[c] * m.u[g, c] for c in p.configs))
+            p.loads[s] * m.x[s, g] for s in p.members(g))
+            <= pyo.quicksum(p.cap[c] * m.u[g, c] for c in p.configs))
         m.obj = pyo.Objective(expr=m.T, sense=pyo.minimize)
     else:
         m.obj = pyo.Objective(expr=pyo.quicksum(m.y[g] for g in range(U)), sense=pyo.minimize)

@@ -34,7 +34,8 @@ from pathlib import Path
 from packer.errors import InputError
 from packer.solvers.bounds import PERMILLE, latency_lower_bound, lower_bounds, unplaceable_items
 
-__all__ = ["BACKENDS", "GRACE_S", "DEFAULT_TIME_LIMIT_S", "solve_exact", "backend_available", "check_placement", "placement_objective"]
+__all__ = ["BACKENDS", "GRACE_S", "DEFAULT_TIME_LIMIT_S", "solve_exact", "backend_available", "check_placement",
+           "placement_objective"]
 
 BACKENDS = ("cpsat", "milp")
 GRACE_S = 10.0  # on top of time_limit_s before the child is killed: start-up, presolve and answer overrun
