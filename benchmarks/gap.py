@@ -7,7 +7,10 @@ Instance families (seeded): N adapters with ranks drawn from {8, 16, 32} (50/30/
 - ``uniform``: U(0.2, 1.8) req/s each (mean 1);
 - ``zipf``: Zipf(1.0) shares of N req/s, in random order;
 - ``azure``: shares proportional to the request counts of N random one-minute windows of the Azure
-  conversation trace (its burstiness becomes the spread of adapter popularity), N req/s in all.
+  conversation trace (its burstiness becomes the spread of adapter popularity), N req/s in all;
+- ``bimodal`` (not in the default set): 20 % heavy adapters at U(6, 16) req/s (a quarter to two
+  thirds of a GPU each) among light ones at U(0.1, 1): classic bin packing, where first fit
+  leaves gaps and the exact search has work to do.
 Every solver works on the same capacity model (measured once per profile and rank set by the twin
 and cached), and every placement is verified by the twin. Exact solvers get ``--time-limit``
 seconds each. Prints one row per instance and solver, then the targets' summary; writes
@@ -46,7 +49,10 @@ def rates(family: str, n: int, rng: np.random.Generator) -> np.ndarray:
         starts = rng.uniform(0, t[-1] - 60.0, n)
         counts = np.searchsorted(t, starts + 60.0) - np.searchsorted(t, starts) + 1.0  # +1: none at zero
         return counts / counts.sum() * MEAN_RATE * n
-    raise SystemExit(f"unknown family {family!r}; valid: uniform, zipf, azure")
+    if family == "bimodal":
+        heavy = rng.random(n) < 0.2
+        return np.where(heavy, rng.uniform(6.0, 16.0, n), rng.uniform(0.1, 1.0, n)) * MEAN_RATE
+    raise SystemExit(f"unknown family {family!r}; valid: uniform, zipf, azure, bimodal")
 
 
 def instance(profile: str, family: str, n: int, seed: int) -> dict:

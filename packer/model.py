@@ -134,6 +134,17 @@ class ServerConfig(_Frozen):
         return self
 
 
+def _check_adapters_and_lengths(adapters, lengths: LengthSpec, arrivals) -> None:
+    """Unique adapter ids; trace lengths only with trace arrivals."""
+    seen: set[str] = set()
+    for i, a in enumerate(adapters):
+        if a.id in seen:
+            raise ValueError(f"adapters[{i}].id: duplicate adapter id {a.id!r}; ids must be unique")
+        seen.add(a.id)
+    if lengths.distribution == "trace" and not isinstance(arrivals, TraceArrivals):
+        raise ValueError('lengths.distribution="trace" needs trace arrivals ({"kind": "trace", ...})')
+
+
 class Workload(_Frozen):
     """Adapters and their traffic."""
 
@@ -152,13 +163,7 @@ class Workload(_Frozen):
 
     @model_validator(mode="after")
     def _checks(self) -> "Workload":
-        seen: set[str] = set()
-        for i, a in enumerate(self.adapters):
-            if a.id in seen:
-                raise ValueError(f"adapters[{i}].id: duplicate adapter id {a.id!r}; ids must be unique")
-            seen.add(a.id)
-        if self.lengths.distribution == "trace" and not isinstance(self.arrivals, TraceArrivals):
-            raise ValueError('lengths.distribution="trace" needs trace arrivals ({"kind": "trace", ...})')
+        _check_adapters_and_lengths(self.adapters, self.lengths, self.arrivals)
         return self
 
     @property
@@ -230,13 +235,7 @@ class PlacementWorkload(_Frozen):
 
     @model_validator(mode="after")
     def _checks(self) -> "PlacementWorkload":
-        seen: set[str] = set()
-        for i, a in enumerate(self.adapters):
-            if a.id in seen:
-                raise ValueError(f"adapters[{i}].id: duplicate adapter id {a.id!r}; ids must be unique")
-            seen.add(a.id)
-        if self.lengths.distribution == "trace" and not isinstance(self.arrivals, TraceArrivals):
-            raise ValueError('lengths.distribution="trace" needs trace arrivals ({"kind": "trace", ...})')
+        _check_adapters_and_lengths(self.adapters, self.lengths, self.arrivals)
         return self
 
     @property
