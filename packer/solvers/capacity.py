@@ -20,7 +20,9 @@ R, with equal rates, keeps up with, and the ``max_loras`` that achieves it:
 
 Tables are cached on disk (``$PACKER_CACHE_DIR``, default ``~/.cache/packer``) under a key made of
 everything that changes them: the profile's fingerprint, lengths, arrivals, base server settings,
-the predictor's settings and this module's version.
+the predictor's settings and ``MODEL_VERSION`` (bump it when the twin's behaviour or this search
+changes). packer ships tables for the default settings of both profiles (``packer/data/capacity``,
+made by ``calibrate/ship_capacity.py``), found under the same keys.
 """
 
 from __future__ import annotations
@@ -336,13 +338,21 @@ def _cache_key(predictor: Predictor, prof: Profile, lengths: LengthSpec, arrival
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
+def _shipped_dir():
+    from importlib import resources
+    return resources.files("packer") / "data" / "capacity"
+
+
 def _cache_read(key: str) -> dict[int, GpuConfig] | None:
-    path = _cache_dir() / f"{key}.json"
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))["entries"]
-        return {int(r[1]): GpuConfig(int(r[0]), int(r[1]), int(r[2]), float(r[3])) for r in rows}
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
+    """Entries measured before: the user's cache, then the tables shipped with packer (same key)."""
+    found: dict[int, GpuConfig] = {}
+    for path in (_shipped_dir() / f"{key}.json", _cache_dir() / f"{key}.json"):
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))["entries"]
+            found.update({int(r[1]): GpuConfig(int(r[0]), int(r[1]), int(r[2]), float(r[3])) for r in rows})
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            continue
+    return found or None
 
 
 def _cache_write(key: str, entries: dict[int, GpuConfig]) -> None:

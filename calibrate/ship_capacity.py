@@ -1,0 +1,49 @@
+"""Measure and ship the capacity tables for the default placement settings of every shipped profile.
+
+    python calibrate/ship_capacity.py [--max-adapters 512] [--workers N]
+
+Default settings: the twin predictor (600 s window, seed 0), ShareGPT-shaped lengths with the
+calibration runs' means (222.7 / 196.1), Poisson arrivals, max_num_seqs 2048, a 2048-token budget,
+gpu_memory_utilization 0.9, ranks 8-64. The files land in packer/data/capacity under the same keys
+the user cache uses, so `packer solve` on default settings needs no measuring. Rerun after changing
+a profile, the twin or the capacity search (and bump capacity.MODEL_VERSION for the latter two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--max-adapters", type=int, default=512)
+    ap.add_argument("--workers", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+    os.environ["PACKER_CACHE_DIR"] = str(ROOT / "packer" / "data" / "_ship")
+    from packer.model import LengthSpec, PoissonArrivals
+    from packer.predictors import TwinPredictor
+    from packer.profile import list_profiles
+    from packer.solvers.capacity import ServerBase, _cache_dir, build_capacity_model
+
+    out = ROOT / "packer" / "data" / "capacity"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in list_profiles():
+        t0 = time.perf_counter()
+        cm = build_capacity_model(TwinPredictor(), name, LengthSpec(), PoissonArrivals(), ServerBase(),
+                                  [8, 16, 32, 64], args.max_adapters, workers=args.workers, progress=print)
+        for f in _cache_dir().glob("*.json"):
+            f.replace(out / f.name)
+        print(f"{name}: {len(cm.configs)} entries in {time.perf_counter() - t0:.0f} s")
+    (ROOT / "packer" / "data" / "_ship" / "capacity").rmdir()
+    (ROOT / "packer" / "data" / "_ship").rmdir()
+
+
+if __name__ == "__main__":
+    main()
