@@ -8,7 +8,7 @@ from packer.errors import InputError
 from packer.model import LengthSpec, ServerConfig
 from packer.predictors import PREDICTORS, GpuQuery, Prediction, TwinPredictor, get_predictor
 
-CONTRACT_PREDICTORS = ["twin"]
+CONTRACT_PREDICTORS = ["twin", "tree", "forest"]
 PROFILE = "llama-3.1-8b-instruct@h100-64gb"
 FAST = {"twin": {"duration_s": 120.0}}
 
@@ -72,7 +72,7 @@ def test_twin_predict_many_in_processes_matches_one_process():
 
 
 def test_unknown_predictor_lists_the_valid_ones():
-    with pytest.raises(InputError, match=r"unknown predictor 'oracle'; valid: twin"):
+    with pytest.raises(InputError, match=r"unknown predictor .oracle.; valid: forest, tree, twin"):
         get_predictor("oracle")
 
 

@@ -63,7 +63,7 @@ def test_solve_table_and_exact_solver(env, tmp_path):
     (["--time-limit", "-1"], "--time-limit"),
     (["--objective", "cheapest"], "--objective"),
     (["--solver", "simplex"], "valid: cpsat, greedy, ladder, milp"),
-    (["--predictor", "oracle"], "valid: twin"),
+    (["--predictor", "oracle"], "valid: forest, tree, twin"),
 ])
 def test_bad_flags_are_one_line(env, tmp_path, args, needle):
     path = write(tmp_path, workload())

@@ -1,9 +1,13 @@
 """Predictors: one GPU's config and adapters in, throughput / ITL / starvation / memory error out.
 
-Backends are registered by name in ``PREDICTORS``: ``twin`` (the Digital Twin, cached).
+Backends are registered by name in ``PREDICTORS``: ``twin`` (the Digital Twin, cached), ``tree`` (a
+distilled decision tree trained on twin runs, evaluated by numba) and ``forest`` (a small tree
+ensemble, where one is shipped). ``features.py``, ``dataset.py`` and ``train.py`` build the models.
 """
 
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor, get_predictor
+from .tree import ForestPredictor, TreePredictor
 from .twin import TwinPredictor
 
-__all__ = ["GpuQuery", "Prediction", "Predictor", "PREDICTORS", "get_predictor", "TwinPredictor"]
+__all__ = ["GpuQuery", "Prediction", "Predictor", "PREDICTORS", "get_predictor", "TwinPredictor", "TreePredictor",
+           "ForestPredictor"]

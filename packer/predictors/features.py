@@ -1,0 +1,385 @@
+"""Features of one GPU query for the data-driven predictors (``tree``, ``forest``).
+
+``features(query)`` turns a ``GpuQuery`` into one float64 vector, in the order of ``FEATURE_NAMES``;
+``features_many(queries)`` stacks them into a 2-D array. Python only reads the queries' fields; one
+numba kernel computes the features of a whole batch (``features`` is a batch of one); no pandas.
+``expected_offered_tps(query)`` is the offered load the twin draws in expectation (what the
+predictors multiply their throughput ratio by).
+
+The features (``FEATURE_DOCS`` holds the same text per name):
+
+Adapter set (rates r_i in req/s, shares p_i = r_i / Σr, ranks k_i)
+- ``n_adapters``: number of adapters served.
+- ``total_rate_rps``, ``mean_rate_rps``, ``std_rate_rps`` (population), ``max_rate_rps``.
+- ``rate_cv``: std / mean of the rates (0 for equal rates).
+- ``max_share``: the largest p_i.
+- ``effective_adapters``: 1 / Σ p_i², the number of equally loaded adapters with the same spread.
+- ``rank_max``, ``rank_mean``, ``rank_std``: over adapters (unweighted).
+
+Server flags
+- ``max_lora_rank``, ``max_loras``, ``loras_per_adapter`` (= max_loras / n_adapters),
+  ``max_num_seqs``, ``max_num_batched_tokens``, ``gpu_memory_utilization``.
+- ``slot_pressure``: effective_adapters / max_loras (> 1: the traffic's adapters contend for slots).
+- ``top_slots_share``: the traffic share of the max_loras busiest adapters (1 when every adapter
+  fits in the slots at once).
+- ``rate_per_slot_rps``: total_rate_rps / min(max_loras, n_adapters).
+
+Load and lengths
+- ``offered_tps``: Σr × (input_mean + output_mean), the nominal offered token load.
+- ``input_mean``, ``output_mean``: the length spec's mean prompt and output tokens.
+- ``length_distribution``: 0 sharegpt, 1 azure-conv, 2 fixed, 3 trace.
+
+Arrivals
+- ``arrival_cv``, ``arrival_sigma``, ``arrival_period_s``: Poisson is cv 1, sigma 0, period 0;
+  bursty is its cv, multiplier_sigma and period_s; a replayed trace has no closed form, so it is
+  treated like bursty traffic with cv 1.5, sigma 0.5 and period 300 s (``TRACE_AS_BURSTY``).
+
+Memory (the profile's start-up memory model, exact)
+- ``kv_tokens``: KV-cache capacity in tokens, ``profile.memory.kv_tokens(max_loras, max_lora_rank,
+  gpu_memory_utilization, enable_lora)`` (0 when nothing is left).
+- ``offered_per_kv_token``: offered_tps / kv_tokens (offered_tps when kv_tokens is 0).
+
+Fluid model (closed-form estimates from the profile's step-cost model; they give a single tree most
+of the load-versus-capacity structure, the tree learns the corrections). With prompt tokens I and
+output tokens O (output_mean × the profile's output_len_scale), a batch of B running requests costs
+per step, as in the twin's kernel,
+
+    step(B) = decode_ms(B) + attention_ms_per_kv_token·B·(I + O/2 − decode_ctx_ref) + prefill_ms·B·I/O
+              + sched_ms_per_running·B + [LoRA] rank_factor·(lora_ms_base + (lora_ms_per_token
+              + lora_ms_per_token_slot·max_loras)·B·(1 + I/O)) + lora_ms_per_adapter·D(B)
+
+(each running request brings I/O prompt tokens per decode token; D(B) = min(max_loras, E(1 − e^(−B/E))),
+E = effective_adapters, is the distinct adapters in a batch). B is limited by max_num_seqs, by the
+token budget (max_num_batched_tokens / (1 + I/O)) and by the KV cache (kv_tokens / (I + O/2 + block_size)).
+A request lives O steps, so a batch B serves 1000·B / (O·step(B)) requests/s.
+- ``batch_limit``: that largest B.
+- ``capacity_est_tps``: the rate served at the largest B, in nominal tokens/s (× (input_mean + output_mean)).
+- ``load_factor``: offered_tps / capacity_est_tps (≈ 1 at the knee; > 1 overloaded).
+- ``itl_est_ms``: step(B*) where B* is the batch that serves the offered rate (the largest B if
+  overloaded): an estimate of the mean inter-token latency.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from itertools import chain
+from operator import attrgetter
+from typing import Any, Sequence
+
+import numba as nb
+import numpy as np
+
+from ..profile import Profile, load_profile
+from .base import GpuQuery
+
+__all__ = ["FEATURE_NAMES", "FEATURE_DOCS", "TRACE_AS_BURSTY", "features", "features_many", "feature_index",
+           "expected_offered_tps", "profile_of"]
+
+# (cv, multiplier_sigma, period_s) standing in for a replayed trace.
+TRACE_AS_BURSTY = (1.5, 0.5, 300.0)
+_RATES, _RANKS = attrgetter("rates"), attrgetter("ranks")
+_LENGTH_CODES = {"sharegpt": 0.0, "azure-conv": 1.0, "fixed": 2.0, "trace": 3.0}
+
+FEATURE_DOCS: dict[str, str] = {
+    "n_adapters": "number of adapters served",
+    "total_rate_rps": "sum of the adapters' request rates (req/s)",
+    "mean_rate_rps": "mean adapter rate (req/s)",
+    "std_rate_rps": "population standard deviation of the adapter rates (req/s)",
+    "max_rate_rps": "largest adapter rate (req/s)",
+    "rate_cv": "coefficient of variation of the adapter rates (std / mean; 0 for equal rates)",
+    "max_share": "largest adapter's share of the total rate",
+    "effective_adapters": "effective number of adapters, 1 / sum(share^2)",
+    "rank_max": "largest adapter rank",
+    "rank_mean": "mean adapter rank (unweighted)",
+    "rank_std": "population standard deviation of the adapter ranks",
+    "max_lora_rank": "server --max-lora-rank (every GPU slot is reserved at this rank)",
+    "max_loras": "server --max-loras (GPU adapter slots)",
+    "loras_per_adapter": "max_loras / n_adapters",
+    "slot_pressure": "effective_adapters / max_loras (> 1: adapters contend for slots)",
+    "top_slots_share": "traffic share of the max_loras busiest adapters (1 if all adapters fit the slots)",
+    "rate_per_slot_rps": "total_rate_rps / min(max_loras, n_adapters) (req/s)",
+    "offered_tps": "nominal offered token load, total_rate * (input_mean + output_mean) (tokens/s)",
+    "input_mean": "mean prompt tokens per request",
+    "output_mean": "mean output tokens per request",
+    "length_distribution": "length distribution code: 0 sharegpt, 1 azure-conv, 2 fixed, 3 trace",
+    "arrival_cv": "inter-arrival coefficient of variation (Poisson 1; trace treated as 1.5)",
+    "arrival_sigma": "bursty rate-multiplier log-normal sigma (Poisson 0; trace treated as 0.5)",
+    "arrival_period_s": "bursty multiplier period in seconds (Poisson 0; trace treated as 300)",
+    "kv_tokens": "KV-cache capacity in tokens from the profile's memory model (0 if nothing is left)",
+    "offered_per_kv_token": "offered_tps / kv_tokens (offered_tps if kv_tokens is 0)",
+    "max_num_seqs": "server --max-num-seqs",
+    "max_num_batched_tokens": "server --max-num-batched-tokens (the per-step token budget)",
+    "gpu_memory_utilization": "server --gpu-memory-utilization",
+    "batch_limit": "fluid model: the largest running batch (max_num_seqs, token budget, KV cache)",
+    "capacity_est_tps": "fluid model: nominal tokens/s served at the largest batch",
+    "load_factor": "offered_tps / capacity_est_tps",
+    "itl_est_ms": "fluid model: step time at the batch that serves the offered rate (ms)",
+}
+FEATURE_NAMES: tuple[str, ...] = tuple(FEATURE_DOCS)
+N_FEATURES = len(FEATURE_NAMES)
+_INDEX = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+
+def feature_index(name: str) -> int:
+    """Column of feature ``name`` in a feature vector."""
+    return _INDEX[name]
+
+
+# Per-profile constants, in the kernel's order.
+(_C_PREFILL, _C_ATTN, _C_CTX_REF, _C_LORA_BASE, _C_LORA_TOK, _C_LORA_SLOT, _C_LORA_ADAPTER, _C_RANK_REF,
+ _C_RANK_SLOPE, _C_SCHED_BASE, _C_SCHED_RUNNING, _C_OUT_SCALE, _C_BLOCK, _C_N) = range(14)
+# Per-query scalars, in the kernel's order.
+(_S_A, _S_R, _S_SEQS, _S_BATCHED, _S_UTIL, _S_LORA, _S_IN, _S_OUT, _S_DIST, _S_CV, _S_SIGMA, _S_PERIOD, _S_KV,
+ _S_N) = range(14)
+
+
+@lru_cache(maxsize=64)
+def _consts(profile: str | Profile) -> tuple[np.ndarray, np.ndarray, np.ndarray, Profile]:
+    p = load_profile(profile)
+    st = p.step
+    c = np.zeros(_C_N)
+    c[_C_PREFILL], c[_C_ATTN], c[_C_CTX_REF] = st.prefill_ms_per_token, st.attention_ms_per_kv_token, st.decode_ctx_ref
+    c[_C_LORA_BASE], c[_C_LORA_TOK], c[_C_LORA_SLOT] = st.lora_ms_base, st.lora_ms_per_token, st.lora_ms_per_token_slot
+    c[_C_LORA_ADAPTER], c[_C_RANK_REF], c[_C_RANK_SLOPE] = st.lora_ms_per_adapter, st.lora_rank_ref, st.lora_rank_slope
+    c[_C_SCHED_BASE], c[_C_SCHED_RUNNING] = p.scheduler.ms_base, p.scheduler.ms_per_running
+    c[_C_OUT_SCALE], c[_C_BLOCK] = p.client.output_len_scale, p.memory.block_size
+    return (np.asarray(st.decode_batch, dtype=np.float64), np.asarray(st.decode_ms, dtype=np.float64), c, p)
+
+
+def profile_of(profile: str | Profile) -> Profile:
+    """``load_profile``, cached (a shipped name, a profile file path or a ``Profile``)."""
+    return _consts(profile)[3]
+
+
+def expected_offered_tps(query: GpuQuery, profile: Profile | None = None) -> float:
+    """The offered token load the twin draws, in expectation: Σrate × (input_mean + output_mean ×
+    the profile's output_len_scale) (the nominal ``query.offered_tps`` without the early-EOS scale)."""
+    scale = float(_consts(profile if profile is not None else query.profile)[2][_C_OUT_SCALE])
+    L = query.lengths
+    return float(sum(query.rates)) * (L.input_mean + L.output_mean * scale)
+
+
+@lru_cache(maxsize=4096)
+def _kv_tokens(profile: str | Profile, max_loras: int, max_lora_rank: int, util: float, lora: bool) -> int:
+    return profile_of(profile).memory.kv_tokens(max_loras, max_lora_rank, util, lora)
+
+
+def features(query: GpuQuery, profile: Profile | None = None) -> np.ndarray:
+    """The feature vector of one query (float64, in ``FEATURE_NAMES`` order).
+
+    ``profile`` overrides the query's profile name (for custom profiles)."""
+    key = profile if profile is not None else query.profile
+    xs, ys, c, _ = _consts(key)
+    return features_packed(pack(query, key), xs, ys, c)
+
+
+def pack(query: GpuQuery, key) -> np.ndarray:
+    """One query as a flat vector for ``features_packed``: its scalars, then its rates, then its ranks."""
+    return np.array(_scalars(query, key) + query.rates + query.ranks, dtype=np.float64)
+
+
+def features_many(queries: Sequence[GpuQuery], profile: Profile | None = None) -> np.ndarray:
+    """Feature vectors of many queries, one row each (float64, shape (len(queries), len(FEATURE_NAMES)))."""
+    out = np.empty((len(queries), len(FEATURE_NAMES)), dtype=np.float64)
+    groups: dict[Any, list[int]] = {}
+    for i, q in enumerate(queries):
+        groups.setdefault(profile if profile is not None else q.profile, []).append(i)
+    for key, idx in groups.items():
+        qs = [queries[i] for i in idx] if len(groups) > 1 else queries
+        xs, ys, c, _ = _consts(key)
+        sizes = [len(q.rates) for q in qs]
+        offsets = np.zeros(len(qs) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        total = int(offsets[-1])
+        rates = np.fromiter(chain.from_iterable(map(_RATES, qs)), dtype=np.float64, count=total)
+        ranks = np.fromiter(chain.from_iterable(map(_RANKS, qs)), dtype=np.float64, count=total)
+        S = np.array([_scalars(q, key) for q in qs], dtype=np.float64).reshape(len(qs), _S_N)
+        block = np.empty((len(qs), len(FEATURE_NAMES)), dtype=np.float64) if len(groups) > 1 else out
+        _features_kernel(S, offsets, rates, ranks, xs, ys, c, block)
+        if len(groups) > 1:
+            out[idx] = block
+    return out
+
+
+def _scalars(q: GpuQuery, key) -> tuple:
+    s, L, arr = q.server, q.lengths, q.arrivals
+    kind = arr.kind
+    if kind == "bursty":
+        a = (arr.cv, arr.multiplier_sigma, arr.period_s)
+    elif kind == "trace":
+        a = TRACE_AS_BURSTY
+    else:
+        a = (1.0, 0.0, 0.0)
+    A, R, util, lora = s.max_loras, s.max_lora_rank, s.gpu_memory_utilization, s.enable_lora
+    return (A, R, s.max_num_seqs, s.max_num_batched_tokens, util, lora, L.input_mean, L.output_mean,
+            _LENGTH_CODES.get(L.distribution, 0.0), a[0], a[1], a[2], _kv_tokens(key, A, R, util, lora))
+
+
+@nb.njit(cache=True, nogil=True)
+def _interp(x, xs, ys):
+    """The twin kernel's piecewise-linear interpolation (linear extrapolation at both ends)."""
+    n = xs.shape[0]
+    if n == 1:
+        return ys[0]
+    if x <= xs[0]:
+        j = 0
+    elif x >= xs[n - 1]:
+        j = n - 2
+    else:
+        j = 0
+        while xs[j + 1] < x:
+            j += 1
+    return ys[j] + (ys[j + 1] - ys[j]) * (x - xs[j]) / (xs[j + 1] - xs[j])
+
+
+@nb.njit(cache=True, nogil=True)
+def _solve_linear(t, base, lin, xs, ys, b_max):
+    """The B in [0, b_max] with B = t·(interp(B, xs, ys) + lin·B + base) (b_max if none below it)."""
+    n = xs.shape[0]
+    if n == 1:
+        b = 1.0 - t * lin
+        return min(t * (ys[0] + base) / b, b_max) if b > 0 else b_max
+    for j in range(n - 1):
+        slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
+        a = ys[j] - slope * xs[j] + base
+        b = 1.0 - t * (slope + lin)
+        if b <= 0:
+            continue
+        B = t * a / b
+        if (j == n - 2 or B <= xs[j + 1]) and (j == 0 or B >= xs[j]):
+            return min(max(B, 0.0), b_max)
+    return b_max
+
+
+@nb.njit(cache=True, nogil=True)
+def _distinct_ms(B, eff, A, la):
+    if la == 0.0:
+        return 0.0
+    return la * min(eff * (1.0 - math.exp(-B / eff)), A)
+
+
+@nb.njit(cache=True, nogil=True)
+def _features_kernel(S, offsets, rates, ranks, xs, ys, c, out):
+    """Features of a batch: row i from scalars S[i] and the adapters offsets[i]..offsets[i+1]-1."""
+    for i in range(S.shape[0]):
+        _fill(out[i], S[i], rates[offsets[i]:offsets[i + 1]], ranks[offsets[i]:offsets[i + 1]], xs, ys, c)
+
+
+@nb.njit(cache=True, nogil=True)
+def features_packed(v, xs, ys, c):
+    """Features of one query packed by ``pack`` (scalars, rates, ranks) for profile arrays xs, ys, c."""
+    n = (v.shape[0] - _S_N) // 2
+    out = np.empty(N_FEATURES, dtype=np.float64)
+    _fill(out, v[:_S_N], v[_S_N:_S_N + n], v[_S_N + n:], xs, ys, c)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _fill(o, sc, rates, ranks, xs, ys, c):
+    """One query's features into ``o``, from its scalars ``sc`` (the _S_* layout) and its adapters."""
+    n = rates.shape[0]
+    tot = 0.0
+    sq = 0.0
+    mx = rates[0]
+    rk_sum = 0.0
+    rk_sq = 0.0
+    rk_max = ranks[0]
+    for k in range(n):
+        r = rates[k]
+        tot += r
+        sq += r * r
+        if r > mx:
+            mx = r
+        k_ = ranks[k]
+        rk_sum += k_
+        rk_sq += k_ * k_
+        if k_ > rk_max:
+            rk_max = k_
+    mean = tot / n
+    std = math.sqrt(max(sq / n - mean * mean, 0.0))
+    cv = std / mean if mean > 0 else 0.0
+    share = mx / tot if tot > 0 else 1.0 / n
+    eff = tot * tot / sq if sq > 0 else float(n)
+    rk_mean = rk_sum / n
+    rk_std = math.sqrt(max(rk_sq / n - rk_mean * rk_mean, 0.0))
+
+    A = sc[_S_A]
+    R = sc[_S_R]
+    lora = sc[_S_LORA] != 0.0
+    I = sc[_S_IN]
+    out_nominal = sc[_S_OUT]
+    kv = sc[_S_KV]
+    tokens = I + out_nominal
+    offered = tot * tokens
+    if A >= n or tot <= 0:
+        top = 1.0
+    elif A == 1:
+        top = share
+    else:
+        srt = np.sort(rates)
+        top = srt[n - int(A):].sum() / tot
+
+    # Fluid model (see the module docstring).
+    O = max(out_nominal * c[_C_OUT_SCALE], 1.0)
+    io = I / O
+    b_lim = min(sc[_S_SEQS], sc[_S_BATCHED] / (1.0 + io), kv / (I + 0.5 * O + c[_C_BLOCK]))
+    b_lim = max(b_lim, 1.0)
+    lin = c[_C_ATTN] * (I + 0.5 * O - c[_C_CTX_REF]) + c[_C_PREFILL] * io + c[_C_SCHED_RUNNING]
+    const = c[_C_SCHED_BASE]
+    la = 0.0
+    if lora:
+        rf = 1.0 + c[_C_RANK_SLOPE] * (R - c[_C_RANK_REF]) / c[_C_RANK_REF]
+        lin += rf * (c[_C_LORA_TOK] + c[_C_LORA_SLOT] * A) * (1.0 + io)
+        const += rf * c[_C_LORA_BASE]
+        la = c[_C_LORA_ADAPTER]
+    step_max = _interp(b_lim, xs, ys) + lin * b_lim + const + _distinct_ms(b_lim, eff, A, la)
+    lam_max = 1000.0 * b_lim / (O * step_max)
+    cap = lam_max * tokens
+    if tot >= lam_max:
+        itl = step_max
+    else:
+        # The batch B* with B = t·step(B), t = rate·O/1000 (Little's law over O decode steps).
+        # With the distinct-adapter term frozen, step is piecewise linear in B: solve each
+        # segment exactly; then refresh that term at the answer and solve once more.
+        t = tot * O / 1000.0
+        B = 0.0
+        base = const
+        for _ in range(2):
+            base = const + _distinct_ms(B, eff, A, la)
+            B = _solve_linear(t, base, lin, xs, ys, b_lim)
+        itl = _interp(B, xs, ys) + lin * B + base
+
+    o[0] = n
+    o[1] = tot
+    o[2] = mean
+    o[3] = std
+    o[4] = mx
+    o[5] = cv
+    o[6] = share
+    o[7] = eff
+    o[8] = rk_max
+    o[9] = rk_mean
+    o[10] = rk_std
+    o[11] = R
+    o[12] = A
+    o[13] = A / n
+    o[14] = eff / A
+    o[15] = top
+    o[16] = tot / min(A, n)
+    o[17] = offered
+    o[18] = I
+    o[19] = out_nominal
+    o[20] = sc[_S_DIST]
+    o[21] = sc[_S_CV]
+    o[22] = sc[_S_SIGMA]
+    o[23] = sc[_S_PERIOD]
+    o[24] = kv
+    o[25] = offered / kv if kv > 0 else offered
+    o[26] = sc[_S_SEQS]
+    o[27] = sc[_S_BATCHED]
+    o[28] = sc[_S_UTIL]
+    o[29] = b_lim
+    o[30] = cap
+    o[31] = offered / cap if cap > 0 else 0.0
+    o[32] = itl

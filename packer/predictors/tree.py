@@ -1,0 +1,552 @@
+"""Distilled decision trees evaluated by numba: the ``tree`` (and ``forest``) predictors.
+
+Model files
+-----------
+A model file holds, for one profile, a few *heads* (``ratio``: throughput / offered load as the twin
+counts it,
+``starved``: probability that the twin calls the GPU starved, ``itl``: log of the mean inter-token
+latency in ms), each one or more binary trees, plus metadata. No pickle anywhere:
+
+- JSON (``packer/models/<profile>.json``, the ``tree`` predictor)::
+
+    {"format": "packer-tree-model", "version": 1, "kind": "tree", "profile": ..., "profile_fingerprint": ...,
+     "feature_names": [...], "training": {...},
+     "heads": {"ratio": {"transform": "identity", "trees": [{"feature": [...], "threshold": [...],
+                                                               "left": [...], "right": [...], "value": [...]}]},
+               "starved": {...}, "itl": {"transform": "exp", ...}}}
+
+- NPZ (``packer/models/<profile>.forest.npz``, the ``forest`` predictor): per head ``<head>.feature``,
+  ``.threshold``, ``.left``, ``.right``, ``.value`` (every tree's nodes concatenated, child indices
+  local to their tree) and ``<head>.roots`` (each tree's first node), plus ``meta`` (a 0-d unicode
+  array with the JSON metadata, heads' transforms included). Loads with ``allow_pickle=False``.
+
+A node is a leaf when ``left == -1``; otherwise a row goes left when ``float32(x[feature]) <=
+threshold`` — scikit-learn's own rule (it casts X to float32), so exported trees agree with
+``DecisionTree*.predict`` exactly. A head's output is the mean of its trees' leaf values (a random
+forest's rule), then its transform (``identity``, ``exp``).
+
+Evaluation
+----------
+All heads of a model are packed into one node array; ``predict_batch(X)`` evaluates every head on
+every row in one numba call (``cache=True``), ``predict_row(x)`` one row. ``TreePredictor`` (registered
+as ``tree``) computes the features (``features.py``), runs the kernel and answers with
+``memory_error`` from the profile's exact memory check (no ML), ``offered_tps`` = the offered load
+the twin would draw in expectation (``features.expected_offered_tps``: the nominal load with the
+profile's early-EOS output scale), ``throughput_tps`` = the predicted ratio x that load (the ratio
+head learns the twin's own throughput / offered ratio, so ``Prediction.throughput_ratio`` compares
+with the twin's), ``starved`` = P(starved) > 0.5 and ``mean_itl_ms``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numba as nb
+import numpy as np
+
+from ..errors import InputError
+from ..profile import Profile, load_profile
+from .base import PREDICTORS, GpuQuery, Prediction, Predictor
+from .features import FEATURE_NAMES, _consts, expected_offered_tps, features_many, features_packed, pack, profile_of
+
+__all__ = ["Tree", "Head", "TreeModel", "head_from_sklearn", "predict_nodes", "predict_nodes_row", "load_model", "save_model",
+           "model_path", "tree_from_sklearn", "TreePredictor", "ForestPredictor", "HEADS", "FORMAT"]
+
+FORMAT = "packer-tree-model"
+VERSION = 1
+HEADS = ("ratio", "starved", "itl")
+_TRANSFORMS = ("identity", "exp", "sigmoid")
+
+
+# ---- kernels ------------------------------------------------------------------------------------
+
+@nb.njit(cache=True, nogil=True)
+def _walk(x, node, feature, threshold, left, right, value, f32):
+    if f32:
+        while left[node] >= 0:
+            if np.float32(x[feature[node]]) <= threshold[node]:
+                node = left[node]
+            else:
+                node = right[node]
+    else:
+        while left[node] >= 0:
+            if x[feature[node]] <= threshold[node]:
+                node = left[node]
+            else:
+                node = right[node]
+    return value[node]
+
+
+@nb.njit(cache=True, nogil=True)
+def _heads(x, feature, threshold, left, right, value, roots, head_start, head_sum, head_bias, head_f32, out):
+    for h in range(head_start.shape[0] - 1):
+        a = head_start[h]
+        b = head_start[h + 1]
+        f32 = head_f32[h]
+        acc = 0.0
+        for t in range(a, b):
+            acc += _walk(x, roots[t], feature, threshold, left, right, value, f32)
+        out[h] = acc + head_bias[h] if head_sum[h] else acc / (b - a)
+
+
+@nb.njit(cache=True, nogil=True)
+def predict_nodes(X, feature, threshold, left, right, value, roots, head_start, head_sum, head_bias, head_f32):
+    """Every head on every row (2-D X), before transforms: shape (rows, heads).
+
+    Trees are concatenated in the node arrays with *absolute* child indices; ``roots`` holds every
+    tree's root node and head h owns trees ``head_start[h] .. head_start[h + 1] - 1``. A head's output
+    is the mean of its trees' leaf values, or (``head_sum[h]``) their sum plus ``head_bias[h]``;
+    ``head_f32[h]`` compares float32(x) with the thresholds (scikit-learn's decision trees) instead
+    of x (its histogram gradient boosting)."""
+    n = X.shape[0]
+    out = np.empty((n, head_start.shape[0] - 1), dtype=np.float64)
+    for i in range(n):
+        _heads(X[i], feature, threshold, left, right, value, roots, head_start, head_sum, head_bias, head_f32, out[i])
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def predict_nodes_row(x, feature, threshold, left, right, value, roots, head_start, head_sum, head_bias, head_f32):
+    """``predict_nodes`` for one row (1-D x): one output per head."""
+    out = np.empty(head_start.shape[0] - 1, dtype=np.float64)
+    _heads(x, feature, threshold, left, right, value, roots, head_start, head_sum, head_bias, head_f32, out)
+    return out
+
+
+# ---- the model ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Tree:
+    """One binary tree as arrays (child indices local to the tree; leaves have left == right == -1)."""
+
+    feature: np.ndarray    # int32, the split feature (ignored at leaves)
+    threshold: np.ndarray  # float64, go left when float32(x[feature]) <= threshold
+    left: np.ndarray       # int32
+    right: np.ndarray      # int32
+    value: np.ndarray      # float64, the leaf output (ignored at inner nodes)
+
+    def __post_init__(self) -> None:
+        n = len(self.feature)
+        if not (n and len(self.threshold) == len(self.left) == len(self.right) == len(self.value) == n):
+            raise InputError("model", "a tree's node arrays must be non-empty and of equal length")
+        inner = self.left >= 0
+        if np.any((self.left >= n) | (self.right >= n) | (inner != (self.right >= 0))):
+            raise InputError("model", "a tree has child indices out of range or half-leaf nodes")
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.feature)
+
+    @property
+    def n_leaves(self) -> int:
+        return int(np.count_nonzero(self.left < 0))
+
+    def depth(self) -> int:
+        d, stack = 0, [(0, 0)]
+        while stack:
+            node, k = stack.pop()
+            d = max(d, k)
+            if self.left[node] >= 0:
+                stack += [(int(self.left[node]), k + 1), (int(self.right[node]), k + 1)]
+        return d
+
+    def to_json(self) -> dict:
+        leaf = self.left < 0
+        return {"feature": [int(f) if not l else -1 for f, l in zip(self.feature, leaf)],
+                "threshold": [float(t) if not l else 0.0 for t, l in zip(self.threshold, leaf)],
+                "left": self.left.tolist(), "right": self.right.tolist(),
+                "value": [float(v) if l else 0.0 for v, l in zip(self.value, leaf)]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Sequence]) -> "Tree":
+        return cls(np.asarray(d["feature"], dtype=np.int32), np.asarray(d["threshold"], dtype=np.float64),
+                   np.asarray(d["left"], dtype=np.int32), np.asarray(d["right"], dtype=np.int32),
+                   np.asarray(d["value"], dtype=np.float64))
+
+
+def tree_from_sklearn(est, output: str = "value") -> Tree:
+    """A fitted scikit-learn ``DecisionTreeRegressor`` / ``DecisionTreeClassifier`` (or one tree of a
+    forest) as a ``Tree``. For a binary classifier the leaf value is P(class 1), the fraction of
+    class-1 training weight in the leaf (what ``predict_proba`` returns)."""
+    t = est.tree_
+    left = t.children_left.astype(np.int32)
+    right = t.children_right.astype(np.int32)
+    leaf = left < 0
+    v = t.value  # (nodes, outputs, classes)
+    if getattr(est, "n_classes_", None) is not None and np.ndim(est.n_classes_) == 0 and int(est.n_classes_) >= 2:
+        classes = list(est.classes_)
+        k = classes.index(True) if True in classes else (classes.index(1) if 1 in classes else len(classes) - 1)
+        tot = v[:, 0, :].sum(axis=1)
+        value = np.where(tot > 0, v[:, 0, k] / np.where(tot > 0, tot, 1.0), 0.0)
+    elif getattr(est, "n_classes_", None) is not None and np.ndim(est.n_classes_) == 0:
+        value = np.full(len(left), float(est.classes_[0] in (True, 1)))  # a one-class classifier
+    else:
+        value = v[:, 0, 0].astype(np.float64)
+    feature = np.where(leaf, -1, t.feature).astype(np.int32)
+    threshold = np.where(leaf, 0.0, t.threshold).astype(np.float64)
+    return Tree(feature, threshold, left, right, np.where(leaf, value, 0.0).astype(np.float64))
+
+
+def _tree_from_hgb_nodes(nodes) -> Tree:
+    leaf = nodes["is_leaf"].astype(bool)
+    if np.any(nodes["is_categorical"][~leaf]):
+        raise InputError("model", "categorical splits are not supported")
+    return Tree(np.where(leaf, -1, nodes["feature_idx"]).astype(np.int32),
+                np.where(leaf, 0.0, nodes["num_threshold"]).astype(np.float64),
+                np.where(leaf, -1, nodes["left"]).astype(np.int32), np.where(leaf, -1, nodes["right"]).astype(np.int32),
+                np.where(leaf, nodes["value"], 0.0).astype(np.float64))
+
+
+def head_from_sklearn(est, transform: str = "identity") -> "Head":
+    """A fitted scikit-learn tree model as a ``Head``: a decision tree, a random forest / extra trees
+    (the mean of its trees; classifiers give P(class 1)) or a histogram gradient boosting model
+    (binary classifier or squared-error regressor: the sum of its trees plus the baseline; use
+    ``transform="sigmoid"`` for a classifier's probability). Missing values are not supported
+    (the features never are)."""
+    if hasattr(est, "_predictors"):  # HistGradientBoosting*
+        if any(len(p) != 1 for p in est._predictors):
+            raise InputError("model", "only single-output gradient boosting (regression, binary) is supported")
+        trees = tuple(_tree_from_hgb_nodes(p[0].nodes) for p in est._predictors)
+        bias = float(np.ravel(est._baseline_prediction)[0])
+        return Head(trees, transform, combine="sum", bias=bias, compare="float64")
+    if hasattr(est, "estimators_"):
+        return Head(tuple(tree_from_sklearn(e) for e in est.estimators_), transform)
+    return Head((tree_from_sklearn(est),), transform)
+
+
+@dataclass(frozen=True)
+class Head:
+    """One predicted quantity from its trees: their mean (``combine="mean"``, a random forest) or
+    their sum plus ``bias`` (``"sum"``, gradient boosting), then ``transform``. ``compare`` is
+    ``float32`` (scikit-learn's decision trees cast X to float32) or ``float64``."""
+
+    trees: tuple[Tree, ...]
+    transform: str = "identity"
+    combine: str = "mean"
+    bias: float = 0.0
+    compare: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not self.trees:
+            raise InputError("model", "a head needs at least one tree")
+        if self.transform not in _TRANSFORMS:
+            raise InputError("model", f"unknown transform {self.transform!r}; valid: {', '.join(_TRANSFORMS)}")
+        if self.combine not in ("mean", "sum"):
+            raise InputError("model", f"unknown combine {self.combine!r}; valid: mean, sum")
+        if self.compare not in ("float32", "float64"):
+            raise InputError("model", f"unknown compare {self.compare!r}; valid: float32, float64")
+
+    def settings(self) -> dict:
+        return {"transform": self.transform, "combine": self.combine, "bias": self.bias, "compare": self.compare}
+
+
+@dataclass
+class TreeModel:
+    """The heads of one profile's model, packed for the kernel, with their metadata."""
+
+    profile: str
+    feature_names: tuple[str, ...]
+    heads: dict[str, Head]
+    kind: str = "tree"
+    profile_fingerprint: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if "ratio" not in self.heads:
+            raise InputError("model", "a model needs at least a 'ratio' head")
+        nf = len(self.feature_names)
+        for name, h in self.heads.items():
+            for t in h.trees:
+                if np.any(t.feature[t.left >= 0] >= nf) or np.any(t.feature[t.left >= 0] < 0):
+                    raise InputError("model", f"head {name!r} splits on a feature index outside the "
+                                     f"{nf} feature names")
+        self.head_names = tuple(self.heads)
+        feats, thr, lefts, rights, vals, roots, starts = [], [], [], [], [], [], [0]
+        base = 0
+        for name in self.head_names:
+            for t in self.heads[name].trees:
+                feats.append(t.feature)
+                thr.append(t.threshold)
+                lefts.append(np.where(t.left >= 0, t.left + base, -1))
+                rights.append(np.where(t.right >= 0, t.right + base, -1))
+                vals.append(t.value)
+                roots.append(base)
+                base += t.n_nodes
+            starts.append(len(roots))
+        self.arrays = (np.ascontiguousarray(np.concatenate(feats), dtype=np.int32),
+                       np.ascontiguousarray(np.concatenate(thr), dtype=np.float64),
+                       np.ascontiguousarray(np.concatenate(lefts), dtype=np.int32),
+                       np.ascontiguousarray(np.concatenate(rights), dtype=np.int32),
+                       np.ascontiguousarray(np.concatenate(vals), dtype=np.float64),
+                       np.asarray(roots, dtype=np.int32), np.asarray(starts, dtype=np.int32),
+                       np.array([self.heads[n].combine == "sum" for n in self.head_names]),
+                       np.array([float(self.heads[n].bias) for n in self.head_names], dtype=np.float64),
+                       np.array([self.heads[n].compare == "float32" for n in self.head_names]))
+        self.transforms = tuple(self.heads[n].transform for n in self.head_names)
+        self.index = {n: i for i, n in enumerate(self.head_names)}
+
+    def apply(self, name: str, raw):
+        """Head ``name``'s transform on raw kernel output (a float or an array)."""
+        t = self.transforms[self.index[name]]
+        if t == "exp":
+            return np.exp(raw) if isinstance(raw, np.ndarray) else math.exp(raw)
+        if t == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-raw)) if isinstance(raw, np.ndarray) else 1.0 / (1.0 + math.exp(-raw))
+        return raw
+
+    def raw_batch(self, X: np.ndarray) -> np.ndarray:
+        """Every head's mean tree output on every row (before transforms), shape (rows, heads)."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise InputError("features", f"expected a (rows, {len(self.feature_names)}) array, got {X.shape}")
+        return predict_nodes(X, *self.arrays)
+
+    def predict_batch(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Every head on every row, transforms applied: {head name: values}."""
+        raw = self.raw_batch(X)
+        return {n: self.apply(n, raw[:, i]) for i, n in enumerate(self.head_names)}
+
+    def predict_row(self, x: np.ndarray) -> dict[str, float]:
+        raw = predict_nodes_row(np.ascontiguousarray(x, dtype=np.float64), *self.arrays)
+        return {n: self.apply(n, float(raw[i])) for i, n in enumerate(self.head_names)}
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        return {n: {"trees": len(h.trees), "leaves": sum(t.n_leaves for t in h.trees),
+                    "max_depth": max(t.depth() for t in h.trees)} for n, h in self.heads.items()}
+
+    # -- files --
+
+    def _meta(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "kind": self.kind, "profile": self.profile,
+                "profile_fingerprint": self.profile_fingerprint, "feature_names": list(self.feature_names),
+                "training": self.training, "head_settings": {n: h.settings() for n, h in self.heads.items()}}
+
+    def to_json(self) -> dict:
+        meta = self._meta()
+        settings = meta.pop("head_settings")
+        meta["heads"] = {n: {**settings[n], "trees": [t.to_json() for t in h.trees]} for n, h in self.heads.items()}
+        return meta
+
+    def to_npz_arrays(self) -> dict[str, np.ndarray]:
+        arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(self._meta()))}  # keeps the head order
+        for n, h in self.heads.items():
+            offs = np.cumsum([0] + [t.n_nodes for t in h.trees])
+            arrays[f"{n}.roots"] = offs[:-1].astype(np.int64)
+            for col in ("feature", "threshold", "left", "right", "value"):
+                arrays[f"{n}.{col}"] = np.concatenate([getattr(t, col) for t in h.trees])
+        return arrays
+
+
+def save_model(model: TreeModel, path: str | Path) -> Path:
+    """Write ``model`` as JSON (``.json``) or NPZ (``.npz``)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.suffix == ".json":
+        p.write_text(json.dumps(model.to_json(), separators=(",", ":")), encoding="utf-8")
+    elif p.suffix == ".npz":
+        with open(p, "wb") as f:
+            np.savez_compressed(f, **model.to_npz_arrays())
+    else:
+        raise InputError("out_path", f"a model file must end in .json or .npz (got {p.name!r})")
+    _load_cached.cache_clear()
+    return p
+
+
+def _check_meta(meta: Mapping[str, Any], where: str) -> None:
+    if meta.get("format") != FORMAT:
+        raise InputError("model", f"{where} is not a packer tree model (format {meta.get('format')!r})")
+    if int(meta.get("version", 0)) > VERSION:
+        raise InputError("model", f"{where} has model format version {meta.get('version')}; this packer reads "
+                         f"up to {VERSION}")
+
+
+def load_model(path: str | Path) -> TreeModel:
+    """Read a model file (JSON or NPZ, never pickle)."""
+    p = Path(path)
+    return _load_cached(str(p.resolve()), p.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _load_cached(path: str, mtime_ns: int) -> TreeModel:
+    p = Path(path)
+    if p.suffix == ".json":
+        d = json.loads(p.read_text(encoding="utf-8"))
+        _check_meta(d, p.name)
+        heads = {n: Head(tuple(Tree.from_json(t) for t in h["trees"]),
+                         **{k: h[k] for k in ("transform", "combine", "bias", "compare") if k in h})
+                 for n, h in d["heads"].items()}
+    elif p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as z:
+            d = json.loads(str(z["meta"]))
+            _check_meta(d, p.name)
+            heads = {}
+            for n, settings in d["head_settings"].items():
+                roots = z[f"{n}.roots"]
+                ends = list(roots[1:]) + [len(z[f"{n}.feature"])]
+                cols = {c: z[f"{n}.{c}"] for c in ("feature", "threshold", "left", "right", "value")}
+                heads[n] = Head(tuple(Tree(cols["feature"][a:b].astype(np.int32), cols["threshold"][a:b].astype(np.float64),
+                                           cols["left"][a:b].astype(np.int32), cols["right"][a:b].astype(np.int32),
+                                           cols["value"][a:b].astype(np.float64))
+                                      for a, b in zip(roots, ends)), **settings)
+    else:
+        raise InputError("model", f"a model file must end in .json or .npz (got {p.name!r})")
+    return TreeModel(d["profile"], tuple(d["feature_names"]), heads, d.get("kind", "tree"),
+                     d.get("profile_fingerprint", ""), d.get("training", {}), source=str(p))
+
+
+def _models_dir():
+    return resources.files("packer") / "models"
+
+
+def model_path(profile: str, kind: str = "tree") -> Path | None:
+    """The shipped model file of ``profile`` for predictor ``kind`` (``tree``: ``<profile>.json`` or
+    ``.npz``; ``forest``: ``<profile>.forest.npz`` or ``.forest.json``), or None."""
+    if "/" in profile or "\\" in profile:
+        return None
+    stems = [profile] if kind == "tree" else [f"{profile}.{kind}"]
+    exts = (".json", ".npz") if kind == "tree" else (".npz", ".json")
+    d = _models_dir()
+    for stem in stems:
+        for ext in exts:
+            f = d / f"{stem}{ext}"
+            if f.is_file():
+                return Path(str(f))
+    return None
+
+
+# ---- the predictor ------------------------------------------------------------------------------
+
+class TreePredictor(Predictor):
+    """Predicts one GPU with the distilled decision trees shipped for its profile.
+
+    ``model`` is a model file to use instead of the shipped one (for every profile); ``profile``
+    overrides the query's profile (a custom, unshipped ``Profile``) for the features and the memory
+    check. Memory errors come from the profile's exact start-up memory check, not from a model.
+    """
+
+    name = "tree"
+    kind = "tree"
+
+    def __init__(self, model: str | Path | None = None, profile: Profile | None = None):
+        self.model_file = Path(model) if model is not None else None
+        if self.model_file is not None and not self.model_file.is_file():
+            raise InputError("model", f"no model file at {self.model_file}")
+        self.profile = profile
+        self._models: dict[str | None, TreeModel] = {}
+
+    def describe(self) -> dict:
+        d: dict[str, Any] = {"name": self.name}
+        if self.model_file is not None:
+            d["model"] = _file_hash(str(self.model_file.resolve()), self.model_file.stat().st_mtime_ns)
+        else:
+            d["models"] = {p.name: _file_hash(str(p), p.stat().st_mtime_ns)
+                           for p in sorted(Path(str(_models_dir())).glob("*")) if p.suffix in (".json", ".npz")}
+        if self.profile is not None:
+            d["profile"] = self.profile.fingerprint()
+        return d
+
+    def model_for(self, profile: str | Profile) -> TreeModel:
+        """The model for ``profile`` (a name, a profile file or a ``Profile``), checked against its numbers."""
+        if self.profile is not None:
+            key = None  # one profile for every query
+        elif isinstance(profile, str):
+            key = profile
+        else:
+            key = f"{profile.name}#{profile.fingerprint()}"
+        m = self._models.get(key)
+        if m is not None:
+            return m
+        prof = self.profile if self.profile is not None else load_profile(profile)
+        path = self.model_file or model_path(prof.name, self.kind)
+        if path is None:
+            raise InputError("profile", f"no {self.kind} model is shipped for profile {prof.name!r}; train one "
+                             f"with `packer train` (packer.predictors.train.train) and pass it as "
+                             f"model=PATH, or use predictor 'twin'")
+        m = load_model(path)
+        if tuple(m.feature_names) != FEATURE_NAMES:
+            raise InputError("model", f"{path} was trained on other features than this packer computes; "
+                             "retrain it with `packer train`")
+        if m.profile_fingerprint and m.profile_fingerprint != prof.fingerprint():
+            raise InputError("model", f"{path} was trained on another calibration of profile {m.profile!r} "
+                             f"than {prof.name!r} has now; retrain it with `packer train`")
+        self._models[key] = m
+        return m
+
+    def _memory_error(self, query: GpuQuery) -> str | None:
+        s = query.server
+        return _startup_error(self.profile if self.profile is not None else query.profile, s.max_loras,
+                              s.max_lora_rank, s.gpu_memory_utilization, s.enable_lora)
+
+    def predict(self, query: GpuQuery) -> Prediction:
+        err = self._memory_error(query)
+        if err is not None:
+            return Prediction(predictor=self.name, starved=False, memory_error=err, throughput_tps=None,
+                              offered_tps=query.offered_tps)
+        m = self.model_for(query.profile)
+        key = self.profile if self.profile is not None else query.profile
+        offered = expected_offered_tps(query, self.profile)
+        xs, ys, c, _ = _consts(key)
+        # two kernels from two modules (not one fused kernel: numba's cache would not notice a change
+        # in features.py inside a kernel compiled in this file)
+        out = predict_nodes_row(features_packed(pack(query, key), xs, ys, c), *m.arrays)
+        return self._prediction(m, out, offered)
+
+    def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
+        out: list[Prediction | None] = [None] * len(queries)
+        by_profile: dict[str, list[int]] = {}
+        for i, q in enumerate(queries):
+            err = self._memory_error(q)
+            if err is not None:
+                out[i] = Prediction(predictor=self.name, starved=False, memory_error=err, throughput_tps=None,
+                                    offered_tps=q.offered_tps)
+            else:
+                by_profile.setdefault(q.profile, []).append(i)
+        for profile, idx in by_profile.items():
+            m = self.model_for(profile)
+            X = features_many([queries[i] for i in idx], self.profile)
+            raw = predict_nodes(X, *m.arrays)
+            for row, i in zip(raw, idx):
+                out[i] = self._prediction(m, row, expected_offered_tps(queries[i], self.profile))
+        return out  # type: ignore[return-value]
+
+    def _prediction(self, m: TreeModel, raw: np.ndarray, offered: float) -> Prediction:
+        ix = m.index
+
+        def head(name: str) -> float | None:
+            return m.apply(name, float(raw[ix[name]])) if name in ix else None
+
+        ratio = max(head("ratio") or 0.0, 0.0)
+        p_starved = head("starved")
+        starved = bool(p_starved > 0.5) if p_starved is not None else ratio < 0.9
+        return Prediction(predictor=self.name, starved=starved, memory_error=None, throughput_tps=ratio * offered,
+                          offered_tps=offered, mean_itl_ms=head("itl"))
+
+
+class ForestPredictor(TreePredictor):
+    """The ``forest`` predictor: the full (undistilled) ensemble, where one is shipped
+    (``packer/models/<profile>.forest.npz``); same kernel and interface as ``tree``."""
+
+    name = "forest"
+    kind = "forest"
+
+
+@lru_cache(maxsize=4096)
+def _startup_error(profile: str | Profile, max_loras: int, max_lora_rank: int, util: float, lora: bool) -> str | None:
+    return profile_of(profile).memory.startup_error(max_loras, max_lora_rank, util, lora)
+
+
+@lru_cache(maxsize=64)
+def _file_hash(path: str, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+PREDICTORS.register("tree", TreePredictor, summary="a distilled decision tree trained on twin runs (numba; µs per GPU)")
+PREDICTORS.register("forest", ForestPredictor, summary="a tree ensemble trained on twin runs (numba)")

@@ -1,0 +1,354 @@
+"""The data-driven predictors: features, the twin sweep, the numba tree kernel, model files, training
+and the ``tree`` / ``forest`` predictors. Real twin runs and real scikit-learn fits, no mocks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from packer.errors import InputError
+from packer.model import BurstyArrivals, LengthSpec, ServerConfig
+from packer.predictors import PREDICTORS, GpuQuery, get_predictor
+from packer.predictors import features as F
+from packer.predictors.dataset import SweepSpec, generate, load_dataset, query_from_dataset, sample_queries
+from packer.predictors.tree import (Head, TreeModel, head_from_sklearn, load_model, model_path, predict_nodes,
+                                    predict_nodes_row, save_model, tree_from_sklearn)
+from packer.profile import list_profiles, load_profile
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,  # noqa: E402
+                              RandomForestClassifier, RandomForestRegressor)
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor  # noqa: E402
+
+LLAMA = "llama-3.1-8b-instruct@h100-64gb"
+
+
+def query(n: int = 8, rate: float = 1.0, max_loras: int = 8, rank: int = 16, profile: str = LLAMA, **server) -> GpuQuery:
+    return GpuQuery(profile, ServerConfig(max_loras=max_loras, max_lora_rank=rank, max_num_seqs=2048, **server),
+                    (rank,) * n, (rate,) * n, LengthSpec())
+
+
+def random_data(n: int = 3000, d: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * np.array([1.0, 1e3, 1e-3, 5.0, 1.0, 1.0])[:d]
+    y = np.sin(X[:, 0]) + X[:, 1] / 1e3 + 1e3 * X[:, 2] * (X[:, 3] > 0) + 0.1 * rng.normal(size=n)
+    return X, y
+
+
+def model_of(heads: dict[str, Head], d: int) -> TreeModel:
+    return TreeModel("test", tuple(f"f{i}" for i in range(d)), heads)
+
+
+# ---- kernel ---------------------------------------------------------------------------------------
+
+def test_kernel_matches_sklearn_regression_tree_exactly():
+    X, y = random_data()
+    dt = DecisionTreeRegressor(max_leaf_nodes=256, random_state=0).fit(X[:2000], y[:2000])
+    m = model_of({"ratio": Head((tree_from_sklearn(dt),))}, X.shape[1])
+    # rows near the thresholds too: float32 rounding decides the side, as in scikit-learn
+    t = dt.tree_
+    inner = t.children_left >= 0
+    near = np.tile(X[:1], (int(inner.sum()) * 3, 1))
+    for k, (f, thr) in enumerate(zip(t.feature[inner], t.threshold[inner])):
+        near[3 * k:3 * k + 3, f] = [thr, np.nextafter(thr, np.inf), np.nextafter(np.float32(thr), np.float32(np.inf))]
+    for rows in (X, near):
+        assert np.array_equal(m.raw_batch(rows)[:, 0], dt.predict(rows))
+
+
+def test_kernel_matches_sklearn_classification_tree_exactly():
+    X, y = random_data(seed=1)
+    lab = y > 0.3
+    dt = DecisionTreeClassifier(max_leaf_nodes=128, random_state=0).fit(X[:2000], lab[:2000])
+    m = model_of({"ratio": Head((tree_from_sklearn(dt),))}, X.shape[1])
+    p = m.raw_batch(X)[:, 0]
+    assert np.array_equal(p, dt.predict_proba(X)[:, list(dt.classes_).index(True)])
+    assert np.array_equal(p > 0.5, dt.predict(X))
+
+
+def test_ensemble_is_the_forest_mean():
+    X, y = random_data(seed=2)
+    rf = RandomForestRegressor(n_estimators=12, max_depth=8, random_state=0).fit(X[:2000], y[:2000])
+    rc = RandomForestClassifier(n_estimators=7, max_depth=6, random_state=0).fit(X[:2000], y[:2000] > 0)
+    m = model_of({"ratio": Head(tuple(tree_from_sklearn(e) for e in rf.estimators_)),
+                  "starved": Head(tuple(tree_from_sklearn(e) for e in rc.estimators_))}, X.shape[1])
+    out = m.predict_batch(X)
+    np.testing.assert_allclose(out["ratio"], rf.predict(X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out["starved"], rc.predict_proba(X)[:, 1], rtol=1e-12, atol=1e-12)
+
+
+def test_gradient_boosting_exports_as_a_sum_of_trees():
+    from threadpoolctl import threadpool_limits
+
+    X, y = random_data(seed=5)
+    with threadpool_limits(1):  # OpenMP threads on a busy machine only spin
+        hr = HistGradientBoostingRegressor(max_iter=40, random_state=0).fit(X[:2000], y[:2000])
+        hc = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(X[:2000], y[:2000] > 0.2)
+    m = model_of({"ratio": head_from_sklearn(hr), "starved": head_from_sklearn(hc, "sigmoid")}, X.shape[1])
+    out = m.predict_batch(X)
+    np.testing.assert_allclose(out["ratio"], hr.predict(X), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["starved"], hc.predict_proba(X)[:, 1], rtol=1e-9, atol=1e-12)
+
+
+def test_batch_and_row_paths_agree():
+    X, y = random_data(seed=3)
+    heads = {"ratio": Head((tree_from_sklearn(DecisionTreeRegressor(max_leaf_nodes=64).fit(X, y)),)),
+             "itl": Head((tree_from_sklearn(DecisionTreeRegressor(max_depth=5).fit(X, np.abs(y))),), "exp")}
+    m = model_of(heads, X.shape[1])
+    batch = predict_nodes(X[:200], *m.arrays)
+    rows = np.array([predict_nodes_row(x, *m.arrays) for x in X[:200]])
+    assert np.array_equal(batch, rows)
+    row = m.predict_row(X[5])
+    assert row["ratio"] == batch[5, 0] and row["itl"] == pytest.approx(np.exp(batch[5, 1]), rel=1e-15)
+
+
+# ---- model files ----------------------------------------------------------------------------------
+
+def test_model_files_round_trip_without_pickle(tmp_path):
+    X, y = random_data(seed=4)
+    rf = RandomForestRegressor(n_estimators=4, max_depth=6, random_state=0).fit(X, y)
+    m = model_of({"ratio": Head((tree_from_sklearn(DecisionTreeRegressor(max_leaf_nodes=32).fit(X, y)),)),
+                  "itl": Head(tuple(tree_from_sklearn(e) for e in rf.estimators_), "exp")}, X.shape[1])
+    m.training = {"note": "test"}
+    for ext in ("json", "npz"):
+        p = save_model(m, tmp_path / f"m.{ext}")
+        if ext == "json":
+            d = json.loads(p.read_text())
+            assert d["format"] == "packer-tree-model" and d["feature_names"] == list(m.feature_names)
+        else:
+            with np.load(p, allow_pickle=False) as z:  # raises if anything needs pickle
+                assert {"meta", "ratio.roots", "itl.value"} <= set(z.files)
+        back = load_model(p)
+        assert back.training == {"note": "test"} and back.head_names == m.head_names
+        for a, b in zip(back.arrays, m.arrays):
+            assert np.array_equal(a, b)
+        assert np.array_equal(back.raw_batch(X), m.raw_batch(X))
+
+
+def test_shipped_models_load_without_pickle():
+    shipped = [p for p in (model_path(n, k) for n in list_profiles() for k in ("tree", "forest")) if p is not None]
+    assert model_path(LLAMA, "tree") is not None, "the Llama tree model must be shipped"
+    for p in shipped:
+        if p.suffix == ".npz":
+            np.load(p, allow_pickle=False).close()
+        else:
+            json.loads(p.read_text())
+        m = load_model(p)
+        assert m.feature_names == F.FEATURE_NAMES and {"ratio", "starved", "itl"} <= set(m.heads)
+        assert m.profile_fingerprint == load_profile(m.profile).fingerprint(), f"{p.name} is stale: retrain it"
+
+
+# ---- features -------------------------------------------------------------------------------------
+
+def test_every_feature_is_documented():
+    assert tuple(F.FEATURE_DOCS) == F.FEATURE_NAMES and len(set(F.FEATURE_NAMES)) == len(F.FEATURE_NAMES)
+    for name in F.FEATURE_NAMES:
+        assert F.FEATURE_DOCS[name].strip()
+        assert f"``{name}``" in F.__doc__, f"feature {name} is not described in the module docstring"
+
+
+def test_features_values():
+    q = GpuQuery(LLAMA, ServerConfig(max_loras=4, max_lora_rank=32, max_num_seqs=2048), (8, 16, 32, 32),
+                 (1.0, 1.0, 2.0, 4.0), LengthSpec(input_mean=300, output_mean=100),
+                 BurstyArrivals(cv=2.5, multiplier_sigma=0.4, period_s=120))
+    x = dict(zip(F.FEATURE_NAMES, F.features(q)))
+    assert x["n_adapters"] == 4 and x["total_rate_rps"] == 8.0 and x["max_share"] == 0.5
+    assert x["effective_adapters"] == pytest.approx(64 / 22)
+    assert x["rank_max"] == 32 and x["rank_mean"] == 22 and x["loras_per_adapter"] == 1.0
+    assert x["offered_tps"] == pytest.approx(q.offered_tps) == 3200.0
+    assert (x["arrival_cv"], x["arrival_sigma"], x["arrival_period_s"]) == (2.5, 0.4, 120.0)
+    assert x["kv_tokens"] == load_profile(LLAMA).memory.kv_tokens(4, 32, 0.9, True)
+    assert x["load_factor"] == pytest.approx(x["offered_tps"] / x["capacity_est_tps"])
+    assert 0 < x["itl_est_ms"] < 1000 and x["batch_limit"] > 1
+    # capacity estimate falls with slots and rank; ITL estimate rises with load
+    caps = [dict(zip(F.FEATURE_NAMES, F.features(query(max_loras=a, rank=r))))["capacity_est_tps"]
+            for a, r in ((8, 8), (8, 64), (64, 64))]
+    assert caps[0] > caps[1] > caps[2]
+    itls = [F.features(query(rate=r))[F.feature_index("itl_est_ms")] for r in (0.2, 1.0, 3.0, 10.0)]
+    assert itls == sorted(itls)
+    qs = [query(rate=r) for r in (0.5, 1.0)] + [q]
+    assert np.array_equal(F.features_many(qs), np.array([F.features(x) for x in qs]))
+
+
+# ---- the sweep ------------------------------------------------------------------------------------
+
+TINY = SweepSpec(profile=LLAMA, n_samples=40, seed=3, duration_s=60.0)
+
+
+def _read(p: Path) -> dict:
+    with np.load(p, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_sweep_sampling_covers_the_ranges():
+    qs = sample_queries(SweepSpec(profile=LLAMA, n_samples=400, seed=1))
+    assert qs == sample_queries(SweepSpec(profile=LLAMA, n_samples=400, seed=1))
+    assert qs[:50] == sample_queries(SweepSpec(profile=LLAMA, n_samples=50, seed=1))  # sample i depends on i only
+    counts = [q.num_adapters for q in qs]
+    assert min(counts) == 1 and max(counts) > 200
+    prof = load_profile(LLAMA)
+    mem = [prof.memory.startup_error(q.server.max_loras, q.server.max_lora_rank) is not None for q in qs]
+    assert 0 < sum(mem) < 40
+    loads = [q.offered_tps for q in qs]
+    assert min(loads) >= 100 and max(loads) <= 60000 and min(loads) < 1000 and max(loads) > 15000
+    lf = F.features_many(qs)[:, F.feature_index("load_factor")]
+    assert 0.3 < np.mean((lf > 0.4) & (lf < 1.6)) < 0.9  # the knee is sampled densely
+    assert any(isinstance(q.arrivals, BurstyArrivals) for q in qs)
+    assert all(max(q.ranks) <= q.server.max_lora_rank for q in qs)
+    assert {r for q in qs for r in q.ranks} == {8, 16, 32, 64}
+
+
+def test_sweep_is_deterministic_and_resumable(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    s1 = generate(TINY, a, workers=1, chunk_size=16, progress=False)
+    assert (s1["chunks"], s1["chunks_run"]) == (3, 3)
+    s2 = generate(TINY, b, workers=2, chunk_size=16, progress=False)  # process pool
+    assert s2["executor"] == "process"
+    for k in range(3):
+        ca, cb = _read(a / f"chunk_{k:05d}.npz"), _read(b / f"chunk_{k:05d}.npz")
+        assert ca.keys() == cb.keys()
+        for col in ca:
+            if col != "twin_wall_s":
+                assert np.array_equal(ca[col], cb[col]), col
+    before = _read(a / "chunk_00001.npz")
+    (a / "chunk_00001.npz").unlink()
+    s3 = generate(TINY, a, workers=1, chunk_size=16, progress=False)
+    assert (s3["chunks_run"], s3["chunks_skipped"]) == (1, 2)
+    after = _read(a / "chunk_00001.npz")
+    for col in before:
+        if col != "twin_wall_s":
+            assert np.array_equal(before[col], after[col]), col
+
+    ds = load_dataset(a)
+    assert len(ds["index"]) == 40 and ds["features"].shape == (40, len(F.FEATURE_NAMES))
+    assert np.array_equal(ds["index"], np.arange(40))
+    qs = sample_queries(TINY)
+    for i in (0, 17, 39):
+        assert query_from_dataset(ds, i) == qs[i]
+    assert np.array_equal(ds["features"], F.features_many(qs))
+    assert ds["memory_error"].dtype == bool and ds["starved"].dtype == bool
+    ok = ~ds["memory_error"]
+    np.testing.assert_allclose(ds["throughput_ratio"][ok], ds["throughput_tps"][ok] / ds["offered_tps"][ok])
+    np.testing.assert_allclose(ds["twin_throughput_ratio"][ok], ds["throughput_tps"][ok] / ds["twin_offered_tps"][ok])
+    assert np.all(np.isnan(ds["throughput_tps"][~ok]))
+
+    with pytest.raises(InputError, match="different sweep"):
+        generate(SweepSpec(profile=LLAMA, n_samples=40, seed=4, duration_s=60.0), a, workers=1, progress=False)
+
+
+def test_ray_executor_names_the_extra(tmp_path):
+    try:
+        import ray  # noqa: F401
+        pytest.skip("ray is installed")
+    except ImportError:
+        pass
+    with pytest.raises(InputError, match=r"packer\[ray\]"):
+        generate(SweepSpec(profile=LLAMA, n_samples=4, duration_s=10.0), tmp_path, workers=2, chunk_size=1,
+                 executor="ray", progress=False)
+
+
+def test_train_exports_a_working_model(tmp_path):
+    from packer.predictors.train import train
+
+    d = tmp_path / "sweep"
+    spec = SweepSpec(profile=LLAMA, n_samples=120, seed=5, duration_s=60.0)
+    generate(spec, d, workers=1, chunk_size=64, progress=False)
+    rep = train(d, LLAMA, tmp_path / "m.json", candidates=("random_forest",), leaf_grid=(8, 16), extra_rows=300,
+                forest_out=tmp_path / "m.forest.npz", forest_trees=4, forest_depth=5, log=None)
+    assert {"full", "tree"} == set(rep["test"]) and 0 <= rep["test"]["tree"]["starved_f1"] <= 1
+    assert 0 <= rep["test"]["tree"]["keep_up_accuracy"] <= 1 and rep["test"]["full"]["throughput_mare"] < 1
+    m = load_model(tmp_path / "m.json")
+    assert m.sizes()["ratio"]["leaves"] <= 16 and m.training["profile"] == LLAMA
+    f = load_model(tmp_path / "m.forest.npz")
+    assert f.kind == "forest" and len(f.heads["ratio"].trees) == 4 and f.sizes()["ratio"]["max_depth"] <= 5
+    p = get_predictor("tree", model=tmp_path / "m.json")
+    qs = [query(rate=r) for r in (0.5, 2.0, 8.0)] + [query(n=4, rate=0.1, max_loras=400, rank=512)]
+    many = p.predict_many(qs)
+    assert many == [p.predict(q) for q in qs]
+    assert many[3].memory_error and many[0].memory_error is None and many[0].throughput_tps > 0
+    assert p.describe()["model"] != get_predictor("forest", model=tmp_path / "m.forest.npz").describe().get("model")
+
+
+# ---- the predictors -------------------------------------------------------------------------------
+
+def test_registry_lists_tree_and_forest():
+    assert {"tree", "forest"} <= set(PREDICTORS.names())
+    assert PREDICTORS.available("tree")
+
+
+def test_memory_error_is_the_profile_check():
+    prof = load_profile(LLAMA)
+    p = get_predictor("tree")
+    qs = [query(n=n, rate=0.2, max_loras=a, rank=r) for n, a, r in
+          ((4, 400, 512), (8, 8, 16), (64, 64, 64), (100, 100, 128), (40, 40, 320), (440, 440, 8), (500, 500, 8))]
+    preds = p.predict_many(qs)
+    assert preds == [p.predict(q) for q in qs]
+    n_err = 0
+    for q, r in zip(qs, preds):
+        want = prof.memory.startup_error(q.server.max_loras, q.server.max_lora_rank, 0.9, True)
+        assert r.memory_error == want
+        n_err += want is not None
+        assert (r.throughput_tps is None) == (want is not None)
+    assert 0 < n_err < len(qs)
+
+
+def test_missing_or_stale_model_names_the_profile_and_packer_train(tmp_path):
+    shipped = Path(__file__).resolve().parents[1] / "packer" / "profiles" / f"{LLAMA}.json"
+    d = json.loads(shipped.read_text())
+    custom = tmp_path / "custom.json"
+    custom.write_text(json.dumps(dict(d, name="custom@gpu")))
+    with pytest.raises(InputError, match=r"'custom@gpu'.*packer train"):
+        get_predictor("tree").predict(query(profile=str(custom)))
+    # a model trained on another calibration of the profile is refused, not silently used
+    d["step"]["prefill_ms_per_token"] *= 1.5
+    recal = tmp_path / "recal.json"
+    recal.write_text(json.dumps(d))
+    if model_path(LLAMA) is not None:
+        with pytest.raises(InputError, match="another calibration.*packer train"):
+            get_predictor("tree").predict(query(profile=str(recal)))
+    with pytest.raises(InputError, match="no model file"):
+        get_predictor("tree", model=tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("name", ["tree", "forest"])
+def test_shipped_model_contract(name):
+    if model_path(LLAMA, name) is None:
+        pytest.skip(f"no {name} model shipped for {LLAMA}")
+    p = get_predictor(name)
+    light = p.predict(query(rate=0.5))
+    assert light.predictor == name and light.ok and light.throughput_ratio > 0.95
+    # offered as the twin draws it: the nominal load with the profile's early-EOS output scale
+    scale = load_profile(LLAMA).client.output_len_scale
+    assert light.offered_tps == pytest.approx(8 * 0.5 * (222.7 + 196.1 * scale))
+    assert light.offered_tps == pytest.approx(query(rate=0.5).offered_tps, rel=0.01)
+    assert 5 < light.mean_itl_ms < 200
+    over = p.predict(query(rate=12.0))
+    assert over.starved and not over.ok and over.throughput_ratio < 0.8
+    assert p.predict(query(n=4, rate=0.1, max_loras=400, rank=512)).memory_error
+    qs = [query(rate=r) for r in (0.5, 2.0, 0.5)]
+    assert p.predict_many(qs) == [p.predict(q) for q in qs] and p.predict(qs[0]) == p.predict(qs[2])
+
+
+def test_capacity_check_compares_with_the_twin():
+    from packer.predictors.train import capacity_check
+
+    if model_path(LLAMA, "tree") is None:
+        pytest.skip("no tree model shipped")
+    out = capacity_check(LLAMA, {"tree": get_predictor("tree")}, ranks=(8,), max_count=1, workers=1)
+    assert out["tree"]["entries"] == 1 and 0 <= out["tree"]["mean_abs_rel_diff"] < 0.5
+
+
+def test_solve_with_the_tree_predictor(tmp_path, monkeypatch):
+    import packer
+
+    if model_path(LLAMA, "tree") is None:
+        pytest.skip("no tree model shipped")
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path))
+    wl = {"profile": LLAMA, "adapters": [{"id": f"a{i}", "rank": 8 if i % 3 else 16, "rate": 0.5 + 0.1 * (i % 5)}
+                                         for i in range(40)]}
+    r = packer.solve(wl, predictor="tree", verify=False)
+    assert r.num_gpus >= 1 and r.predictor == "tree"
+    assert sorted(a.id for g in r.gpus for a in g.adapters) == sorted({f"a{i}" for i in range(40)})
