@@ -4,7 +4,6 @@ and the ``tree`` / ``forest`` predictors. Real twin runs and real scikit-learn f
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,8 @@ from packer.model import BurstyArrivals, LengthSpec, ServerConfig
 from packer.predictors import PREDICTORS, GpuQuery, get_predictor
 from packer.predictors import features as F
 from packer.predictors.dataset import SweepSpec, generate, load_dataset, query_from_dataset, sample_queries
-from packer.predictors.tree import (Head, TreeModel, head_from_sklearn, load_model, model_path, predict_nodes,
-                                    predict_nodes_row, save_model, tree_from_sklearn)
+from packer.predictors.tree import (ForestPredictor, Head, TreeModel, TreePredictor, head_from_sklearn, load_model,
+                                    model_path, predict_nodes, predict_nodes_row, save_model, tree_from_sklearn)
 from packer.profile import list_profiles, load_profile
 
 sklearn = pytest.importorskip("sklearn")
@@ -269,14 +268,16 @@ def test_train_exports_a_working_model(tmp_path):
     many = p.predict_many(qs)
     assert many == [p.predict(q) for q in qs]
     assert many[3].memory_error and many[0].memory_error is None and many[0].throughput_tps > 0
-    assert p.describe()["model"] != get_predictor("forest", model=tmp_path / "m.forest.npz").describe().get("model")
+    fp = ForestPredictor(model=tmp_path / "m.forest.npz")
+    assert p.describe()["model"] != fp.describe()["model"]
+    assert [x.memory_error for x in fp.predict_many(qs)] == [x.memory_error for x in many]
 
 
 # ---- the predictors -------------------------------------------------------------------------------
 
 def test_registry_lists_tree_and_forest():
-    assert {"tree", "forest"} <= set(PREDICTORS.names())
-    assert PREDICTORS.available("tree")
+    assert {"tree", "forest"} <= set(PREDICTORS.names()) and PREDICTORS.available("tree")
+    assert isinstance(get_predictor("tree"), TreePredictor) and isinstance(get_predictor("forest"), ForestPredictor)
 
 
 def test_memory_error_is_the_profile_check():

@@ -78,7 +78,7 @@ __all__ = ["FEATURE_NAMES", "FEATURE_DOCS", "TRACE_AS_BURSTY", "features", "feat
 
 # (cv, multiplier_sigma, period_s) standing in for a replayed trace.
 TRACE_AS_BURSTY = (1.5, 0.5, 300.0)
-_RATES, _RANKS = attrgetter("rates"), attrgetter("ranks")
+_RATES = attrgetter("rates")
 _LENGTH_CODES = {"sharegpt": 0.0, "azure-conv": 1.0, "fixed": 2.0, "trace": 3.0}
 
 FEATURE_DOCS: dict[str, str] = {
@@ -131,7 +131,7 @@ def feature_index(name: str) -> int:
  _C_RANK_SLOPE, _C_SCHED_BASE, _C_SCHED_RUNNING, _C_OUT_SCALE, _C_BLOCK, _C_N) = range(14)
 # Per-query scalars, in the kernel's order.
 (_S_A, _S_R, _S_SEQS, _S_BATCHED, _S_UTIL, _S_LORA, _S_IN, _S_OUT, _S_DIST, _S_CV, _S_SIGMA, _S_PERIOD, _S_KV,
- _S_N) = range(14)
+ _S_RK_MAX, _S_RK_MEAN, _S_RK_STD, _S_N) = range(17)
 
 
 @lru_cache(maxsize=64)
@@ -175,8 +175,9 @@ def features(query: GpuQuery, profile: Profile | None = None) -> np.ndarray:
 
 
 def pack(query: GpuQuery, key) -> np.ndarray:
-    """One query as a flat vector for ``features_packed``: its scalars, then its rates, then its ranks."""
-    return np.array(_scalars(query, key) + query.rates + query.ranks, dtype=np.float64)
+    """One query as a flat vector for ``features_packed``: its scalars, then its rates."""
+    v = _scalars(query, key) + query.rates
+    return np.fromiter(v, dtype=np.float64, count=len(v))
 
 
 def features_many(queries: Sequence[GpuQuery], profile: Profile | None = None) -> np.ndarray:
@@ -193,10 +194,9 @@ def features_many(queries: Sequence[GpuQuery], profile: Profile | None = None) -
         np.cumsum(sizes, out=offsets[1:])
         total = int(offsets[-1])
         rates = np.fromiter(chain.from_iterable(map(_RATES, qs)), dtype=np.float64, count=total)
-        ranks = np.fromiter(chain.from_iterable(map(_RANKS, qs)), dtype=np.float64, count=total)
         S = np.array([_scalars(q, key) for q in qs], dtype=np.float64).reshape(len(qs), _S_N)
         block = np.empty((len(qs), len(FEATURE_NAMES)), dtype=np.float64) if len(groups) > 1 else out
-        _features_kernel(S, offsets, rates, ranks, xs, ys, c, block)
+        _features_kernel(S, offsets, rates, xs, ys, c, block)
         if len(groups) > 1:
             out[idx] = block
     return out
@@ -213,7 +213,16 @@ def _scalars(q: GpuQuery, key) -> tuple:
         a = (1.0, 0.0, 0.0)
     A, R, util, lora = s.max_loras, s.max_lora_rank, s.gpu_memory_utilization, s.enable_lora
     return (A, R, s.max_num_seqs, s.max_num_batched_tokens, util, lora, L.input_mean, L.output_mean,
-            _LENGTH_CODES.get(L.distribution, 0.0), a[0], a[1], a[2], _kv_tokens(key, A, R, util, lora))
+            _LENGTH_CODES.get(L.distribution, 0.0), a[0], a[1], a[2], _kv_tokens(key, A, R, util, lora)
+            ) + _rank_stats(q.ranks)
+
+
+@lru_cache(maxsize=65536)
+def _rank_stats(ranks: tuple[int, ...]) -> tuple[float, float, float]:
+    """(max, mean, population std) of the ranks (cached: rank sets repeat across queries)."""
+    n = len(ranks)
+    mean = sum(ranks) / n
+    return float(max(ranks)), mean, math.sqrt(max(sum(k * k for k in ranks) / n - mean * mean, 0.0))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -260,49 +269,38 @@ def _distinct_ms(B, eff, A, la):
 
 
 @nb.njit(cache=True, nogil=True)
-def _features_kernel(S, offsets, rates, ranks, xs, ys, c, out):
-    """Features of a batch: row i from scalars S[i] and the adapters offsets[i]..offsets[i+1]-1."""
+def _features_kernel(S, offsets, rates, xs, ys, c, out):
+    """Features of a batch: row i from scalars S[i] and the adapter rates offsets[i]..offsets[i+1]-1."""
     for i in range(S.shape[0]):
-        _fill(out[i], S[i], rates[offsets[i]:offsets[i + 1]], ranks[offsets[i]:offsets[i + 1]], xs, ys, c)
+        _fill(out[i], S[i], rates[offsets[i]:offsets[i + 1]], xs, ys, c)
 
 
 @nb.njit(cache=True, nogil=True)
 def features_packed(v, xs, ys, c):
-    """Features of one query packed by ``pack`` (scalars, rates, ranks) for profile arrays xs, ys, c."""
-    n = (v.shape[0] - _S_N) // 2
+    """Features of one query packed by ``pack`` (scalars, rates) for profile arrays xs, ys, c."""
     out = np.empty(N_FEATURES, dtype=np.float64)
-    _fill(out, v[:_S_N], v[_S_N:_S_N + n], v[_S_N + n:], xs, ys, c)
+    _fill(out, v[:_S_N], v[_S_N:], xs, ys, c)
     return out
 
 
 @nb.njit(cache=True, nogil=True)
-def _fill(o, sc, rates, ranks, xs, ys, c):
-    """One query's features into ``o``, from its scalars ``sc`` (the _S_* layout) and its adapters."""
+def _fill(o, sc, rates, xs, ys, c):
+    """One query's features into ``o``, from its scalars ``sc`` (the _S_* layout) and its rates."""
     n = rates.shape[0]
     tot = 0.0
     sq = 0.0
     mx = rates[0]
-    rk_sum = 0.0
-    rk_sq = 0.0
-    rk_max = ranks[0]
     for k in range(n):
         r = rates[k]
         tot += r
         sq += r * r
         if r > mx:
             mx = r
-        k_ = ranks[k]
-        rk_sum += k_
-        rk_sq += k_ * k_
-        if k_ > rk_max:
-            rk_max = k_
     mean = tot / n
     std = math.sqrt(max(sq / n - mean * mean, 0.0))
     cv = std / mean if mean > 0 else 0.0
     share = mx / tot if tot > 0 else 1.0 / n
     eff = tot * tot / sq if sq > 0 else float(n)
-    rk_mean = rk_sum / n
-    rk_std = math.sqrt(max(rk_sq / n - rk_mean * rk_mean, 0.0))
 
     A = sc[_S_A]
     R = sc[_S_R]
@@ -358,9 +356,9 @@ def _fill(o, sc, rates, ranks, xs, ys, c):
     o[5] = cv
     o[6] = share
     o[7] = eff
-    o[8] = rk_max
-    o[9] = rk_mean
-    o[10] = rk_std
+    o[8] = sc[_S_RK_MAX]
+    o[9] = sc[_S_RK_MEAN]
+    o[10] = sc[_S_RK_STD]
     o[11] = R
     o[12] = A
     o[13] = A / n

@@ -361,9 +361,10 @@ def _scores(ratio_pred: np.ndarray, starved_pred: np.ndarray, itl_pred: np.ndarr
 
 
 def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_itl, ds, off, seed, n_jobs, n_trees,
-                   depth, prof, out, say) -> dict:
+                   depth, prof, out, say, forest_min_leaf: int = 5) -> dict:
     """The chosen big models as one ensemble model: gradient boosting exported tree by tree; a random
-    forest / extra trees refitted with at most ``n_trees`` trees of depth at most ``depth``."""
+    forest / extra trees refitted with at most ``n_trees`` trees of depth at most ``depth`` and leaves
+    of at least ``forest_min_leaf`` rows (which keeps the file near a megabyte)."""
     ens, _ = _sklearn()
     capped = {"random_forest": (ens.RandomForestRegressor, ens.RandomForestClassifier, 0.5),
               "extra_trees": (ens.ExtraTreesRegressor, ens.ExtraTreesClassifier, 0.7)}
@@ -374,7 +375,7 @@ def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_it
         if family in capped:
             R, C, mf = capped[family]
             cls = C if classify else R
-            m = cls(n_estimators=n_trees, max_depth=depth, min_samples_leaf=1 if classify else 2, max_features=mf,
+            m = cls(n_estimators=n_trees, max_depth=depth, min_samples_leaf=forest_min_leaf, max_features=mf,
                     n_jobs=n_jobs, random_state=seed).fit(X[rows], y)
             return head_from_sklearn(m, transform)
         return head_from_sklearn(m, "sigmoid" if classify else transform)
@@ -392,6 +393,7 @@ def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_it
     say(f"  test  forest: throughput MARE {scores['throughput_mare']:.4f}  starved F1 {scores['starved_f1']:.4f}"
         f"  itl MARE {scores['itl_mare']:.4f}")
     rep = {"families": {h: best[h][1] for h in best}, "capped_trees": n_trees, "capped_depth": depth,
+           "capped_min_leaf": forest_min_leaf,
            "test": scores, "sizes": model.sizes(), "out_path": str(out)}
     model.training = {"profile": prof.name, "forest": rep}
     save_model(model, out)

@@ -1,4 +1,4 @@
-"""Distilled decision trees evaluated by numba: the ``tree`` (and ``forest``) predictors.
+"""Distilled decision trees evaluated by numba: the ``tree`` and ``forest`` predictors.
 
 Model files
 -----------
@@ -63,60 +63,64 @@ FORMAT = "packer-tree-model"
 VERSION = 1
 HEADS = ("ratio", "starved", "itl")
 _TRANSFORMS = ("identity", "exp", "sigmoid")
+_SCALAR_TRANSFORM = {"identity": float, "exp": math.exp, "sigmoid": lambda v: 1.0 / (1.0 + math.exp(-v))}
 
 
 # ---- kernels ------------------------------------------------------------------------------------
 
 @nb.njit(cache=True, nogil=True)
-def _walk(x, node, feature, threshold, left, right, value, f32):
+def _walk(x, node, links, thr_val, f32):
+    """The leaf value row x reaches from ``node``; ``links[k] = (feature, left, right)`` and
+    ``thr_val[k] = (threshold, leaf value)``, interleaved so that a step touches two cache lines."""
     if f32:
-        while left[node] >= 0:
-            if np.float32(x[feature[node]]) <= threshold[node]:
-                node = left[node]
+        while links[node, 1] >= 0:
+            if np.float32(x[links[node, 0]]) <= thr_val[node, 0]:
+                node = links[node, 1]
             else:
-                node = right[node]
+                node = links[node, 2]
     else:
-        while left[node] >= 0:
-            if x[feature[node]] <= threshold[node]:
-                node = left[node]
+        while links[node, 1] >= 0:
+            if x[links[node, 0]] <= thr_val[node, 0]:
+                node = links[node, 1]
             else:
-                node = right[node]
-    return value[node]
+                node = links[node, 2]
+    return thr_val[node, 1]
 
 
 @nb.njit(cache=True, nogil=True)
-def _heads(x, feature, threshold, left, right, value, roots, head_start, head_sum, head_bias, head_f32, out):
-    for h in range(head_start.shape[0] - 1):
-        a = head_start[h]
-        b = head_start[h + 1]
-        f32 = head_f32[h]
+def _heads(x, links, thr_val, roots, heads, bias, out):
+    for h in range(heads.shape[0]):
+        a = heads[h, 0]
+        b = heads[h, 1]
+        f32 = heads[h, 3] != 0
         acc = 0.0
         for t in range(a, b):
-            acc += _walk(x, roots[t], feature, threshold, left, right, value, f32)
-        out[h] = acc + head_bias[h] if head_sum[h] else acc / (b - a)
+            acc += _walk(x, roots[t], links, thr_val, f32)
+        out[h] = acc + bias[h] if heads[h, 2] != 0 else acc / (b - a)
 
 
 @nb.njit(cache=True, nogil=True)
-def predict_nodes(X, feature, threshold, left, right, value, roots, head_start, head_sum, head_bias, head_f32):
+def predict_nodes(X, links, thr_val, roots, heads, bias):
     """Every head on every row (2-D X), before transforms: shape (rows, heads).
 
-    Trees are concatenated in the node arrays with *absolute* child indices; ``roots`` holds every
-    tree's root node and head h owns trees ``head_start[h] .. head_start[h + 1] - 1``. A head's output
-    is the mean of its trees' leaf values, or (``head_sum[h]``) their sum plus ``head_bias[h]``;
-    ``head_f32[h]`` compares float32(x) with the thresholds (scikit-learn's decision trees) instead
-    of x (its histogram gradient boosting)."""
+    Trees are concatenated in the node arrays (``links``: feature, left, right; ``thr_val``:
+    threshold, leaf value; leaves have left == -1) with *absolute* child indices; ``roots`` holds every
+    tree's root node; head h owns trees ``heads[h, 0] .. heads[h, 1] - 1`` and its output is their
+    leaf values' mean, or (``heads[h, 2]``) their sum plus ``bias[h]``; ``heads[h, 3]`` compares
+    float32(x) with the thresholds (scikit-learn's decision trees cast X to float32) instead of x
+    (its histogram gradient boosting does not)."""
     n = X.shape[0]
-    out = np.empty((n, head_start.shape[0] - 1), dtype=np.float64)
+    out = np.empty((n, heads.shape[0]), dtype=np.float64)
     for i in range(n):
-        _heads(X[i], feature, threshold, left, right, value, roots, head_start, head_sum, head_bias, head_f32, out[i])
+        _heads(X[i], links, thr_val, roots, heads, bias, out[i])
     return out
 
 
 @nb.njit(cache=True, nogil=True)
-def predict_nodes_row(x, feature, threshold, left, right, value, roots, head_start, head_sum, head_bias, head_f32):
+def predict_nodes_row(x, links, thr_val, roots, heads, bias):
     """``predict_nodes`` for one row (1-D x): one output per head."""
-    out = np.empty(head_start.shape[0] - 1, dtype=np.float64)
-    _heads(x, feature, threshold, left, right, value, roots, head_start, head_sum, head_bias, head_f32, out)
+    out = np.empty(heads.shape[0], dtype=np.float64)
+    _heads(x, links, thr_val, roots, heads, bias, out)
     return out
 
 
@@ -269,29 +273,25 @@ class TreeModel:
                     raise InputError("model", f"head {name!r} splits on a feature index outside the "
                                      f"{nf} feature names")
         self.head_names = tuple(self.heads)
-        feats, thr, lefts, rights, vals, roots, starts = [], [], [], [], [], [], [0]
+        links, thr_val, roots, heads = [], [], [], []
         base = 0
         for name in self.head_names:
-            for t in self.heads[name].trees:
-                feats.append(t.feature)
-                thr.append(t.threshold)
-                lefts.append(np.where(t.left >= 0, t.left + base, -1))
-                rights.append(np.where(t.right >= 0, t.right + base, -1))
-                vals.append(t.value)
+            h = self.heads[name]
+            first = len(roots)
+            for t in h.trees:
+                links.append(np.stack([t.feature, np.where(t.left >= 0, t.left + base, -1),
+                                       np.where(t.right >= 0, t.right + base, -1)], axis=1))
+                thr_val.append(np.stack([t.threshold, t.value], axis=1))
                 roots.append(base)
                 base += t.n_nodes
-            starts.append(len(roots))
-        self.arrays = (np.ascontiguousarray(np.concatenate(feats), dtype=np.int32),
-                       np.ascontiguousarray(np.concatenate(thr), dtype=np.float64),
-                       np.ascontiguousarray(np.concatenate(lefts), dtype=np.int32),
-                       np.ascontiguousarray(np.concatenate(rights), dtype=np.int32),
-                       np.ascontiguousarray(np.concatenate(vals), dtype=np.float64),
-                       np.asarray(roots, dtype=np.int32), np.asarray(starts, dtype=np.int32),
-                       np.array([self.heads[n].combine == "sum" for n in self.head_names]),
-                       np.array([float(self.heads[n].bias) for n in self.head_names], dtype=np.float64),
-                       np.array([self.heads[n].compare == "float32" for n in self.head_names]))
+            heads.append((first, len(roots), int(h.combine == "sum"), int(h.compare == "float32")))
+        self.arrays = (np.ascontiguousarray(np.concatenate(links), dtype=np.int32),
+                       np.ascontiguousarray(np.concatenate(thr_val), dtype=np.float64),
+                       np.asarray(roots, dtype=np.int32), np.asarray(heads, dtype=np.int32).reshape(-1, 4),
+                       np.array([float(self.heads[n].bias) for n in self.head_names], dtype=np.float64))
         self.transforms = tuple(self.heads[n].transform for n in self.head_names)
         self.index = {n: i for i, n in enumerate(self.head_names)}
+        self._scalar_fn = tuple(_SCALAR_TRANSFORM[t] for t in self.transforms)
 
     def apply(self, name: str, raw):
         """Head ``name``'s transform on raw kernel output (a float or an array)."""
@@ -518,21 +518,19 @@ class TreePredictor(Predictor):
         return out  # type: ignore[return-value]
 
     def _prediction(self, m: TreeModel, raw: np.ndarray, offered: float) -> Prediction:
+        vals = [f(v) for f, v in zip(m._scalar_fn, raw.tolist())]
         ix = m.index
-
-        def head(name: str) -> float | None:
-            return m.apply(name, float(raw[ix[name]])) if name in ix else None
-
-        ratio = max(head("ratio") or 0.0, 0.0)
-        p_starved = head("starved")
-        starved = bool(p_starved > 0.5) if p_starved is not None else ratio < 0.9
+        ratio = max(vals[ix["ratio"]], 0.0)
+        starved = bool(vals[ix["starved"]] > 0.5) if "starved" in ix else ratio < 0.9
         return Prediction(predictor=self.name, starved=starved, memory_error=None, throughput_tps=ratio * offered,
-                          offered_tps=offered, mean_itl_ms=head("itl"))
+                          offered_tps=offered, mean_itl_ms=vals[ix["itl"]] if "itl" in ix else None)
 
 
 class ForestPredictor(TreePredictor):
-    """The ``forest`` predictor: the full (undistilled) ensemble, where one is shipped
-    (``packer/models/<profile>.forest.npz``); same kernel and interface as ``tree``."""
+    """The ``forest`` predictor: the undistilled models as one ensemble (``train(..., forest_out=...)``:
+    gradient boosting exported tree by tree, or a random forest / extra trees refitted with at most
+    32 trees of depth 12), shipped as ``packer/models/<profile>.forest.npz``; same kernel and
+    interface as ``tree``, more accurate on average, tens of µs per GPU."""
 
     name = "forest"
     kind = "forest"
@@ -549,4 +547,4 @@ def _file_hash(path: str, mtime_ns: int) -> str:
 
 
 PREDICTORS.register("tree", TreePredictor, summary="a distilled decision tree trained on twin runs (numba; µs per GPU)")
-PREDICTORS.register("forest", ForestPredictor, summary="a tree ensemble trained on twin runs (numba)")
+PREDICTORS.register("forest", ForestPredictor, summary="the undistilled tree ensemble trained on twin runs (numba)")
