@@ -20,7 +20,8 @@ from .predictors.base import GpuQuery, Prediction, Predictor, get_predictor
 from .predictors.twin import TwinPredictor
 from .profile import load_profile
 from .solvers import bounds as _bounds
-from .solvers.base import LOAD_UNIT, Assignment, Item, Objective, PlacementProblem, SolveStatus, get_solver
+from .solvers.base import (LOAD_UNIT, Assignment, Item, Objective, PlacementProblem, SolveStatus, get_solver,
+                           utilisation)
 from .solvers.capacity import CapacityModel, ServerBase, build_capacity_model, rank_class
 from .solvers.result import AdapterShare, GpuPlan, SolveResult
 
@@ -78,7 +79,7 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     if not (isinstance(time_limit, (int, float)) and math.isfinite(time_limit) and time_limit > 0):
         raise InputError("time_limit", f"must be a positive number of seconds (got {time_limit!r})")
     slv = get_solver(solver)
-    pred = get_predictor(predictor, field="predictor") if isinstance(predictor, str) else get_predictor(predictor)
+    pred = get_predictor(predictor)
     twin = pred if isinstance(pred, TwinPredictor) else (TwinPredictor(seed=seed) if verify else None)
 
     problem = build_problem(wl, pred, objective=Objective.MIN_GPUS, gpus=None, time_limit_s=float(time_limit),
@@ -169,7 +170,7 @@ def _place_into_existing(problem: PlacementProblem, bins: list[list[int]], preds
     it = problem.items[i]
     order = range(len(bins))
     if obj is Objective.MIN_LATENCY:
-        order = sorted(order, key=lambda g: _model_util(problem, bins[g] + [i]))
+        order = sorted(order, key=lambda g: utilisation(problem, bins[g] + [i]))
     for g in order:
         cand = bins[g] + [i]
         if any(problem.items[j].adapter_id == it.adapter_id for j in bins[g]):
@@ -182,11 +183,6 @@ def _place_into_existing(problem: PlacementProblem, bins: list[list[int]], preds
             bins[g], preds[g] = cand, p
             return True
     return False
-
-
-def _model_util(problem: PlacementProblem, members: Sequence[int]) -> float:
-    from .solvers.base import utilisation
-    return utilisation(problem, members)
 
 
 def _flags(problem: PlacementProblem, members: Sequence[int], configs: dict) -> tuple[int, int, int]:

@@ -71,6 +71,7 @@ import numba as nb
 import numpy as np
 
 from ..profile import Profile, load_profile
+from ..twin.kernel import _interp  # the twin's own step-cost interpolation
 from .base import GpuQuery
 
 __all__ = ["FEATURE_NAMES", "FEATURE_DOCS", "TRACE_AS_BURSTY", "features", "features_many", "feature_index",
@@ -223,23 +224,6 @@ def _rank_stats(ranks: tuple[int, ...]) -> tuple[float, float, float]:
     n = len(ranks)
     mean = sum(ranks) / n
     return float(max(ranks)), mean, math.sqrt(max(sum(k * k for k in ranks) / n - mean * mean, 0.0))
-
-
-@nb.njit(cache=True, nogil=True)
-def _interp(x, xs, ys):
-    """The twin kernel's piecewise-linear interpolation (linear extrapolation at both ends)."""
-    n = xs.shape[0]
-    if n == 1:
-        return ys[0]
-    if x <= xs[0]:
-        j = 0
-    elif x >= xs[n - 1]:
-        j = n - 2
-    else:
-        j = 0
-        while xs[j + 1] < x:
-            j += 1
-    return ys[j] + (ys[j + 1] - ys[j]) * (x - xs[j]) / (xs[j + 1] - xs[j])
 
 
 @nb.njit(cache=True, nogil=True)

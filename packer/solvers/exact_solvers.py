@@ -30,8 +30,6 @@ class _ExactSolver(Solver):
         if warm.status is SolveStatus.INFEASIBLE:
             warm = None
         plain = problem.to_plain(warm)
-        if problem.objective is Objective.MIN_LATENCY and warm is not None:
-            plain["max_bins"] = problem.gpus
         answer = solve_exact(plain, self.backend)
         status = answer.get("status")
         details = {"wall_seconds": time.perf_counter() - t0, "backend": self.backend,

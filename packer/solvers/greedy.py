@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from .base import SOLVERS, Assignment, Objective, PlacementProblem, Solver, SolveStatus
+from .base import SOLVERS, Assignment, Objective, PlacementProblem, Solver, SolveStatus, bin_config, utilisation
 
 __all__ = ["GreedySolver", "CapacityLookup"]
 
@@ -165,8 +165,6 @@ def _improve_balance(look: CapacityLookup, bins: list[list[int]], budget: int) -
 
 
 def _assignment(problem: PlacementProblem, bins: list[list[int]], status: SolveStatus, t0: float) -> Assignment:
-    from .base import bin_config, utilisation
-
     configs = tuple(bin_config(problem, b) for b in bins)
     if any(c is None for c in configs):  # pragma: no cover - the packers only build fitting bins
         raise AssertionError("greedy built a GPU that does not fit the capacity model")

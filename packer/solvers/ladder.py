@@ -118,11 +118,11 @@ def _interleaved(problem: PlacementProblem) -> list[int]:
 
 
 def _ladder_next(a: int) -> int:
-    steps = checkpoints(1 << 16)
-    for s in steps:
+    """The ladder step above ``a``: 8, 16, 32, 64, then every STEP_AFTER."""
+    for s in FIRST_STEPS:
         if s > a:
             return s
-    return a
+    return a + STEP_AFTER
 
 
 def _memory_limit(problem: PlacementProblem, R: int) -> int:
