@@ -209,6 +209,257 @@ def _placement_table(name: str, r) -> str:
     return console.export_text()
 
 
+def _bare(e: InputError) -> str:
+    """An InputError's message without its ``field: `` prefix (to name the CLI flag instead)."""
+    s, head = str(e), f"{e.field}: "
+    return s[len(head):] if e.field and s.startswith(head) else s
+
+
+def _check_model_file(path: str) -> None:
+    """--model: a readable packer tree model (JSON or NPZ), checked before anything is predicted."""
+    import zipfile
+
+    from .predictors.tree import load_model
+
+    p = Path(path)
+    if not p.is_file():
+        _fail(f"--model: no model file at {path}; check the path (train one with `packer train`)")
+    try:
+        load_model(p)
+    except InputError as e:
+        _fail(f"--model: {_bare(e)}")
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        _fail(f"--model: {path} is not a readable packer tree model ({type(e).__name__}: {e})")
+
+
+def _prediction_dict(pred, wall_seconds: float) -> dict:
+    d = pred.to_dict()
+    out = {"predictor": d.pop("predictor"), **d, "throughput_ratio": pred.throughput_ratio,
+           "wall_seconds": wall_seconds}
+    return out
+
+
+def _prediction_table(name: str, p, wall_seconds: float) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    if p.memory_error:
+        t.add_row("verdict", "memory error (vLLM would not start)")
+        t.add_row("memory error", p.memory_error)
+        t.add_row("offered (tok/s)", f"{p.offered_tps:,.0f}")
+    else:
+        t.add_row("verdict", "STARVED" if p.starved else "keeps up")
+        ratio = p.throughput_ratio
+        if p.throughput_tps is None:
+            t.add_row("throughput (tok/s)", f"not predicted; {p.offered_tps:,.0f} offered")
+        else:
+            t.add_row("throughput (tok/s)", f"{p.throughput_tps:,.0f} of {p.offered_tps:,.0f} offered"
+                      + ("" if ratio is None else f" ({ratio:.0%})"))
+        t.add_row("ITL mean (ms)", "-" if p.mean_itl_ms is None else f"{p.mean_itl_ms:.1f}")
+        if p.p99_ttft_ms is not None:
+            t.add_row("TTFT p99 (ms)", f"{p.p99_ttft_ms:,.0f}")
+    t.add_row("prediction time", f"{wall_seconds * 1e3:,.3f} ms" if wall_seconds < 1 else f"{wall_seconds:,.2f} s")
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(f"{name} — predictor {p.predictor}", soft_wrap=True, markup=False, highlight=False)
+    console.print(t)
+    return console.export_text()
+
+
+@main.command()
+@click.argument("scenarios", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--predictor", default="tree", show_default=True, help="tree, forest or twin.")
+@click.option("--model", default=None, metavar="PATH",
+              help="Model file (.json / .npz, from `packer train`) for tree / forest instead of the shipped one.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per scenario, one per line.")
+def predict(scenarios: tuple[str, ...], predictor: str, model: str | None, as_json: bool) -> None:
+    """Predict each SCENARIO.json's throughput, starvation and ITL with a fast predictor.
+
+    Same scenario files as `packer simulate`; `--predictor twin` runs the twin with each scenario's
+    duration_s and seed (the numbers of `packer simulate`), `tree` / `forest` answer in microseconds."""
+    import time
+
+    from .predictors import PREDICTORS, GpuQuery
+
+    parsed = [_load_scenario(p) for p in scenarios]  # validate every file before predicting any
+    if predictor not in PREDICTORS.names():
+        _fail(f"--predictor: unknown predictor {predictor!r}; valid: {', '.join(PREDICTORS.names())}")
+    if model is not None:
+        if predictor == "twin":
+            _fail("--model: applies to the tree and forest predictors, not twin")
+        _check_model_file(model)
+    options = {} if model is None else {"model": model}
+
+    def make(**extra):
+        try:
+            return PREDICTORS.get(predictor, field="--predictor", **options, **extra)
+        except InputError as e:  # a missing optional dependency, a bad model file
+            _fail(str(e))
+
+    queries = [GpuQuery.from_scenario(sc) for sc in parsed]
+    results: list[tuple] = []  # (prediction, wall seconds) per scenario
+    if predictor == "twin":
+        from .twin.engine import warm_up
+
+        make(duration_s=parsed[0].workload.duration_s, seed=parsed[0].workload.seed,
+             warmup_s=parsed[0].workload.warmup_s)  # checks the name first
+        warm_up()  # the kernel's compilation (or cache load) is loading, not predicting
+        for path, sc, q in zip(scenarios, parsed, queries):
+            pred = make(duration_s=sc.workload.duration_s, seed=sc.workload.seed, warmup_s=sc.workload.warmup_s)
+            t0 = time.perf_counter()
+            try:
+                p = pred.predict(q)
+            except PackerError as e:
+                _fail(f"{path}: {e}")
+            results.append((p, time.perf_counter() - t0))
+    else:
+        pred = make()
+        model_for = getattr(pred, "model_for", None)
+        for path, sc in zip(scenarios, parsed):  # load (and check) each profile's model before predicting
+            try:
+                if model_for is not None:
+                    model_for(sc.profile)
+            except PackerError as e:
+                _fail(f"{path}: {e}")
+        try:
+            pred.predict_many(queries[:1])  # warm-up: numba's compiled kernels load from its cache
+            t0 = time.perf_counter()
+            preds = pred.predict_many(queries)  # one batch: every scenario of a profile in one kernel call
+            each = (time.perf_counter() - t0) / len(queries)
+        except PackerError as e:
+            for path, q in zip(scenarios, queries):  # name the scenario that fails
+                try:
+                    pred.predict(q)
+                except PackerError as e1:
+                    _fail(f"{path}: {e1}")
+            _fail(f"{scenarios[0]}: {e}")
+        results = [(p, each) for p in preds]
+    for path, (p, wall) in zip(scenarios, results):
+        if as_json:
+            click.echo(json.dumps(_prediction_dict(p, wall)))
+        else:
+            click.echo(_prediction_table(path, p, wall))
+
+
+def _json_ready(x: Any) -> Any:
+    """Numpy scalars as Python numbers and non-finite floats as None, recursively."""
+    import math
+
+    if isinstance(x, dict):
+        return {str(k): _json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_ready(v) for v in x]
+    if hasattr(x, "item") and callable(x.item) and not isinstance(x, (str, bytes)):
+        try:
+            x = x.item()
+        except (TypeError, ValueError):
+            return str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _train_summary(profile: str, out: str, forest_out: str | None, rep: dict, wall: float) -> str:
+    def num(v, fmt="{:.3f}") -> str:
+        return "n/a" if v is None or (isinstance(v, float) and v != v) else fmt.format(v)
+
+    ds, split, gen = rep.get("dataset", {}), rep.get("split", {}), rep.get("generation", {})
+    tree = rep.get("test", {}).get("tree", {})
+    lines = [
+        f"trained the tree predictor for {profile} on {ds.get('samples', '?')} twin runs "
+        f"({ds.get('usable', '?')} usable: train {split.get('train', '?')} / validation {split.get('validation', '?')}"
+        f" / test {split.get('test', '?')}; sweep in {gen.get('out_dir', ds.get('dir', '?'))})",
+        f"test split, tree: throughput MARE {num(tree.get('throughput_mare'))}, starvation F1 "
+        f"{num(tree.get('starved_f1'))}, ITL MARE {num(tree.get('itl_mare'))}",
+    ]
+    if "forest" in rep:
+        ft = rep["forest"].get("test", {})
+        lines.append(f"test split, forest: throughput MARE {num(ft.get('throughput_mare'))}, starvation F1 "
+                     f"{num(ft.get('starved_f1'))}, ITL MARE {num(ft.get('itl_mare'))}")
+    cc = rep.get("capacity_check")
+    if cc:
+        for name in ("tree", "forest"):
+            if name in cc:
+                lines.append(f"capacity check, {name}: capacity within {num(cc[name]['mean_abs_rel_diff'], '{:.1%}')} "
+                             f"of the twin's on average (at most {num(cc[name]['max_abs_rel_diff'], '{:.1%}')})")
+    lines.append(f"time: sweep {num(gen.get('seconds'), '{:,.1f}')} s ({gen.get('chunks_run', '?')} chunks run, "
+                 f"{gen.get('chunks_skipped', '?')} reused), training {num(rep.get('seconds'), '{:,.1f}')} s, "
+                 f"total {wall:,.1f} s")
+    lines.append(f"wrote the tree model to {out}" + (f" and the forest model to {forest_out}" if forest_out else ""))
+    lines.append(f"use it: packer predict SCENARIO.json --predictor tree --model {out}"
+                 f"  (Python: TreePredictor(model={str(out)!r}))")
+    if forest_out:
+        lines.append(f"        packer predict SCENARIO.json --predictor forest --model {forest_out}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--profile", "profile_name", required=True, metavar="NAME",
+              help="Profile to train for (see `packer profiles`).")
+@click.option("--samples", type=click.IntRange(min=1), default=16000, show_default=True,
+              help="Twin runs in the sweep (a larger sweep in the same directory reuses the runs done).")
+@click.option("--dataset", default=None, metavar="DIR",
+              help="Sweep directory, created or resumed [default: benchmarks/out/sweeps/<short name>].")
+@click.option("--out", default=None, metavar="FILE.json", help="Tree model file to write [default: ./<profile>.json].")
+@click.option("--forest-out", default=None, metavar="FILE.npz", help="Also write the forest model here.")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True, help="Measured simulated seconds per twin run.")
+@click.option("--warmup", "warmup_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Simulated seconds before each run's measured window (steady state).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Twin processes [default: CPU count].")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="scikit-learn processes / threads.")
+@click.option("--extra-rows", type=click.IntRange(min=0), default=100000, show_default=True,
+              help="Sampled feature rows labelled by the big models for the distillation.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--no-capacity-check", is_flag=True, help="Skip comparing the capacity tables with the twin's.")
+@click.option("--json", "as_json", is_flag=True, help="The training report as one JSON object.")
+def train(profile_name: str, samples: int, dataset: str | None, out: str | None, forest_out: str | None,
+          duration_s: float, warmup_s: float, workers: int | None, jobs: int, extra_rows: int, seed: int, no_capacity_check: bool,
+          as_json: bool) -> None:
+    """Run a twin sweep for a profile and train the tree (and forest) predictor on it."""
+    import importlib.util
+    import time
+
+    try:
+        prof = load_profile(profile_name)
+    except InputError as e:
+        _fail(f"--profile: {_bare(e)}")
+    short = prof.name.split("@")[0].split("-")[0] or prof.name
+    dataset = dataset or str(Path("benchmarks") / "out" / "sweeps" / short)
+    out = out or f"./{prof.name}.json"
+    for flag, path in (("--out", out), ("--forest-out", forest_out)):
+        if path is not None and Path(path).suffix not in (".json", ".npz"):
+            _fail(f"{flag}: a model file must end in .json or .npz (got {Path(path).name!r})")
+    if Path(dataset).exists() and not Path(dataset).is_dir():
+        _fail(f"--dataset: {dataset} is not a directory")
+    if importlib.util.find_spec("sklearn") is None:  # before a long sweep, not after it
+        _fail("training needs scikit-learn; install it with: pip install scikit-learn")
+    from .predictors.train import build
+
+    log = None if as_json else (lambda msg: click.echo(msg, err=True))
+    t0, started = time.perf_counter(), time.time()
+    try:
+        rep = build(profile_name, samples, dataset, out, seed=seed, workers=workers, forest_out=forest_out,
+                    duration_s=duration_s, warmup_s=warmup_s, progress=not as_json, check_capacity=not no_capacity_check,
+                    n_jobs=jobs, extra_rows=extra_rows, log=log)
+    except InputError as e:
+        written = Path(out).is_file() and Path(out).stat().st_mtime >= started - 1
+        if written and not no_capacity_check:  # the model is saved last in training: the capacity check failed
+            _fail(f"wrote {out}, but its capacity check failed ({e}); the model is too coarse to plan with: "
+                  f"train on more --samples (or skip the check with --no-capacity-check)")
+        _fail(str(e))
+    except ValueError as e:  # scikit-learn refusing a split too small to fit
+        _fail(f"training on {samples} samples failed ({e}); use more --samples")
+    wall = time.perf_counter() - t0
+    if as_json:
+        click.echo(json.dumps(_json_ready({**rep, "wall_seconds": wall})))
+    else:
+        click.echo(_train_summary(prof.name, out, forest_out, rep, wall))
+
+
 @main.command()
 def profiles() -> None:
     """List the shipped performance profiles."""

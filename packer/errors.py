@@ -14,4 +14,9 @@ class InputError(PackerError, ValueError):
 
     def __init__(self, field: str, message: str):
         self.field = field
+        self.detail = message
         super().__init__(f"{field}: {message}" if field else message)
+
+    def __reduce__(self):
+        # picklable with both arguments, so an error raised in a worker process reaches the caller intact
+        return (type(self), (self.field, self.detail))

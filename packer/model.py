@@ -153,6 +153,9 @@ class Workload(_Frozen):
     arrivals: ArrivalSpec = PoissonArrivals()
     duration_s: float = Field(default=3600.0, gt=0, le=30 * 86400)
     seed: int = Field(default=0, ge=0)
+    # Simulated before the measured window [warmup_s, warmup_s + duration_s): the results describe the
+    # window only, in steady state (adapters loaded, queues settled, in-flight work at both ends).
+    warmup_s: float = Field(default=0.0, ge=0, le=30 * 86400)
 
     @field_validator("arrivals", mode="before")
     @classmethod
@@ -170,6 +173,11 @@ class Workload(_Frozen):
     def total_rate(self) -> float:
         return float(sum(a.rate for a in self.adapters))
 
+    @property
+    def horizon_s(self) -> float:
+        """Simulated seconds: the warm-up and the measured window."""
+        return self.warmup_s + self.duration_s
+
 
 class Scenario(_Frozen):
     """Everything one twin run needs: a profile name, a server config and a workload."""
@@ -181,11 +189,12 @@ class Scenario(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _flat_form(cls, data):
-        # The scenario file format is flat (adapters, lengths, arrivals, duration_s and seed at the
-        # top level, as in the docs); the nested form is accepted too.
+        # The scenario file format is flat (adapters, lengths, arrivals, duration_s, warmup_s and seed
+        # at the top level, as in the docs); the nested form is accepted too.
         if isinstance(data, dict) and "workload" not in data:
             data = dict(data)
-            wl = {k: data.pop(k) for k in ("adapters", "lengths", "arrivals", "duration_s", "seed") if k in data}
+            wl = {k: data.pop(k) for k in ("adapters", "lengths", "arrivals", "duration_s", "warmup_s", "seed")
+                  if k in data}
             data["workload"] = wl
         return data
 

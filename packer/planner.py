@@ -80,7 +80,8 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
         raise InputError("time_limit", f"must be a positive number of seconds (got {time_limit!r})")
     slv = get_solver(solver)
     pred = get_predictor(predictor)
-    twin = pred if isinstance(pred, TwinPredictor) else (TwinPredictor(seed=seed) if verify else None)
+    # verification runs one twin per GPU, in parallel processes (workers=None: every core)
+    twin = pred if isinstance(pred, TwinPredictor) else (TwinPredictor(seed=seed, workers=workers) if verify else None)
 
     problem = build_problem(wl, pred, objective=Objective.MIN_GPUS, gpus=None, time_limit_s=float(time_limit),
                             seed=seed, workers=workers, cache=cache, progress=progress)

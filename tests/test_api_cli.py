@@ -145,3 +145,39 @@ def test_public_api_matches_all():
         assert hasattr(packer, name), name
     assert LLAMA in packer.list_profiles()
     assert "qwen-2.5-7b-instruct@h100-64gb" in packer.list_profiles()
+
+
+def _raise_input_error(field: str) -> None:
+    raise InputError(field, "bad value; use a good one")
+
+
+def test_input_error_crosses_process_boundaries():
+    from concurrent.futures import ProcessPoolExecutor
+
+    from packer.registry import process_context
+
+    with ProcessPoolExecutor(1, mp_context=process_context()) as pool:
+        with pytest.raises(InputError) as info:
+            pool.submit(_raise_input_error, "adapters[3].rate").result()
+    assert info.value.field == "adapters[3].rate" and str(info.value) == "adapters[3].rate: bad value; use a good one"
+
+
+def test_warmup_measures_a_steady_state_window():
+    # 24 adapters at 0.2 req/s each, well under capacity: in steady state the server serves what arrives.
+    cold = simulate(small_scenario(duration_s=300))
+    warm = simulate(small_scenario(duration_s=300, warmup_s=300))
+    assert cold.sim_seconds == 300 and warm.sim_seconds == 600
+    # Arrivals and offered load are the window's: about 24 x 0.2 x 300 requests.
+    assert warm.generated == pytest.approx(24 * 0.2 * 300, rel=0.15)
+    assert warm.offered_rps == pytest.approx(warm.generated / 300)
+    # Without a warm-up the requests in flight at the end are lost from a short window; with one,
+    # those in flight at the start make up for them.
+    assert cold.throughput_ratio < 1.0
+    assert warm.throughput_ratio == pytest.approx(1.0, abs=0.03)
+    assert sum(a.arrived for a in warm.adapters) == warm.arrived
+    assert not warm.starved
+
+
+def test_warmup_must_be_a_non_negative_number():
+    with pytest.raises(InputError, match="warmup_s"):
+        simulate(small_scenario(warmup_s=-1))

@@ -192,9 +192,10 @@ def test_sweep_sampling_covers_the_ranges():
     mem = [prof.memory.startup_error(q.server.max_loras, q.server.max_lora_rank) is not None for q in qs]
     assert 0 < sum(mem) < 40
     loads = [q.offered_tps for q in qs]
-    assert min(loads) >= 100 and max(loads) <= 60000 and min(loads) < 1000 and max(loads) > 15000
+    assert min(loads) >= 100 and min(loads) < 1000 and max(loads) > 15000
     lf = F.features_many(qs)[:, F.feature_index("load_factor")]
     assert 0.3 < np.mean((lf > 0.4) & (lf < 1.6)) < 0.9  # the knee is sampled densely
+    assert 0.05 < np.mean(lf > 3.0) < 0.3  # and heavy overload
     assert any(isinstance(q.arrivals, BurstyArrivals) for q in qs)
     assert all(max(q.ranks) <= q.server.max_lora_rank for q in qs)
     assert {r for q in qs for r in q.ranks} == {8, 16, 32, 64}
@@ -331,6 +332,22 @@ def test_shipped_model_contract(name):
     assert p.predict(query(n=4, rate=0.1, max_loras=400, rank=512)).memory_error
     qs = [query(rate=r) for r in (0.5, 2.0, 0.5)]
     assert p.predict_many(qs) == [p.predict(q) for q in qs] and p.predict(qs[0]) == p.predict(qs[2])
+
+
+@pytest.mark.parametrize("profile", [LLAMA, "qwen-2.5-7b-instruct@h100-64gb"])
+def test_shipped_tree_follows_the_twin_into_heavy_overload(profile):
+    # The real measurements run one GPU at 300+ req/s, 10-20x its capacity. A throughput head that
+    # learnt throughput / offered could not extrapolate there (its leaves are constants); the
+    # "served" base (min of offered and the fluid model's capacity) can.
+    if model_path(profile, "tree") is None:
+        pytest.skip(f"no tree model shipped for {profile}")
+    tree, twin = get_predictor("tree"), get_predictor("twin", duration_s=300.0)
+    for n, slots, total_rate in ((64, 32, 80.0), (384, 16, 350.0)):
+        q = query(n=n, rate=total_rate / n, max_loras=slots, profile=profile, max_cpu_loras=n)
+        t, w = tree.predict(q), twin.predict(q)
+        assert t.starved and w.starved
+        assert t.throughput_tps == pytest.approx(w.throughput_tps, rel=0.2), (n, slots)
+        assert t.throughput_ratio < 0.4
 
 
 def test_capacity_check_compares_with_the_twin():

@@ -47,10 +47,11 @@ class GpuQuery:
         """Offered token load (prompt + output tokens per second) at the lengths' means."""
         return sum(self.rates) * (self.lengths.input_mean + self.lengths.output_mean)
 
-    def scenario(self, duration_s: float, seed: int) -> Scenario:
+    def scenario(self, duration_s: float, seed: int, warmup_s: float = 0.0) -> Scenario:
         """This query as a twin scenario (adapters named a0, a1, ...)."""
         adapters = tuple({"id": f"a{i}", "rank": r, "rate": q} for i, (r, q) in enumerate(zip(self.ranks, self.rates)))
-        wl = Workload(adapters=adapters, lengths=self.lengths, arrivals=self.arrivals, duration_s=duration_s, seed=seed)
+        wl = Workload(adapters=adapters, lengths=self.lengths, arrivals=self.arrivals, duration_s=duration_s, seed=seed,
+                      warmup_s=warmup_s)
         return Scenario(profile=self.profile, server=self.server, workload=wl)
 
     @classmethod

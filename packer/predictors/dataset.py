@@ -19,7 +19,9 @@ larger ``n_samples`` keeps the first samples and their chunks):
   GPU), turned into a total request rate by dividing by input_mean + output_mean; with probability
   ``knee_share`` (for a server that starts) instead a multiple, log-uniform in ``knee_load_range``
   (0.4..1.6), of the fluid model's capacity estimate (feature ``capacity_est_tps``): the region
-  around the knee, where the capacity model's keep-up decisions are made.
+  around the knee, where the capacity model's keep-up decisions are made; with probability
+  ``overload_share`` a multiple log-uniform in ``overload_load_range`` (1.6..20): overload, up to
+  the heavy-overload runs of the real measurements (hundreds of req/s on one GPU).
 - per-adapter shares by family (``family_weights``): ``equal`` (the capacity model's case), ``zipf``
   (exponent uniform in 0..2, random order), ``dirichlet`` (concentration log-uniform in 0.05..10),
   ``azure`` (request counts of n random windows of 10..300 s of the Azure conversation trace, plus
@@ -37,8 +39,8 @@ larger ``n_samples`` keeps the first samples and their chunks):
   [1/8, 1] with probability ``near_loras_share`` (the region a placement uses), else a log-uniform
   integer in 1..T (heavy slot contention).
 
-The twin runs each query for ``duration_s`` (600 s, the ``TwinPredictor`` default) with workload
-seed ``spec.seed * 1_000_003 + i`` (mod 2^32).
+The twin runs each query for ``warmup_s`` (0 s by default) and then a measured window of ``duration_s``
+(600 s), the ``TwinPredictor`` defaults, with workload seed ``spec.seed * 1_000_003 + i`` (mod 2^32).
 
 Chunk files ``chunk_00000.npz``, ... hold ``chunk_size`` consecutive samples each (written to a
 temporary name and renamed, so a file that exists is complete; chunks whose file exists and matches
@@ -101,6 +103,7 @@ class SweepSpec:
     n_samples: int = 4000
     seed: int = 0
     duration_s: float = 600.0
+    warmup_s: float = 0.0
     count_range: tuple[int, int] = (1, 512)
     ranks: tuple[int, ...] = (8, 16, 32, 64)
     rank_bump_share: float = 0.15
@@ -120,6 +123,8 @@ class SweepSpec:
     gpu_memory_utilization: float = 0.9
     knee_share: float = 0.4
     knee_load_range: tuple[float, float] = (0.4, 1.6)
+    overload_share: float = 0.15
+    overload_load_range: tuple[float, float] = (1.6, 20.0)
     over_memory_share: float = 0.04
     top_loras_share: float = 0.3
     near_loras_share: float = 0.45
@@ -129,6 +134,8 @@ class SweepSpec:
             raise InputError("n_samples", f"must be >= 1 (got {self.n_samples})")
         if self.seed < 0:
             raise InputError("seed", f"must be >= 0 (got {self.seed})")
+        if not (self.warmup_s >= 0 and math.isfinite(self.warmup_s)):
+            raise InputError("warmup_s", f"must be a non-negative number of seconds (got {self.warmup_s!r})")
         if not (self.duration_s > 0 and math.isfinite(self.duration_s)):
             raise InputError("duration_s", f"must be a positive number of seconds (got {self.duration_s!r})")
         lo, hi = self.count_range
@@ -145,6 +152,8 @@ class SweepSpec:
         d = dataclasses.asdict(self)
         if not with_size:
             d.pop("n_samples")
+        if not d["warmup_s"]:
+            d.pop("warmup_s")  # sweeps made before warm-ups existed keep their fingerprint
         return d
 
     def fingerprint(self) -> str:
@@ -232,8 +241,9 @@ def sample_query(spec: SweepSpec, i: int) -> GpuQuery:
 
     # near the knee: rescale the load to a multiple of the fluid model's capacity estimate
     knee_u = rng.random()
-    knee_lf = math.exp(rng.uniform(math.log(spec.knee_load_range[0]), math.log(spec.knee_load_range[1])))
-    if knee_u < spec.knee_share and 0 < A <= limit:
+    lf_range = spec.knee_load_range if knee_u < spec.knee_share else spec.overload_load_range
+    knee_lf = math.exp(rng.uniform(math.log(lf_range[0]), math.log(lf_range[1])))
+    if knee_u < spec.knee_share + spec.overload_share and 0 < A <= limit:
         cap = float(features(q)[_CAPACITY])
         if cap > 0 and q.offered_tps > 0:
             k = cap * knee_lf / q.offered_tps
@@ -308,12 +318,13 @@ _FLOAT_COLS = ("throughput_tps", "offered_tps", "twin_offered_tps", "throughput_
 _BOOL_COLS = ("starved", "starved_by_throughput", "queue_diverging", "memory_error")
 
 
-def run_query(query: GpuQuery, duration_s: float, seed: int) -> dict[str, Any]:
-    """One twin run of ``query``: the dataset's outcome columns for it."""
+def run_query(query: GpuQuery, duration_s: float, seed: int, warmup_s: float = 0.0) -> dict[str, Any]:
+    """One twin run of ``query`` (``warmup_s``, then the measured ``duration_s``): the dataset's outcome
+    columns for it."""
     from ..twin import Twin
 
     t0 = time.perf_counter()
-    r = Twin(query.scenario(duration_s, seed), load_profile(query.profile)).run()
+    r = Twin(query.scenario(duration_s, seed, warmup_s), load_profile(query.profile)).run()
     offered = query.offered_tps
     nan = float("nan")
     if r.memory_error:
@@ -345,7 +356,7 @@ def _chunk_columns(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarr
     warm_up()
     queries = [sample_query(spec, i) for i in range(start, stop)]
     seeds = [_twin_seed(spec, i) for i in range(start, stop)]
-    rows = [run_query(q, spec.duration_s, s) for q, s in zip(queries, seeds)]
+    rows = [run_query(q, spec.duration_s, s, spec.warmup_s) for q, s in zip(queries, seeds)]
     cols: dict[str, np.ndarray] = {
         "index": np.arange(start, stop, dtype=np.int64),
         "twin_seed": np.array(seeds, dtype=np.int64),
@@ -559,12 +570,13 @@ def _cli(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--samples", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--duration", type=float, default=600.0)
+    ap.add_argument("--warmup", type=float, default=0.0)
     ap.add_argument("--out", required=True)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--chunk-size", type=int, default=256)
     ap.add_argument("--executor", default="process")
     a = ap.parse_args(list(argv) if argv is not None else None)
-    spec = SweepSpec(profile=a.profile, n_samples=a.samples, seed=a.seed, duration_s=a.duration)
+    spec = SweepSpec(profile=a.profile, n_samples=a.samples, seed=a.seed, duration_s=a.duration, warmup_s=a.warmup)
     print(json.dumps(generate(spec, a.out, workers=a.workers, chunk_size=a.chunk_size, executor=a.executor)))
 
 

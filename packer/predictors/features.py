@@ -75,7 +75,7 @@ from ..twin.kernel import _interp  # the twin's own step-cost interpolation
 from .base import GpuQuery
 
 __all__ = ["FEATURE_NAMES", "FEATURE_DOCS", "TRACE_AS_BURSTY", "features", "features_many", "feature_index",
-           "expected_offered_tps", "profile_of"]
+           "expected_offered_tps", "served_base", "profile_of"]
 
 # (cv, multiplier_sigma, period_s) standing in for a replayed trace.
 TRACE_AS_BURSTY = (1.5, 0.5, 300.0)
@@ -159,6 +159,17 @@ def expected_offered_tps(query: GpuQuery, profile: Profile | None = None) -> flo
     scale = float(_consts(profile if profile is not None else query.profile)[2][_C_OUT_SCALE])
     L = query.lengths
     return float(sum(query.rates)) * (L.input_mean + L.output_mean * scale)
+
+
+def served_base(offered, load_factor):
+    """min(offered, offered / load_factor): the offered load, or the fluid model's capacity when it is
+    overloaded (scalars or arrays). The predictors' throughput head learns throughput / this base,
+    which stays near 1 at any load, so a tree's constant leaves extrapolate to heavy overload (where
+    throughput / offered would keep falling)."""
+    if isinstance(offered, np.ndarray) or isinstance(load_factor, np.ndarray):
+        lf = np.asarray(load_factor, dtype=np.float64)
+        return np.where(np.isfinite(lf) & (lf > 1.0), offered / np.where(lf > 1.0, lf, 1.0), offered)
+    return offered / load_factor if math.isfinite(load_factor) and load_factor > 1.0 else offered
 
 
 @lru_cache(maxsize=4096)

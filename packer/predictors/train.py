@@ -6,8 +6,9 @@
    answers those with the profile's exact memory check) and so are rows without a throughput;
 2. splits the rows into train / validation / test (70 / 15 / 15 %, by sample, seeded);
 3. fits scikit-learn candidates for three heads and keeps the best on the validation split:
-   ``ratio`` (the twin's throughput / offered ratio, offered as the twin drew it; the predictor
-   multiplies it by the expected offered load, ``features.expected_offered_tps``; candidates: random
+   ``ratio`` (the twin's throughput / min(offered as the twin drew it, the fluid model's capacity);
+   the predictor multiplies it by min(the expected offered load, that capacity) (``features.served_base``)
+   and caps the product at the expected offered load; candidates: random
    forest, extra trees and histogram gradient boosting, each on the ratio and on its log; scored by
    the throughput's mean absolute relative error, MARE), ``starved`` (the twin's starvation flag; the same three families
    as classifiers; scored by F1) and ``itl`` (log mean inter-token latency; scored by MARE);
@@ -41,7 +42,7 @@ import numpy as np
 from ..errors import InputError
 from ..profile import load_profile
 from .dataset import SweepSpec, generate, load_dataset, sample_query
-from .features import FEATURE_NAMES, features_many
+from .features import FEATURE_NAMES, features_many, served_base
 from .tree import Head, TreeModel, head_from_sklearn, save_model
 
 __all__ = ["train", "build", "capacity_check", "expected_offered", "mare", "f1"]
@@ -171,20 +172,25 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
     say(f"{prof.name}: {len(ds['index'])} samples, {int(ds['memory_error'].sum())} memory errors, "
         f"{len(idx)} usable -> train {len(tr)} / validation {len(va)} / test {len(te)}")
 
-    ratio = np.where(ok, thr / np.where(ok, twin_off, 1.0), np.nan)  # the twin's own throughput ratio
+    lf = X_all[:, FEATURE_NAMES.index("load_factor")]
+    base = served_base(off, lf)  # what the predictor multiplies its ratio by
+    base_drawn = np.where(lf > 1.0, np.minimum(twin_off, base), twin_off)
+    ratio = np.where(ok, thr / np.where(ok, base_drawn, 1.0), np.nan)  # throughput / min(drawn offered, capacity)
+    bases = {"offered": off, "base": base, "base_drawn": base_drawn}
     starved = ds["starved"].astype(bool)
     itl = ds["mean_itl_ms"]
     has_itl = np.isfinite(itl) & (itl > 0)
     X = X_all
 
     def thr_mare(pred_ratio: np.ndarray, rows: np.ndarray) -> float:
-        return mare(pred_ratio * off[rows], thr[rows])
+        return mare(np.minimum(pred_ratio * base[rows], off[rows]), thr[rows])
 
     report: dict[str, Any] = {"profile": prof.name, "profile_fingerprint": prof.fingerprint(),
                               "dataset": {"dir": str(dataset_dir), "samples": int(len(ds["index"])),
                                           "memory_errors": int(ds["memory_error"].sum()),
                                           "usable": int(len(idx)), "twin_seconds": float(ds["twin_wall_s"].sum()),
-                                          "duration_s": spec.duration_s, "spec_seed": spec.seed},
+                                          "duration_s": spec.duration_s, "warmup_s": spec.warmup_s,
+                                          "spec_seed": spec.seed},
                               "split": {"seed": seed, "train": int(len(tr)), "validation": int(len(va)),
                                         "test": int(len(te))}}
     # The noise floor: at light load the throughput is what the twin drew, not its expectation.
@@ -307,14 +313,14 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
         "starved": head_from_sklearn(trees["starved"][2]),
         "itl": head_from_sklearn(trees["itl"][2], "exp"),
     }
-    model = TreeModel(prof.name, FEATURE_NAMES, heads, "tree", prof.fingerprint())
+    model = TreeModel(prof.name, FEATURE_NAMES, heads, "tree", prof.fingerprint(), ratio_base="served")
 
     # -- test scores -----------------------------------------------------------------------------
     te_i = te[has_itl[te]]
-    full_test = _scores(full_ratio(X[te]), full_starved_p(X[te]) > 0.5, full_itl(X[te_i]), te, te_i, ds, off)
+    full_test = _scores(full_ratio(X[te]), full_starved_p(X[te]) > 0.5, full_itl(X[te_i]), te, te_i, ds, bases)
     tree_out = model.predict_batch(X[te])
     tree_itl = model.predict_batch(X[te_i])["itl"]
-    tree_test = _scores(tree_out["ratio"], tree_out["starved"] > 0.5, tree_itl, te, te_i, ds, off)
+    tree_test = _scores(tree_out["ratio"], tree_out["starved"] > 0.5, tree_itl, te, te_i, ds, bases)
     report["test"] = {"full": full_test, "tree": tree_test}
     report["tree"] = model.sizes()
     say(f"  test  full : throughput MARE {full_test['throughput_mare']:.4f}  starved F1 {full_test['starved_f1']:.4f}"
@@ -324,7 +330,7 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
 
     # -- forest ----------------------------------------------------------------------------------
     if forest_out is not None:
-        report["forest"] = _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_itl, ds, off,
+        report["forest"] = _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_itl, ds, bases,
                                           seed, n_jobs, forest_trees, forest_depth, prof, forest_out, say)
 
     report["seconds"] = time.perf_counter() - t_start
@@ -336,17 +342,26 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
 
 
 def _scores(ratio_pred: np.ndarray, starved_pred: np.ndarray, itl_pred: np.ndarray, rows: np.ndarray,
-            itl_rows: np.ndarray, ds: dict, offered: np.ndarray) -> dict[str, float]:
-    thr, off, starved = ds["throughput_tps"][rows], offered[rows], ds["starved"][rows].astype(bool)
-    twin_ratio = thr / ds["twin_offered_tps"][rows]
+            itl_rows: np.ndarray, ds: dict, bases: dict[str, np.ndarray]) -> dict[str, float]:
+    """Test scores. ``throughput_mare`` compares the prediction (from the query alone) with one seeded
+    twin run, so it includes the run's own sampling noise; ``throughput_mare_given_arrivals`` scales the
+    predicted ratio by the load the run actually drew instead (the predictor's modelling error)."""
+    thr, off, starved = ds["throughput_tps"][rows], bases["offered"][rows], ds["starved"][rows].astype(bool)
+    twin_off = ds["twin_offered_tps"][rows]
+    twin_ratio = thr / twin_off
     # the capacity model's criterion (solvers/capacity.py): not starved and ratio >= KEEP_UP_RATIO
     from ..solvers.capacity import KEEP_UP_RATIO
     keep_true = ~starved & (twin_ratio >= KEEP_UP_RATIO)
-    keep_pred = ~np.asarray(starved_pred, bool) & (ratio_pred >= KEEP_UP_RATIO)
     bursty = ds["features"][rows, FEATURE_NAMES.index("arrival_sigma")] > 0
     bursty |= ds["features"][rows, FEATURE_NAMES.index("arrival_cv")] != 1.0
-    pred_thr = ratio_pred * off
+    pred_thr = np.minimum(ratio_pred * bases["base"][rows], off)
+    pred_thr_drawn = np.minimum(ratio_pred * bases["base_drawn"][rows], twin_off)
+    ratio_pred = pred_thr / off  # throughput / expected offered, as the predictor reports it
+    keep_pred = ~np.asarray(starved_pred, bool) & (ratio_pred >= KEEP_UP_RATIO)
     out = {"rows": int(len(rows)), "throughput_mare": mare(pred_thr, thr),
+           "throughput_mare_given_arrivals": mare(pred_thr_drawn, thr),
+           "throughput_mare_given_arrivals_poisson": mare(pred_thr_drawn[~bursty], thr[~bursty]),
+           "throughput_mare_given_arrivals_bursty": mare(pred_thr_drawn[bursty], thr[bursty]),
            "throughput_mare_poisson": mare(pred_thr[~bursty], thr[~bursty]),
            "throughput_mare_bursty": mare(pred_thr[bursty], thr[bursty]),
            "throughput_mare_not_starved": mare(pred_thr[~starved], thr[~starved]),
@@ -360,7 +375,7 @@ def _scores(ratio_pred: np.ndarray, starved_pred: np.ndarray, itl_pred: np.ndarr
     return out
 
 
-def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_itl, ds, off, seed, n_jobs, n_trees,
+def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_itl, ds, bases, seed, n_jobs, n_trees,
                    depth, prof, out, say, forest_min_leaf: int = 5) -> dict:
     """The chosen big models as one ensemble model: gradient boosting exported tree by tree; a random
     forest / extra trees refitted with at most ``n_trees`` trees of depth at most ``depth`` and leaves
@@ -386,10 +401,10 @@ def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_it
         "starved": export("starved", "identity", tr, starved[tr], True),
         "itl": export("itl", "exp", tr_i, np.log(itl[tr_i]), False),
     }
-    model = TreeModel(prof.name, FEATURE_NAMES, heads, "forest", prof.fingerprint())
+    model = TreeModel(prof.name, FEATURE_NAMES, heads, "forest", prof.fingerprint(), ratio_base="served")
     te_i = te[has_itl[te]]
     o = model.predict_batch(X[te])
-    scores = _scores(o["ratio"], o["starved"] > 0.5, model.predict_batch(X[te_i])["itl"], te, te_i, ds, off)
+    scores = _scores(o["ratio"], o["starved"] > 0.5, model.predict_batch(X[te_i])["itl"], te, te_i, ds, bases)
     say(f"  test  forest: throughput MARE {scores['throughput_mare']:.4f}  starved F1 {scores['starved_f1']:.4f}"
         f"  itl MARE {scores['itl_mare']:.4f}")
     rep = {"families": {h: best[h][1] for h in best}, "capped_trees": n_trees, "capped_depth": depth,
@@ -402,7 +417,7 @@ def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_it
 
 
 def capacity_check(profile: str, models: dict[str, Any], ranks: Iterable[int] = (8, 32), max_count: int = 256,
-                   workers: int | None = None) -> dict[str, Any]:
+                   workers: int | None = None, duration_s: float = 600.0, warmup_s: float = 0.0) -> dict[str, Any]:
     """Compare the capacity tables (``solvers/capacity.py``, default lengths, Poisson, default server)
     built with each of ``models`` (name -> ``Predictor``) against the twin's.
 
@@ -418,7 +433,7 @@ def capacity_check(profile: str, models: dict[str, Any], ranks: Iterable[int] = 
         return {(c.max_lora_rank, c.max_adapters): c.capacity_tps for c in cm.configs}
 
     t0 = time.perf_counter()
-    ref = table(TwinPredictor())
+    ref = table(TwinPredictor(duration_s=duration_s, warmup_s=warmup_s))
     out: dict[str, Any] = {"ranks": list(ranks), "max_count": max_count, "twin_seconds": time.perf_counter() - t0}
     for name, pred in models.items():
         t0 = time.perf_counter()
@@ -432,11 +447,13 @@ def capacity_check(profile: str, models: dict[str, Any], ranks: Iterable[int] = 
 
 def build(profile: str, samples: int, dataset_dir: str | Path, out_path: str | Path, *, seed: int = 0,
           workers: int | None = None, forest_out: str | Path | None = None, duration_s: float = 600.0,
+          warmup_s: float = 0.0,
           chunk_size: int = 256, executor: str = "process", progress: bool = True, check_capacity: bool = True,
           **train_kw) -> dict[str, Any]:
     """Generate (or resume) the sweep for ``profile`` in ``dataset_dir``, ``train`` on it and (with
     ``check_capacity``) compare the capacity tables of the exported models with the twin's."""
-    spec = SweepSpec(profile=load_profile(profile).name, n_samples=samples, seed=seed, duration_s=duration_s)
+    spec = SweepSpec(profile=load_profile(profile).name, n_samples=samples, seed=seed, duration_s=duration_s,
+                     warmup_s=warmup_s)
     gen = generate(spec, dataset_dir, workers=workers, chunk_size=chunk_size, executor=executor, progress=progress)
     rep = train(dataset_dir, spec.profile, out_path, seed=seed, forest_out=forest_out, **train_kw)
     rep["generation"] = gen
@@ -446,7 +463,8 @@ def build(profile: str, samples: int, dataset_dir: str | Path, out_path: str | P
         models = {"tree": TreePredictor(model=out_path)}
         if forest_out is not None:
             models["forest"] = ForestPredictor(model=forest_out)
-        rep["capacity_check"] = capacity_check(spec.profile, models, workers=workers)
+        rep["capacity_check"] = capacity_check(spec.profile, models, workers=workers, duration_s=duration_s,
+                                               warmup_s=warmup_s)
         m = load_model(out_path)
         m.training = {**m.training, "generation": gen, "capacity_check": rep["capacity_check"]}
         save_model(m, out_path)

@@ -32,9 +32,11 @@ every row in one numba call (``cache=True``), ``predict_row(x)`` one row. ``Tree
 as ``tree``) computes the features (``features.py``), runs the kernel and answers with
 ``memory_error`` from the profile's exact memory check (no ML), ``offered_tps`` = the offered load
 the twin would draw in expectation (``features.expected_offered_tps``: the nominal load with the
-profile's early-EOS output scale), ``throughput_tps`` = the predicted ratio x that load (the ratio
-head learns the twin's own throughput / offered ratio, so ``Prediction.throughput_ratio`` compares
-with the twin's), ``starved`` = P(starved) > 0.5 and ``mean_itl_ms``.
+profile's early-EOS output scale), ``throughput_tps`` = the ratio head x a base, capped at that load
+(the model's ``ratio_base``: ``served`` multiplies min(offered, the fluid model's capacity),
+``features.served_base``, so that the prediction extrapolates to heavy overload; ``offered``, the
+first models' target, multiplies the offered load), ``starved`` = P(starved) > 0.5 and
+``mean_itl_ms``.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ import numpy as np
 from ..errors import InputError
 from ..profile import Profile, load_profile
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
-from .features import FEATURE_NAMES, _consts, expected_offered_tps, features_many, features_packed, pack, profile_of
+from .features import (_C_OUT_SCALE, FEATURE_NAMES, _consts, feature_index, features_many, features_packed, pack,
+                       profile_of, served_base)
 
 __all__ = ["Tree", "Head", "TreeModel", "head_from_sklearn", "predict_nodes", "predict_nodes_row", "load_model", "save_model",
            "model_path", "tree_from_sklearn", "TreePredictor", "ForestPredictor", "HEADS", "FORMAT"]
@@ -63,6 +66,9 @@ FORMAT = "packer-tree-model"
 VERSION = 1
 HEADS = ("ratio", "starved", "itl")
 _TRANSFORMS = ("identity", "exp", "sigmoid")
+_RATIO_BASES = ("offered", "served")
+_LOAD_FACTOR, _TOTAL_RATE = feature_index("load_factor"), feature_index("total_rate_rps")
+_INPUT_MEAN, _OUTPUT_MEAN = feature_index("input_mean"), feature_index("output_mean")
 _SCALAR_TRANSFORM = {"identity": float, "exp": math.exp, "sigmoid": lambda v: 1.0 / (1.0 + math.exp(-v))}
 
 
@@ -262,10 +268,13 @@ class TreeModel:
     profile_fingerprint: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    ratio_base: str = "offered"  # what the ratio head's output multiplies: "offered" or "served" (features.served_base)
 
     def __post_init__(self) -> None:
         if "ratio" not in self.heads:
             raise InputError("model", "a model needs at least a 'ratio' head")
+        if self.ratio_base not in _RATIO_BASES:
+            raise InputError("model", f"unknown ratio_base {self.ratio_base!r}; valid: {', '.join(_RATIO_BASES)}")
         nf = len(self.feature_names)
         for name, h in self.heads.items():
             for t in h.trees:
@@ -327,6 +336,7 @@ class TreeModel:
     def _meta(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "kind": self.kind, "profile": self.profile,
                 "profile_fingerprint": self.profile_fingerprint, "feature_names": list(self.feature_names),
+                "ratio_base": self.ratio_base,
                 "training": self.training, "head_settings": {n: h.settings() for n, h in self.heads.items()}}
 
     def to_json(self) -> dict:
@@ -399,7 +409,8 @@ def _load_cached(path: str, mtime_ns: int) -> TreeModel:
     else:
         raise InputError("model", f"a model file must end in .json or .npz (got {p.name!r})")
     return TreeModel(d["profile"], tuple(d["feature_names"]), heads, d.get("kind", "tree"),
-                     d.get("profile_fingerprint", ""), d.get("training", {}), source=str(p))
+                     d.get("profile_fingerprint", ""), d.get("training", {}), source=str(p),
+                     ratio_base=d.get("ratio_base", "offered"))
 
 
 def _models_dir():
@@ -451,6 +462,7 @@ class TreePredictor(Predictor):
                            for p in sorted(Path(str(_models_dir())).glob("*")) if p.suffix in (".json", ".npz")}
         if self.profile is not None:
             d["profile"] = self.profile.fingerprint()
+        d["code"] = _code_hash()  # the features and the evaluation: a change in either changes answers
         return d
 
     def model_for(self, profile: str | Profile) -> TreeModel:
@@ -492,14 +504,23 @@ class TreePredictor(Predictor):
                               offered_tps=query.offered_tps)
         m = self.model_for(query.profile)
         key = self.profile if self.profile is not None else query.profile
-        offered = expected_offered_tps(query, self.profile)
         xs, ys, c, _ = _consts(key)
         # two kernels from two modules (not one fused kernel: numba's cache would not notice a change
         # in features.py inside a kernel compiled in this file)
-        out = predict_nodes_row(features_packed(pack(query, key), xs, ys, c), *m.arrays)
-        return self._prediction(m, out, offered)
+        x = features_packed(pack(query, key), xs, ys, c)
+        raw = predict_nodes_row(x, *m.arrays).tolist()
+        f = x.tolist()
+        offered = f[_TOTAL_RATE] * (f[_INPUT_MEAN] + f[_OUTPUT_MEAN] * float(c[_C_OUT_SCALE]))  # expected_offered_tps
+        ix = m.index
+        base = served_base(offered, f[_LOAD_FACTOR]) if m.ratio_base == "served" else offered
+        thr = min(max(m._scalar_fn[ix["ratio"]](raw[ix["ratio"]]), 0.0) * base, offered)
+        starved = m._scalar_fn[ix["starved"]](raw[ix["starved"]]) > 0.5 if "starved" in ix else thr < 0.9 * offered
+        itl = m._scalar_fn[ix["itl"]](raw[ix["itl"]]) if "itl" in ix else None
+        return Prediction(predictor=self.name, starved=bool(starved), memory_error=None, throughput_tps=float(thr),
+                          offered_tps=float(offered), mean_itl_ms=itl)
 
     def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
+        """``predict`` on every query, the features and trees of each profile's queries in one batch."""
         out: list[Prediction | None] = [None] * len(queries)
         by_profile: dict[str, list[int]] = {}
         for i, q in enumerate(queries):
@@ -513,17 +534,18 @@ class TreePredictor(Predictor):
             m = self.model_for(profile)
             X = features_many([queries[i] for i in idx], self.profile)
             raw = predict_nodes(X, *m.arrays)
-            for row, i in zip(raw, idx):
-                out[i] = self._prediction(m, row, expected_offered_tps(queries[i], self.profile))
+            c = _consts(self.profile if self.profile is not None else profile)[2]
+            offered = X[:, _TOTAL_RATE] * (X[:, _INPUT_MEAN] + X[:, _OUTPUT_MEAN] * c[_C_OUT_SCALE])
+            ix = m.index
+            base = served_base(offered, X[:, _LOAD_FACTOR]) if m.ratio_base == "served" else offered
+            thr = np.minimum(np.maximum(m.apply("ratio", raw[:, ix["ratio"]]), 0.0) * base, offered)
+            starved = (m.apply("starved", raw[:, ix["starved"]]) > 0.5) if "starved" in ix else thr < 0.9 * offered
+            itl = m.apply("itl", raw[:, ix["itl"]]).tolist() if "itl" in ix else [None] * len(idx)
+            name = self.name
+            for i, t, o, st, il in zip(idx, thr.tolist(), offered.tolist(), starved.tolist(), itl):
+                out[i] = Prediction(predictor=name, starved=st, memory_error=None, throughput_tps=t, offered_tps=o,
+                                    mean_itl_ms=il)
         return out  # type: ignore[return-value]
-
-    def _prediction(self, m: TreeModel, raw: np.ndarray, offered: float) -> Prediction:
-        vals = [f(v) for f, v in zip(m._scalar_fn, raw.tolist())]
-        ix = m.index
-        ratio = max(vals[ix["ratio"]], 0.0)
-        starved = bool(vals[ix["starved"]] > 0.5) if "starved" in ix else ratio < 0.9
-        return Prediction(predictor=self.name, starved=starved, memory_error=None, throughput_tps=ratio * offered,
-                          offered_tps=offered, mean_itl_ms=vals[ix["itl"]] if "itl" in ix else None)
 
 
 class ForestPredictor(TreePredictor):
@@ -539,6 +561,12 @@ class ForestPredictor(TreePredictor):
 @lru_cache(maxsize=4096)
 def _startup_error(profile: str | Profile, max_loras: int, max_lora_rank: int, util: float, lora: bool) -> str | None:
     return profile_of(profile).memory.startup_error(max_loras, max_lora_rank, util, lora)
+
+
+@lru_cache(maxsize=1)
+def _code_hash() -> str:
+    from . import features
+    return hashlib.sha256(Path(features.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 @lru_cache(maxsize=64)

@@ -17,7 +17,10 @@ __all__ = ["TwinPredictor"]
 
 
 class TwinPredictor(Predictor):
-    """Simulates each query with the twin for ``duration_s`` simulated seconds (seeded).
+    """Simulates each query with the twin (seeded): ``warmup_s`` simulated seconds, then a measured
+    window of ``duration_s`` (a server in steady state: a short run without the warm-up loses the
+    requests in flight at its end and undercounts throughput wherever requests wait long, e.g. many
+    adapters contending for few slots).
 
     Identical queries are answered from an LRU cache of ``cache_size`` entries. ``workers`` > 1 runs
     ``predict_many`` batches in that many processes. ``profile`` overrides the query's profile name
@@ -27,10 +30,13 @@ class TwinPredictor(Predictor):
     name = "twin"
 
     def __init__(self, duration_s: float = 600.0, seed: int = 0, cache_size: int = 65536,
-                 workers: int | None = 1, profile: Profile | None = None):
+                 workers: int | None = 1, profile: Profile | None = None, warmup_s: float = 0.0):
         if not (duration_s > 0 and math.isfinite(duration_s)):
             raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
+        if not (warmup_s >= 0 and math.isfinite(warmup_s)):
+            raise ValueError(f"warmup_s must be a non-negative number of seconds, got {warmup_s!r}")
         self.duration_s = float(duration_s)
+        self.warmup_s = float(warmup_s)
         self.seed = int(seed)
         self.cache_size = int(cache_size)
         self.workers = max(1, int(workers or os.cpu_count() or 1))
@@ -41,6 +47,8 @@ class TwinPredictor(Predictor):
 
     def describe(self) -> dict:
         d = {"name": self.name, "duration_s": self.duration_s, "seed": self.seed}
+        if self.warmup_s:  # (absent when 0: the capacity tables measured before warm-ups existed stay valid)
+            d["warmup_s"] = self.warmup_s
         if self.profile is not None:
             d["profile"] = self.profile.fingerprint()
         return d
@@ -50,14 +58,14 @@ class TwinPredictor(Predictor):
         if hit is not None:
             return hit
         self.calls += 1
-        return self._store(query, _simulate(query, self.duration_s, self.seed, self.profile))
+        return self._store(query, _simulate(query, self.duration_s, self.seed, self.profile, self.warmup_s))
 
     def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
         todo = list(dict.fromkeys(q for q in queries if self._lookup(q, count=False) is None))
         if self.workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(min(self.workers, len(todo)), mp_context=process_context()) as pool:
                 results = list(pool.map(_simulate, todo, [self.duration_s] * len(todo), [self.seed] * len(todo),
-                                        [self.profile] * len(todo), chunksize=max(1, len(todo) // (4 * self.workers))))
+                                        [self.profile] * len(todo), [self.warmup_s] * len(todo), chunksize=max(1, len(todo) // (4 * self.workers))))
             self.calls += len(todo)
             for q, p in zip(todo, results):
                 self._store(q, p)
@@ -78,9 +86,10 @@ class TwinPredictor(Predictor):
         return p
 
 
-def _simulate(query: GpuQuery, duration_s: float, seed: int, profile: Profile | None) -> Prediction:
+def _simulate(query: GpuQuery, duration_s: float, seed: int, profile: Profile | None,
+              warmup_s: float = 0.0) -> Prediction:
     prof = profile if profile is not None else load_profile(query.profile)
-    r = Twin(query.scenario(duration_s, seed), prof).run()
+    r = Twin(query.scenario(duration_s, seed, warmup_s), prof).run()
     if r.memory_error:
         return Prediction(predictor="twin", starved=False, memory_error=r.memory_error, throughput_tps=None,
                           offered_tps=query.offered_tps)

@@ -116,7 +116,7 @@ class Twin:
         c[K.F_SCHED_BASE] = sch.ms_base
         c[K.F_SCHED_RUNNING] = sch.ms_per_running
         c[K.F_SCHED_WAITING] = sch.ms_per_waiting
-        c[K.F_DURATION] = self.scenario.workload.duration_s
+        c[K.F_DURATION] = self.scenario.workload.horizon_s
         c[K.F_BUCKET_S] = SERIES_BUCKET_S
         return c
 
@@ -149,11 +149,24 @@ def _scaled_outputs(output_len: np.ndarray, scale: float) -> np.ndarray:
 def _summarise(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, output_len: np.ndarray,
                out: tuple, t0: float) -> SimulationResult:
     counters, first_tok, finish, itl_sum, itl_cnt, waiting_s, running_s, kv_s, state = out
-    T = sc.workload.duration_s
+    T, W = sc.workload.duration_s, sc.workload.warmup_s
+    # The measured window is [W, W + T): requests finished in it, arrivals in it, its series buckets.
     done = np.isfinite(finish)
+    if W > 0:
+        done &= finish >= W
+        in_window = req.arrival_s >= W
+        k0 = min(len(waiting_s), int(round(W / SERIES_BUCKET_S)))
+        waiting_s, running_s, kv_s = waiting_s[k0:], running_s[k0:], kv_s[k0:]
+        generated = int(np.count_nonzero(in_window))
+        not_sent = int(np.count_nonzero(in_window & (state == K.S_DROPPED)))
+        arrived = generated - not_sent
+        offered = float(req.prompt_len[in_window].sum() + output_len[in_window].sum()) / T
+    else:
+        in_window = np.ones(len(req.arrival_s), dtype=bool)
+        generated, arrived, not_sent = len(req.arrival_s), int(counters[K.C_ARRIVED]), int(counters[K.C_DROPPED])
+        offered = float(req.prompt_len.sum() + output_len.sum()) / T
     in_tok = float(req.prompt_len[done].sum())
     out_tok = float(output_len[done].sum())
-    offered = float(req.prompt_len.sum() + output_len.sum()) / T
 
     ttft = (first_tok[done] - req.arrival_s[done]) * 1e3
     tokens_itl = float(itl_cnt[done].sum())
@@ -161,19 +174,18 @@ def _summarise(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, outpu
     multi = done & (itl_cnt > 0)
     tpot = itl_sum[multi] / itl_cnt[multi] * 1e3
 
-    growth, diverging = _queue_trend(waiting_s, req.arrival_s, T)
+    growth, diverging = _queue_trend(waiting_s, req.arrival_s[in_window] - W, T)
     thr = (in_tok + out_tok) / T
     ratio = thr / offered if offered > 0 else 1.0
     starved_thr = bool(ratio < STARVED_RATIO)
     steps = int(counters[K.C_STEPS])
-    adapters = _per_adapter(sc, req, first_tok, done, state != K.S_DROPPED, T)
+    adapters = _per_adapter(sc, req, first_tok, np.isfinite(finish), in_window & (state != K.S_DROPPED), W + T)
     worst = max((a.p99_ttft_ms for a in adapters if np.isfinite(a.p99_ttft_ms)), default=float("nan"))
     return SimulationResult(
         profile=prof.name, memory_error=None, kv_capacity_tokens=kv_tokens,
         throughput_tps=thr, input_tps=in_tok / T, output_tps=out_tok / T,
-        offered_tps=offered, offered_rps=len(req.arrival_s) / T, throughput_ratio=ratio,
-        generated=len(req.arrival_s), arrived=int(counters[K.C_ARRIVED]), not_sent=int(counters[K.C_DROPPED]),
-        finished=int(done.sum()),
+        offered_tps=offered, offered_rps=generated / T, throughput_ratio=ratio,
+        generated=generated, arrived=arrived, not_sent=not_sent, finished=int(done.sum()),
         mean_ttft_ms=_stat(ttft, np.mean), p50_ttft_ms=_pct(ttft, 50), p99_ttft_ms=_pct(ttft, 99),
         mean_itl_ms=mean_itl, p50_tpot_ms=_pct(tpot, 50), p99_tpot_ms=_pct(tpot, 99),
         mean_running=float(running_s.mean()) if len(running_s) else 0.0,
@@ -188,7 +200,7 @@ def _summarise(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, outpu
         disk_adapter_loads=int(counters[K.C_DISK_LOADS]), steps=steps,
         worst_adapter_p99_ttft_ms=worst,
         starved_by_throughput=starved_thr, starved=starved_thr or diverging,
-        sim_seconds=T, wall_seconds=time.perf_counter() - t0,
+        sim_seconds=W + T, wall_seconds=time.perf_counter() - t0,
         adapters=adapters, waiting_series=tuple(float(x) for x in waiting_s), series_bucket_s=SERIES_BUCKET_S,
     )
 
@@ -207,10 +219,11 @@ def _queue_trend(waiting_s: np.ndarray, arrival_s: np.ndarray, T: float) -> tupl
 
 
 def _per_adapter(sc: Scenario, req: Requests, first_tok: np.ndarray, done: np.ndarray, sent: np.ndarray,
-                 T: float) -> tuple[AdapterStats, ...]:
+                 end: float) -> tuple[AdapterStats, ...]:
+    """Per adapter, over the ``sent`` requests (those that arrived in the measured window)."""
     n_ad = len(sc.workload.adapters)
     # Time to first token, or for requests without one yet, the wait so far at the window's end.
-    wait = np.where(np.isfinite(first_tok), first_tok, T) - req.arrival_s
+    wait = np.where(np.isfinite(first_tok), first_tok, end) - req.arrival_s
     sent_idx = np.flatnonzero(sent)
     order = sent_idx[np.argsort(req.adapter[sent_idx], kind="stable")]
     bounds = np.searchsorted(req.adapter[order], np.arange(n_ad + 1))

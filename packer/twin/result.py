@@ -47,6 +47,12 @@ class SimulationResult:
     token-weighted mean inter-token latency (vLLM's benchmark ``mean_itl``); ``p50/p99_tpot_ms`` are
     percentiles of each request's mean time per output token. ``starved`` is true when throughput is
     below 90 % of the offered token rate (the published rule) or the waiting queue diverges.
+
+    With a warm-up (``Workload.warmup_s`` = W > 0) the window is [W, W + duration_s): throughputs,
+    latencies, request counts, per-adapter rows and the series cover it only (requests finished in
+    it; offered load and counts from arrivals in it), which removes the start-up and end-of-window
+    bias of a short run; the engine's own counters (max running / waiting, preemptions, adapter
+    loads, steps) cover the whole run, and ``sim_seconds`` is W + duration_s.
     """
 
     profile: str

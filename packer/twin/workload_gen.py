@@ -63,7 +63,7 @@ _NEWTON_MAX_ITER = 60
 class Requests(NamedTuple):
     """Requests sorted by arrival time; all four arrays have the same length."""
 
-    arrival_s: np.ndarray  # float64, in [0, duration_s)
+    arrival_s: np.ndarray  # float64, in [0, warmup_s + duration_s)
     adapter: np.ndarray  # int32 index into workload.adapters
     prompt_len: np.ndarray  # int32 >= 1
     output_len: np.ndarray  # int32 >= 1
@@ -113,10 +113,10 @@ def _arrivals(workload: Workload, rng: np.random.Generator):
     spec = workload.arrivals
     if isinstance(spec, TraceArrivals):
         need_lengths = workload.lengths.distribution == "trace"
-        return _trace_arrivals(spec, rates, workload.duration_s, need_lengths, rng)
+        return _trace_arrivals(spec, rates, workload.horizon_s, need_lengths, rng)
     if isinstance(spec, BurstyArrivals):
-        return (*_bursty_arrivals(spec, rates, workload.duration_s, rng), None)
-    return (*_poisson_arrivals(rates, workload.duration_s, rng), None)
+        return (*_bursty_arrivals(spec, rates, workload.horizon_s, rng), None)
+    return (*_poisson_arrivals(rates, workload.horizon_s, rng), None)
 
 
 def _poisson_arrivals(rates: np.ndarray, duration: float, rng: np.random.Generator):
