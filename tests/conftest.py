@@ -45,6 +45,23 @@ def scenario(n_adapters: int, max_loras: int, duration_s: float = 10.0, **server
     }
 
 
+LLAMA = "llama-3.1-8b-instruct@h100-64gb"
+
+
+def llama_scenario(**over) -> dict:
+    """A small scenario file on the shipped Llama profile: 24 adapters at 0.2 req/s, well under capacity."""
+    sc = {
+        "profile": LLAMA,
+        "server": {"max_loras": 24, "max_cpu_loras": 24, "max_lora_rank": 16,
+                   "max_num_seqs": 256, "max_num_batched_tokens": 2048},
+        "adapters": [{"id": f"a{i}", "rank": 8 if i % 2 else 16, "rate": 0.2} for i in range(24)],
+        "lengths": {"input_mean": 222.7, "output_mean": 196.1},
+        "arrivals": "poisson", "duration_s": 600, "seed": 0,
+    }
+    sc.update(over)
+    return sc
+
+
 def requests(rows: list[tuple[float, int, int, int]]) -> Requests:
     """Requests from (arrival_s, adapter, prompt_len, output_len) rows (must be sorted by arrival)."""
     a = np.array(rows, dtype=np.float64).reshape(-1, 4)

@@ -13,20 +13,8 @@ import pytest
 import packer
 from packer import InputError, simulate
 
-LLAMA = "llama-3.1-8b-instruct@h100-64gb"
-
-
-def small_scenario(**over) -> dict:
-    sc = {
-        "profile": LLAMA,
-        "server": {"max_loras": 24, "max_cpu_loras": 24, "max_lora_rank": 16,
-                   "max_num_seqs": 256, "max_num_batched_tokens": 2048},
-        "adapters": [{"id": f"a{i}", "rank": 8 if i % 2 else 16, "rate": 0.2} for i in range(24)],
-        "lengths": {"input_mean": 222.7, "output_mean": 196.1},
-        "arrivals": "poisson", "duration_s": 600, "seed": 0,
-    }
-    sc.update(over)
-    return sc
+from conftest import LLAMA
+from conftest import llama_scenario as small_scenario
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

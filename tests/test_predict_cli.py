@@ -10,9 +10,8 @@ import sys
 
 import pytest
 
+from conftest import LLAMA, llama_scenario
 from packer import simulate
-
-LLAMA = "llama-3.1-8b-instruct@h100-64gb"
 KEYS = {"predictor", "throughput_tps", "offered_tps", "starved", "memory_error", "mean_itl_ms", "p99_ttft_ms",
         "throughput_ratio", "wall_seconds"}
 
@@ -28,16 +27,7 @@ def cli(env, *args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def scenario(**over) -> dict:
-    sc = {
-        "profile": LLAMA,
-        "server": {"max_loras": 24, "max_cpu_loras": 24, "max_lora_rank": 16,
-                   "max_num_seqs": 256, "max_num_batched_tokens": 2048},
-        "adapters": [{"id": f"a{i}", "rank": 8 if i % 2 else 16, "rate": 0.2} for i in range(24)],
-        "lengths": {"input_mean": 222.7, "output_mean": 196.1},
-        "arrivals": "poisson", "duration_s": 60, "seed": 0,
-    }
-    sc.update(over)
-    return sc
+    return llama_scenario(**{"duration_s": 60, **over})
 
 
 HEAVY = {"adapters": [{"id": f"a{i}", "rank": 16, "rate": 3.0} for i in range(24)], "seed": 3}
