@@ -13,6 +13,7 @@ import click
 
 from .errors import InputError, PackerError
 from .model import Scenario, parse_scenario
+from .predictors.base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
 from .profile import list_profiles, load_profile
 
 __all__ = ["main"]
@@ -404,9 +405,9 @@ def _train_summary(profile: str, out: str, forest_out: str | None, rep: dict, wa
               help="Sweep directory, created or resumed [default: benchmarks/out/sweeps/<short name>].")
 @click.option("--out", default=None, metavar="FILE.json", help="Tree model file to write [default: ./<profile>.json].")
 @click.option("--forest-out", default=None, metavar="FILE.npz", help="Also write the forest model here.")
-@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=600.0,
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_DURATION_S,
               show_default=True, help="Measured simulated seconds per twin run.")
-@click.option("--warmup", "warmup_s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--warmup", "warmup_s", type=click.FloatRange(min=0), default=DEFAULT_WARMUP_S, show_default=True,
               help="Simulated seconds before each run's measured window (steady state).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Twin processes [default: CPU count].")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,

@@ -39,8 +39,8 @@ larger ``n_samples`` keeps the first samples and their chunks):
   [1/8, 1] with probability ``near_loras_share`` (the region a placement uses), else a log-uniform
   integer in 1..T (heavy slot contention).
 
-The twin runs each query for ``warmup_s`` (0 s by default) and then a measured window of ``duration_s``
-(600 s), the ``TwinPredictor`` defaults, with workload seed ``spec.seed * 1_000_003 + i`` (mod 2^32).
+The twin runs each query for ``warmup_s`` (300 s by default) and then a measured window of
+``duration_s`` (600 s), the ``TwinPredictor`` defaults, with workload seed ``spec.seed * 1_000_003 + i`` (mod 2^32).
 
 Chunk files ``chunk_00000.npz``, ... hold ``chunk_size`` consecutive samples each (written to a
 temporary name and renamed, so a file that exists is complete; chunks whose file exists and matches
@@ -82,7 +82,7 @@ from ..errors import InputError
 from ..model import ArrivalSpec, BurstyArrivals, LengthSpec, PoissonArrivals, ServerConfig
 from ..profile import load_profile
 from ..registry import process_context
-from .base import GpuQuery
+from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, GpuQuery
 from .features import FEATURE_NAMES, feature_index, features, features_many
 
 __all__ = ["SweepSpec", "sample_queries", "generate", "load_dataset", "query_from_dataset", "run_query",
@@ -102,8 +102,8 @@ class SweepSpec:
     profile: str
     n_samples: int = 4000
     seed: int = 0
-    duration_s: float = 600.0
-    warmup_s: float = 0.0
+    duration_s: float = DEFAULT_DURATION_S
+    warmup_s: float = DEFAULT_WARMUP_S
     count_range: tuple[int, int] = (1, 512)
     ranks: tuple[int, ...] = (8, 16, 32, 64)
     rank_bump_share: float = 0.15
@@ -152,8 +152,6 @@ class SweepSpec:
         d = dataclasses.asdict(self)
         if not with_size:
             d.pop("n_samples")
-        if not d["warmup_s"]:
-            d.pop("warmup_s")  # sweeps made before warm-ups existed keep their fingerprint
         return d
 
     def fingerprint(self) -> str:
@@ -569,8 +567,8 @@ def _cli(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--profile", required=True)
     ap.add_argument("--samples", type=int, default=4000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--duration", type=float, default=600.0)
-    ap.add_argument("--warmup", type=float, default=0.0)
+    ap.add_argument("--duration", type=float, default=DEFAULT_DURATION_S)
+    ap.add_argument("--warmup", type=float, default=DEFAULT_WARMUP_S)
     ap.add_argument("--out", required=True)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--chunk-size", type=int, default=256)

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..profile import load_profile
+from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
 from .dataset import SweepSpec, generate, load_dataset, sample_query
 from .features import FEATURE_NAMES, features_many, served_base
 from .tree import Head, TreeModel, head_from_sklearn, save_model
@@ -417,7 +418,8 @@ def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_it
 
 
 def capacity_check(profile: str, models: dict[str, Any], ranks: Iterable[int] = (8, 32), max_count: int = 256,
-                   workers: int | None = None, duration_s: float = 600.0, warmup_s: float = 0.0) -> dict[str, Any]:
+                   workers: int | None = None, duration_s: float = DEFAULT_DURATION_S,
+                   warmup_s: float = DEFAULT_WARMUP_S) -> dict[str, Any]:
     """Compare the capacity tables (``solvers/capacity.py``, default lengths, Poisson, default server)
     built with each of ``models`` (name -> ``Predictor``) against the twin's.
 
@@ -446,8 +448,8 @@ def capacity_check(profile: str, models: dict[str, Any], ranks: Iterable[int] = 
 
 
 def build(profile: str, samples: int, dataset_dir: str | Path, out_path: str | Path, *, seed: int = 0,
-          workers: int | None = None, forest_out: str | Path | None = None, duration_s: float = 600.0,
-          warmup_s: float = 0.0,
+          workers: int | None = None, forest_out: str | Path | None = None,
+          duration_s: float = DEFAULT_DURATION_S, warmup_s: float = DEFAULT_WARMUP_S,
           chunk_size: int = 256, executor: str = "process", progress: bool = True, check_capacity: bool = True,
           **train_kw) -> dict[str, Any]:
     """Generate (or resume) the sweep for ``profile`` in ``dataset_dir``, ``train`` on it and (with

@@ -11,14 +11,14 @@ from typing import Sequence
 from ..profile import Profile, load_profile
 from ..registry import process_context
 from ..twin import Twin
-from .base import PREDICTORS, GpuQuery, Prediction, Predictor
+from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, PREDICTORS, GpuQuery, Prediction, Predictor
 
 __all__ = ["TwinPredictor"]
 
 
 class TwinPredictor(Predictor):
-    """Simulates each query with the twin (seeded): ``warmup_s`` simulated seconds, then a measured
-    window of ``duration_s`` (a server in steady state: a short run without the warm-up loses the
+    """Simulates each query with the twin (seeded): ``warmup_s`` simulated seconds (default 300), then
+    a measured window of ``duration_s`` (default 600; a server in steady state: a short run without the warm-up loses the
     requests in flight at its end and undercounts throughput wherever requests wait long, e.g. many
     adapters contending for few slots).
 
@@ -29,8 +29,8 @@ class TwinPredictor(Predictor):
 
     name = "twin"
 
-    def __init__(self, duration_s: float = 600.0, seed: int = 0, cache_size: int = 65536,
-                 workers: int | None = 1, profile: Profile | None = None, warmup_s: float = 0.0):
+    def __init__(self, duration_s: float = DEFAULT_DURATION_S, seed: int = 0, cache_size: int = 65536,
+                 workers: int | None = 1, profile: Profile | None = None, warmup_s: float = DEFAULT_WARMUP_S):
         if not (duration_s > 0 and math.isfinite(duration_s)):
             raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
         if not (warmup_s >= 0 and math.isfinite(warmup_s)):
@@ -46,9 +46,7 @@ class TwinPredictor(Predictor):
         self.cache_hits = 0
 
     def describe(self) -> dict:
-        d = {"name": self.name, "duration_s": self.duration_s, "seed": self.seed}
-        if self.warmup_s:  # (absent when 0: the capacity tables measured before warm-ups existed stay valid)
-            d["warmup_s"] = self.warmup_s
+        d = {"name": self.name, "duration_s": self.duration_s, "warmup_s": self.warmup_s, "seed": self.seed}
         if self.profile is not None:
             d["profile"] = self.profile.fingerprint()
         return d

@@ -34,7 +34,6 @@ import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from ..registry import process_context
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -42,6 +41,7 @@ from ..errors import InputError
 from ..model import ArrivalSpec, LengthSpec, ServerConfig
 from ..predictors.base import GpuQuery, Prediction, Predictor
 from ..profile import Profile, load_profile
+from ..registry import process_context
 
 __all__ = ["VLLM_MAX_LORA_RANKS", "rank_class", "count_grid", "GpuConfig", "ServerBase", "CapacityModel",
            "build_capacity_model", "keeps_up"]
