@@ -3,8 +3,8 @@
 ``features(query)`` turns a ``GpuQuery`` into one float64 vector, in the order of ``FEATURE_NAMES``;
 ``features_many(queries)`` stacks them into a 2-D array. Python only reads the queries' fields; one
 numba kernel computes the features of a whole batch (``features`` is a batch of one); no pandas.
-``expected_offered_tps(query)`` is the offered load the twin draws in expectation (what the
-predictors multiply their throughput ratio by).
+``expected_offered(rows, output_len_scale)`` is the offered load the twin draws in expectation,
+from feature rows (what the predictors multiply their throughput ratio by, and training divides by).
 
 The features (``FEATURE_DOCS`` holds the same text per name):
 
@@ -75,7 +75,7 @@ from ..twin.kernel import _interp  # the twin's own step-cost interpolation
 from .base import GpuQuery
 
 __all__ = ["FEATURE_NAMES", "FEATURE_DOCS", "TRACE_AS_BURSTY", "features", "features_many", "feature_index",
-           "expected_offered_tps", "served_base", "profile_of"]
+           "expected_offered", "served_base", "profile_of"]
 
 # (cv, multiplier_sigma, period_s) standing in for a replayed trace.
 TRACE_AS_BURSTY = (1.5, 0.5, 300.0)
@@ -127,6 +127,9 @@ def feature_index(name: str) -> int:
     return _INDEX[name]
 
 
+_F_TOTAL_RATE, _F_INPUT_MEAN, _F_OUTPUT_MEAN = _INDEX["total_rate_rps"], _INDEX["input_mean"], _INDEX["output_mean"]
+
+
 # Per-profile constants, in the kernel's order.
 (_C_PREFILL, _C_ATTN, _C_CTX_REF, _C_LORA_BASE, _C_LORA_TOK, _C_LORA_SLOT, _C_LORA_ADAPTER, _C_RANK_REF,
  _C_RANK_SLOPE, _C_SCHED_BASE, _C_SCHED_RUNNING, _C_OUT_SCALE, _C_BLOCK, _C_N) = range(14)
@@ -153,12 +156,14 @@ def profile_of(profile: str | Profile) -> Profile:
     return _consts(profile)[3]
 
 
-def expected_offered_tps(query: GpuQuery, profile: Profile | None = None) -> float:
-    """The offered token load the twin draws, in expectation: Σrate × (input_mean + output_mean ×
-    the profile's output_len_scale) (the nominal ``query.offered_tps`` without the early-EOS scale)."""
-    scale = float(_consts(profile if profile is not None else query.profile)[2][_C_OUT_SCALE])
-    L = query.lengths
-    return float(sum(query.rates)) * (L.input_mean + L.output_mean * scale)
+def expected_offered(rows, output_len_scale: float):
+    """The offered token load the twin draws, in expectation, from feature rows: total_rate ×
+    (input_mean + output_mean × the profile's ``client.output_len_scale``), the nominal
+    ``offered_tps`` without the early-EOS scale. ``rows``: one row (a sequence of floats) or a
+    (rows, features) array."""
+    if isinstance(rows, np.ndarray) and rows.ndim == 2:
+        return rows[:, _F_TOTAL_RATE] * (rows[:, _F_INPUT_MEAN] + rows[:, _F_OUTPUT_MEAN] * output_len_scale)
+    return rows[_F_TOTAL_RATE] * (rows[_F_INPUT_MEAN] + rows[_F_OUTPUT_MEAN] * output_len_scale)
 
 
 def served_base(offered, load_factor):

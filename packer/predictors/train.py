@@ -43,17 +43,10 @@ from ..errors import InputError
 from ..profile import load_profile
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
 from .dataset import SweepSpec, generate, load_dataset, sample_query
-from .features import FEATURE_NAMES, features_many, served_base
+from .features import FEATURE_NAMES, expected_offered, features_many, served_base
 from .tree import Head, TreeModel, head_from_sklearn, save_model
 
-__all__ = ["train", "build", "capacity_check", "expected_offered", "mare", "f1"]
-
-
-def expected_offered(X: np.ndarray, profile) -> np.ndarray:
-    """``features.expected_offered_tps`` from feature rows: total rate x (input + output x scale)."""
-    scale = load_profile(profile).client.output_len_scale
-    col = FEATURE_NAMES.index
-    return X[:, col("total_rate_rps")] * (X[:, col("input_mean")] + X[:, col("output_mean")] * scale)
+__all__ = ["train", "build", "capacity_check", "mare", "f1"]
 
 
 def mare(pred: np.ndarray, true: np.ndarray) -> float:
@@ -163,7 +156,7 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
 
     X_all = ds["features"]
     thr, twin_off = ds["throughput_tps"], ds["twin_offered_tps"]
-    off = expected_offered(X_all, prof)
+    off = expected_offered(X_all, prof.client.output_len_scale)
     ok = ~ds["memory_error"] & np.isfinite(thr) & (off > 0) & np.isfinite(twin_off) & (twin_off > 0)
     idx = np.flatnonzero(ok)
     rng = np.random.default_rng(seed)

@@ -31,7 +31,7 @@ All heads of a model are packed into one node array; ``predict_batch(X)`` evalua
 every row in one numba call (``cache=True``), ``predict_row(x)`` one row. ``TreePredictor`` (registered
 as ``tree``) computes the features (``features.py``), runs the kernel and answers with
 ``memory_error`` from the profile's exact memory check (no ML), ``offered_tps`` = the offered load
-the twin would draw in expectation (``features.expected_offered_tps``: the nominal load with the
+the twin would draw in expectation (``features.expected_offered``: the nominal load with the
 profile's early-EOS output scale), ``throughput_tps`` = the ratio head x a base, capped at that load
 (the model's ``ratio_base``: ``served`` multiplies min(offered, the fluid model's capacity),
 ``features.served_base``, so that the prediction extrapolates to heavy overload; ``offered``, the
@@ -56,8 +56,8 @@ import numpy as np
 from ..errors import InputError
 from ..profile import Profile, load_profile
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
-from .features import (_C_OUT_SCALE, FEATURE_NAMES, _consts, feature_index, features_many, features_packed, pack,
-                       profile_of, served_base)
+from .features import (_C_OUT_SCALE, FEATURE_NAMES, _consts, expected_offered, feature_index, features_many,
+                       features_packed, pack, profile_of, served_base)
 
 __all__ = ["Tree", "Head", "TreeModel", "head_from_sklearn", "predict_nodes", "predict_nodes_row", "load_model", "save_model",
            "model_path", "tree_from_sklearn", "TreePredictor", "ForestPredictor", "HEADS", "FORMAT"]
@@ -67,9 +67,12 @@ VERSION = 1
 HEADS = ("ratio", "starved", "itl")
 _TRANSFORMS = ("identity", "exp", "sigmoid")
 _RATIO_BASES = ("offered", "served")
-_LOAD_FACTOR, _TOTAL_RATE = feature_index("load_factor"), feature_index("total_rate_rps")
-_INPUT_MEAN, _OUTPUT_MEAN = feature_index("input_mean"), feature_index("output_mean")
-_SCALAR_TRANSFORM = {"identity": float, "exp": math.exp, "sigmoid": lambda v: 1.0 / (1.0 + math.exp(-v))}
+_LOAD_FACTOR = feature_index("load_factor")
+# Each head transform for one float (math: no numpy scalar overhead on the single-call path) and for
+# an array.
+_TRANSFORM_FNS = {"identity": (float, np.asarray),
+                  "exp": (math.exp, np.exp),
+                  "sigmoid": (lambda v: 1.0 / (1.0 + math.exp(-v)), lambda v: 1.0 / (1.0 + np.exp(-v)))}
 
 
 # ---- kernels ------------------------------------------------------------------------------------
@@ -281,7 +284,7 @@ class TreeModel:
                 if np.any(t.feature[t.left >= 0] >= nf) or np.any(t.feature[t.left >= 0] < 0):
                     raise InputError("model", f"head {name!r} splits on a feature index outside the "
                                      f"{nf} feature names")
-        self.head_names = tuple(self.heads)
+        self.head_names = ("ratio",) + tuple(n for n in self.heads if n != "ratio")  # ratio first: decode()
         links, thr_val, roots, heads = [], [], [], []
         base = 0
         for name in self.head_names:
@@ -300,16 +303,33 @@ class TreeModel:
                        np.array([float(self.heads[n].bias) for n in self.head_names], dtype=np.float64))
         self.transforms = tuple(self.heads[n].transform for n in self.head_names)
         self.index = {n: i for i, n in enumerate(self.head_names)}
-        self._scalar_fn = tuple(_SCALAR_TRANSFORM[t] for t in self.transforms)
+        self._fns = tuple(_TRANSFORM_FNS[t] for t in self.transforms)
+        self._starved, self._itl = self.index.get("starved"), self.index.get("itl")
 
     def apply(self, name: str, raw):
         """Head ``name``'s transform on raw kernel output (a float or an array)."""
-        t = self.transforms[self.index[name]]
-        if t == "exp":
-            return np.exp(raw) if isinstance(raw, np.ndarray) else math.exp(raw)
-        if t == "sigmoid":
-            return 1.0 / (1.0 + np.exp(-raw)) if isinstance(raw, np.ndarray) else 1.0 / (1.0 + math.exp(-raw))
-        return raw
+        scalar, array = self._fns[self.index[name]]
+        return array(raw) if isinstance(raw, np.ndarray) else scalar(raw)
+
+    def decode(self, raw, rows, output_len_scale: float) -> tuple:
+        """(throughput_tps, offered_tps, starved, mean_itl_ms) from the kernel's raw output and the
+        feature rows: one row (``raw`` and ``rows`` as lists of floats) or a batch (arrays, a column
+        per head). Throughput is the ratio head x the ``ratio_base``, capped at the expected offered
+        load; without a starved head, starved means under 90 % of it; ITL is None without its head."""
+        batch = isinstance(raw, np.ndarray)
+        k = int(batch)
+        head = raw.T if batch else raw  # head[i]: head i's outputs
+        offered = expected_offered(rows, output_len_scale)
+        ratio = self._fns[0][k](head[0])  # "ratio" is always the first head
+        if self.ratio_base == "served":
+            base = served_base(offered, rows[:, _LOAD_FACTOR] if batch else rows[_LOAD_FACTOR])
+        else:
+            base = offered
+        thr = np.minimum(np.maximum(ratio, 0.0) * base, offered) if batch else min(max(ratio, 0.0) * base, offered)
+        s, i = self._starved, self._itl
+        starved = self._fns[s][k](head[s]) > 0.5 if s is not None else thr < 0.9 * offered
+        itl = self._fns[i][k](head[i]) if i is not None else None
+        return thr, offered, starved, itl
 
     def raw_batch(self, X: np.ndarray) -> np.ndarray:
         """Every head's mean tree output on every row (before transforms), shape (rows, heads)."""
@@ -508,14 +528,8 @@ class TreePredictor(Predictor):
         # two kernels from two modules (not one fused kernel: numba's cache would not notice a change
         # in features.py inside a kernel compiled in this file)
         x = features_packed(pack(query, key), xs, ys, c)
-        raw = predict_nodes_row(x, *m.arrays).tolist()
-        f = x.tolist()
-        offered = f[_TOTAL_RATE] * (f[_INPUT_MEAN] + f[_OUTPUT_MEAN] * float(c[_C_OUT_SCALE]))  # expected_offered_tps
-        ix = m.index
-        base = served_base(offered, f[_LOAD_FACTOR]) if m.ratio_base == "served" else offered
-        thr = min(max(m._scalar_fn[ix["ratio"]](raw[ix["ratio"]]), 0.0) * base, offered)
-        starved = m._scalar_fn[ix["starved"]](raw[ix["starved"]]) > 0.5 if "starved" in ix else thr < 0.9 * offered
-        itl = m._scalar_fn[ix["itl"]](raw[ix["itl"]]) if "itl" in ix else None
+        thr, offered, starved, itl = m.decode(predict_nodes_row(x, *m.arrays).tolist(), x.tolist(),
+                                              float(c[_C_OUT_SCALE]))
         return Prediction(predictor=self.name, starved=bool(starved), memory_error=None, throughput_tps=float(thr),
                           offered_tps=float(offered), mean_itl_ms=itl)
 
@@ -535,12 +549,8 @@ class TreePredictor(Predictor):
             X = features_many([queries[i] for i in idx], self.profile)
             raw = predict_nodes(X, *m.arrays)
             c = _consts(self.profile if self.profile is not None else profile)[2]
-            offered = X[:, _TOTAL_RATE] * (X[:, _INPUT_MEAN] + X[:, _OUTPUT_MEAN] * c[_C_OUT_SCALE])
-            ix = m.index
-            base = served_base(offered, X[:, _LOAD_FACTOR]) if m.ratio_base == "served" else offered
-            thr = np.minimum(np.maximum(m.apply("ratio", raw[:, ix["ratio"]]), 0.0) * base, offered)
-            starved = (m.apply("starved", raw[:, ix["starved"]]) > 0.5) if "starved" in ix else thr < 0.9 * offered
-            itl = m.apply("itl", raw[:, ix["itl"]]).tolist() if "itl" in ix else [None] * len(idx)
+            thr, offered, starved, itl = m.decode(raw, X, float(c[_C_OUT_SCALE]))
+            itl = itl.tolist() if itl is not None else [None] * len(idx)
             name = self.name
             for i, t, o, st, il in zip(idx, thr.tolist(), offered.tolist(), starved.tolist(), itl):
                 out[i] = Prediction(predictor=name, starved=st, memory_error=None, throughput_tps=t, offered_tps=o,
