@@ -7,8 +7,8 @@ relative error, the mean ITL error, the starvation agreement (the measured ``sta
 predictor's ``starved``) and the start-up memory failures caught / false alarms, next to the targets
 of issue 4 (throughput error <= 8 %, starvation agreement >= 93 %). The tree and the forest were
 trained only on twin runs, so every real run is unseen by them; ``--split holdout`` keeps the runs the
-twin's end-to-end calibration did not use either. The twin predictor runs its default 600 s window
-(what the solvers use), not the runs' full hour. Per-run rows go to
+twin's end-to-end calibration did not use either. The twin predictor runs its default steady
+state (300 s warm-up, then a 600 s window: what the solvers use), not the runs' full hour. Per-run rows go to
 benchmarks/out/predictor_fidelity_runs.csv.
 """
 

@@ -137,8 +137,11 @@ def _confirm_and_repair(problem: PlacementProblem, bins: list[list[int]], config
         moved += len(shed)
         if not shed:
             break  # single items that fail alone: nothing left to move, the result says so
+        # A GPU that just shed load is at its limit: it takes none back this round. A GPU that rejects
+        # an item is not offered items as large again (each offer costs a checker call).
+        refused = {g: 0 for g in failing}
         for i in sorted(shed, key=lambda i: -problem.items[i].units):
-            if not _place_into_existing(problem, bins, preds, i, configs, checker, budget, obj):
+            if not _place_into_existing(problem, bins, preds, i, configs, checker, budget, obj, refused):
                 bins.append([i])
                 preds.append(checker.predict(_query(problem, bins[-1], configs)))
         keep = [g for g, b in enumerate(bins) if b]
@@ -166,13 +169,19 @@ def _shed_until_ok(problem: PlacementProblem, members: list[int], configs: dict,
 
 
 def _place_into_existing(problem: PlacementProblem, bins: list[list[int]], preds: list[Prediction], i: int,
-                         configs: dict, checker: Predictor, budget: int | None, obj: Objective) -> bool:
-    """Put item ``i`` on an existing GPU that stays within the capacity model and passes ``checker``."""
+                         configs: dict, checker: Predictor, budget: int | None, obj: Objective,
+                         refused: dict[int, int]) -> bool:
+    """Put item ``i`` on an existing GPU that stays within the capacity model and passes ``checker``.
+
+    ``refused`` maps a GPU to the smallest item size (units) it has refused: it is not offered an item
+    as large again; a GPU that refuses ``i`` is recorded there."""
     it = problem.items[i]
     order = range(len(bins))
     if obj is Objective.MIN_LATENCY:
         order = sorted(order, key=lambda g: utilisation(problem, bins[g] + [i]))
     for g in order:
+        if g in refused and it.units >= refused[g]:
+            continue
         cand = bins[g] + [i]
         if any(problem.items[j].adapter_id == it.adapter_id for j in bins[g]):
             continue
@@ -183,6 +192,7 @@ def _place_into_existing(problem: PlacementProblem, bins: list[list[int]], preds
         if p.ok:
             bins[g], preds[g] = cand, p
             return True
+        refused[g] = it.units
     return False
 
 
