@@ -118,7 +118,7 @@ def test_bad_scenario_files_are_one_line(env, tmp_path):
 
 def test_train_then_predict_with_the_trained_model(env, tmp_path):
     model = tmp_path / "m.json"
-    out = cli(env, "train", "--profile", LLAMA, "--samples", "160", "--duration", "60", "--dataset",
+    out = cli(env, "train", "--profile", LLAMA, "--samples", "160", "--duration", "60", "--warmup", "30", "--dataset",
               str(tmp_path / "ds"), "--out", str(model), "--no-capacity-check", "--workers", "2",
               "--extra-rows", "1000", cwd=tmp_path)
     assert out.returncode == 0, out.stderr

@@ -7,6 +7,8 @@ import pytest
 from packer.errors import InputError
 from packer.model import LengthSpec, ServerConfig
 from packer.predictors import PREDICTORS, GpuQuery, Prediction, TwinPredictor, get_predictor
+from packer.predictors.base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
+from packer.twin import simulate
 
 CONTRACT_PREDICTORS = ["twin", "tree", "forest"]
 PROFILE = "llama-3.1-8b-instruct@h100-64gb"
@@ -56,6 +58,17 @@ def test_deterministic_and_batch_equals_single(name):
     b = [make(name).predict(q) for q in qs]
     assert a == b
     assert a[0] == a[2]
+
+
+def test_twin_predictor_measures_a_steady_state_window_by_default():
+    twin = TwinPredictor()
+    assert (twin.warmup_s, twin.duration_s) == (DEFAULT_WARMUP_S, DEFAULT_DURATION_S) == (300.0, 600.0)
+    assert twin.describe()["warmup_s"] == 300.0
+    q = query(rate=1.0)
+    r = simulate(q.scenario(600.0, 0, warmup_s=300.0))
+    p = twin.predict(q)
+    assert (p.throughput_tps, p.offered_tps, p.mean_itl_ms) == (r.throughput_tps, r.offered_tps, r.mean_itl_ms)
+    assert TwinPredictor(warmup_s=0.0).describe() != twin.describe()  # a cache key that tells them apart
 
 
 def test_twin_caches_repeated_queries():

@@ -17,6 +17,7 @@ from packer.predictors.dataset import SweepSpec, generate, load_dataset, query_f
 from packer.predictors.tree import (ForestPredictor, Head, TreeModel, TreePredictor, head_from_sklearn, load_model,
                                     model_path, predict_nodes, predict_nodes_row, save_model, tree_from_sklearn)
 from packer.profile import list_profiles, load_profile
+from packer.twin import simulate
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,  # noqa: E402
@@ -172,9 +173,22 @@ def test_features_values():
     assert np.array_equal(F.features_many(qs), np.array([F.features(x) for x in qs]))
 
 
+def test_expected_offered_is_what_the_twin_draws():
+    """The load the predictors scale by: nominal rates x lengths, with the profile's early-EOS output
+    scale, the same from one row or a batch, and what a long twin run actually offers."""
+    qs = [query(rate=r) for r in (0.5, 1.0)]
+    X = F.features_many(qs)
+    scale = load_profile(LLAMA).client.output_len_scale
+    batch = F.expected_offered(X, scale)
+    assert [F.expected_offered(list(x), scale) for x in X] == pytest.approx(batch.tolist(), rel=1e-12)
+    assert batch[1] == pytest.approx(8 * 1.0 * (222.7 + 196.1 * scale))
+    drawn = simulate(qs[1].scenario(3600.0, 0)).offered_tps
+    assert drawn == pytest.approx(batch[1], rel=0.03)
+
+
 # ---- the sweep ------------------------------------------------------------------------------------
 
-TINY = SweepSpec(profile=LLAMA, n_samples=40, seed=3, duration_s=60.0)
+TINY = SweepSpec(profile=LLAMA, n_samples=40, seed=3, duration_s=60.0, warmup_s=30.0)  # short, to keep the suite quick
 
 
 def _read(p: Path) -> dict:
@@ -236,7 +250,7 @@ def test_sweep_is_deterministic_and_resumable(tmp_path):
     assert np.all(np.isnan(ds["throughput_tps"][~ok]))
 
     with pytest.raises(InputError, match="different sweep"):
-        generate(SweepSpec(profile=LLAMA, n_samples=40, seed=4, duration_s=60.0), a, workers=1, progress=False)
+        generate(SweepSpec(profile=LLAMA, n_samples=40, seed=4, duration_s=60.0, warmup_s=30.0), a, workers=1, progress=False)
 
 
 def test_ray_executor_names_the_extra(tmp_path):
@@ -246,7 +260,7 @@ def test_ray_executor_names_the_extra(tmp_path):
     except ImportError:
         pass
     with pytest.raises(InputError, match=r"packer\[ray\]"):
-        generate(SweepSpec(profile=LLAMA, n_samples=4, duration_s=10.0), tmp_path, workers=2, chunk_size=1,
+        generate(SweepSpec(profile=LLAMA, n_samples=4, duration_s=10.0, warmup_s=0.0), tmp_path, workers=2, chunk_size=1,
                  executor="ray", progress=False)
 
 
@@ -254,7 +268,7 @@ def test_train_exports_a_working_model(tmp_path):
     from packer.predictors.train import train
 
     d = tmp_path / "sweep"
-    spec = SweepSpec(profile=LLAMA, n_samples=120, seed=5, duration_s=60.0)
+    spec = SweepSpec(profile=LLAMA, n_samples=120, seed=5, duration_s=60.0, warmup_s=30.0)
     generate(spec, d, workers=1, chunk_size=64, progress=False)
     rep = train(d, LLAMA, tmp_path / "m.json", candidates=("random_forest",), leaf_grid=(8, 16), extra_rows=300,
                 forest_out=tmp_path / "m.forest.npz", forest_trees=4, forest_depth=5, log=None)
