@@ -6,13 +6,14 @@ The queries are drawn like the training sweep (``SweepSpec``) but from another s
 model saw them. Each runs in the twin with ``--seeds`` workload seeds (the twin predictor's steady
 state: 300 s warm-up, 600 s window). The reference is their mean throughput and their majority
 ``starved`` label: what a predictor given only the query can know. Near the knee the seeds
-themselves disagree on ``starved``; F1 is also shown on the queries where every seed agrees. One run's own sampling noise (its
-drawn arrivals and lengths) is shown next to it: the first seed's run against the mean of the others.
+themselves disagree on ``starved``; F1 is also shown on the queries where every seed agrees. One
+run's own sampling noise (its drawn arrivals and lengths) is shown next to it: the first seed's run
+against the mean of the others.
 
 Printed per profile and predictor: throughput mean absolute relative error (all / Poisson / bursty),
 starvation F1 (all / Poisson / bursty), and the same scores against a single seeded run (what the
 training report's test split measures). The twin runs are cached in benchmarks/out/heldout/ keyed by
-everything that changes them; a rerun only predicts.
+the sweep's fingerprint (profile included), the sizes and the twin's code; a rerun only predicts.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def _run(args: tuple) -> tuple[float, bool, bool]:
 
 def twin_runs(spec: SweepSpec, n_seeds: int, workers: int | None) -> dict[str, np.ndarray]:
     """(queries, seeds) arrays of throughput, starved and memory_error, cached on disk."""
-    key = hashlib.sha256(json.dumps([spec.fingerprint(), spec.n_samples, n_seeds]).encode()).hexdigest()[:16]
+    twin_code = hashlib.sha256(b"".join(f.read_bytes() for f in sorted((ROOT / "packer" / "twin").glob("*.py"))))
+    key = hashlib.sha256(json.dumps([spec.fingerprint(), spec.n_samples, n_seeds, twin_code.hexdigest()]).encode())
+    key = key.hexdigest()[:16]
     path = ROOT / "benchmarks" / "out" / "heldout" / f"{spec.profile}-{key}.npz"
     if path.is_file():
         with np.load(path) as z:
@@ -120,7 +123,8 @@ def main() -> int:
             row(name, "starved F1 vs 1 run", None, None, p_st, runs["starved"][:, 0])
             print(f"{profile:34} {name:10} {'memory errors agreeing':34} {100 * mem_agree:7.1f} %")
         print(f"{profile:34} {'':10} {'queries (memory errors)':34} {len(queries):7d} ({int((~ok).sum())})"
-              f", starved by majority {int(majority[ok].sum())}, seeds disagreeing on starved {int((~agree & ok).sum())}"
+              f", starved by majority {int(majority[ok].sum())}"
+              f", seeds disagreeing on starved {int((~agree & ok).sum())}"
               f", bursty {int(bursty[ok].sum())}")
         print()
     return 0

@@ -112,7 +112,8 @@ def main() -> int:
     for k in metrics:
         fmt = "{:12,.0f}" if k.endswith("head") else "{:12,.2f}"
         print(f"{k:34}" + "".join(fmt.format(rows[n][k]) for n in ("tree", "forest")) + f"{targets.get(k, ''):>10}")
-    print(f"\ntwin (300 s warm-up + 600 s window, one process): {twin_us:,.0f} us per query on {len(tq)} of the same queries")
+    print(f"\ntwin (300 s warm-up + 600 s window, one process): {twin_us:,.0f} us per query "
+          f"on {len(tq)} of the same queries")
     for n in ("tree", "forest"):
         print(f"  twin / {n}: {twin_us / rows[n]['single call (sweep mix)']:,.0f}x the single call, "
               f"{twin_us / rows[n]['batched end to end']:,.0f}x batched end to end")

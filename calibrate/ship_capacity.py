@@ -2,11 +2,12 @@
 
     python calibrate/ship_capacity.py [--max-adapters 512] [--workers N]
 
-Default settings: the twin predictor (300 s warm-up, then a 600 s window; seed 0), ShareGPT-shaped lengths with the
-calibration runs' means (222.7 / 196.1), Poisson arrivals, max_num_seqs 2048, a 2048-token budget,
-gpu_memory_utilization 0.9, ranks 8-64. The files land in packer/data/capacity under the same keys
-the user cache uses, so `packer solve` on default settings needs no measuring. Rerun after changing
-a profile, the twin or the capacity search (and bump capacity.MODEL_VERSION for the latter two).
+Default settings: the twin predictor (300 s warm-up, then a 600 s window; seed 0), ShareGPT-shaped
+lengths with the calibration runs' means (222.7 / 196.1), Poisson arrivals, max_num_seqs 2048, a
+2048-token budget, gpu_memory_utilization 0.9, ranks 8-64. The files land in packer/data/capacity
+under the same keys the user cache uses, so `packer solve` on default settings needs no measuring.
+Rerun after changing a profile, the twin or the capacity search (and bump capacity.MODEL_VERSION for
+the latter two).
 """
 
 from __future__ import annotations

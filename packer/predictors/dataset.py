@@ -40,7 +40,8 @@ larger ``n_samples`` keeps the first samples and their chunks):
   integer in 1..T (heavy slot contention).
 
 The twin runs each query for ``warmup_s`` (300 s by default) and then a measured window of
-``duration_s`` (600 s), the ``TwinPredictor`` defaults, with workload seed ``spec.seed * 1_000_003 + i`` (mod 2^32).
+``duration_s`` (600 s), the ``TwinPredictor`` defaults, with workload seed
+``spec.seed * 1_000_003 + i`` (mod 2^32).
 
 Chunk files ``chunk_00000.npz``, ... hold ``chunk_size`` consecutive samples each (written to a
 temporary name and renamed, so a file that exists is complete; chunks whose file exists and matches
