@@ -412,7 +412,7 @@ def _train_summary(profile: str, out: str, forest_out: str | None, rep: dict, wa
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Twin processes [default: CPU count].")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="scikit-learn processes / threads.")
-@click.option("--extra-rows", type=click.IntRange(min=0), default=100000, show_default=True,
+@click.option("--extra-rows", type=click.IntRange(min=0), default=300000, show_default=True,
               help="Sampled feature rows labelled by the big models for the distillation.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--no-capacity-check", is_flag=True, help="Skip comparing the capacity tables with the twin's.")

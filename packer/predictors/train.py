@@ -125,8 +125,8 @@ def extra_features(spec: SweepSpec, n: int, seed: int) -> np.ndarray:
 
 
 def train(dataset_dir: str | Path, profile: str, out_path: str | Path, seed: int = 0, *,
-          forest_out: str | Path | None = None, leaf_grid: Iterable[int] = (128, 256, 512, 1024, 2048),
-          extra_rows: int = 100000, candidates: Iterable[str] | None = None, forest_trees: int = 32,
+          forest_out: str | Path | None = None, leaf_grid: Iterable[int] = (512, 1024, 2048, 4096),
+          extra_rows: int = 300000, candidates: Iterable[str] | None = None, forest_trees: int = 32,
           forest_depth: int = 12, n_jobs: int = 1, log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Fit, pick, distil, score and export; returns the report (also stored in the model file).
 
@@ -478,7 +478,7 @@ def _cli(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=1, help="scikit-learn n_jobs")
-    ap.add_argument("--extra-rows", type=int, default=100000)
+    ap.add_argument("--extra-rows", type=int, default=300000)
     ap.add_argument("--report", default=None, help="write the report JSON here")
     ap.add_argument("--no-capacity-check", action="store_true", help="skip the capacity-table comparison")
     a = ap.parse_args(list(argv) if argv is not None else None)
