@@ -234,10 +234,7 @@ def _check_model_file(path: str) -> None:
 
 
 def _prediction_dict(pred, wall_seconds: float) -> dict:
-    d = pred.to_dict()
-    out = {"predictor": d.pop("predictor"), **d, "throughput_ratio": pred.throughput_ratio,
-           "wall_seconds": wall_seconds}
-    return out
+    return {**pred.to_dict(), "throughput_ratio": pred.throughput_ratio, "wall_seconds": wall_seconds}
 
 
 def _prediction_table(name: str, p, wall_seconds: float) -> str:

@@ -18,9 +18,9 @@ __all__ = ["TwinPredictor"]
 
 class TwinPredictor(Predictor):
     """Simulates each query with the twin (seeded): ``warmup_s`` simulated seconds (default 300), then
-    a measured window of ``duration_s`` (default 600; a server in steady state: a short run without the warm-up loses the
-    requests in flight at its end and undercounts throughput wherever requests wait long, e.g. many
-    adapters contending for few slots).
+    a measured window of ``duration_s`` (default 600): a server in steady state. A short run without
+    the warm-up loses the requests in flight at its end and undercounts throughput wherever requests
+    wait long (e.g. many adapters contending for few slots).
 
     Identical queries are answered from an LRU cache of ``cache_size`` entries. ``workers`` > 1 runs
     ``predict_many`` batches in that many processes. ``profile`` overrides the query's profile name
@@ -62,8 +62,9 @@ class TwinPredictor(Predictor):
         todo = list(dict.fromkeys(q for q in queries if self._lookup(q, count=False) is None))
         if self.workers > 1 and len(todo) > 1:
             with ProcessPoolExecutor(min(self.workers, len(todo)), mp_context=process_context()) as pool:
-                results = list(pool.map(_simulate, todo, [self.duration_s] * len(todo), [self.seed] * len(todo),
-                                        [self.profile] * len(todo), [self.warmup_s] * len(todo), chunksize=max(1, len(todo) // (4 * self.workers))))
+                n = len(todo)
+                results = list(pool.map(_simulate, todo, [self.duration_s] * n, [self.seed] * n, [self.profile] * n,
+                                        [self.warmup_s] * n, chunksize=max(1, n // (4 * self.workers))))
             self.calls += len(todo)
             for q, p in zip(todo, results):
                 self._store(q, p)
@@ -85,7 +86,7 @@ class TwinPredictor(Predictor):
 
 
 def _simulate(query: GpuQuery, duration_s: float, seed: int, profile: Profile | None,
-              warmup_s: float = 0.0) -> Prediction:
+              warmup_s: float) -> Prediction:
     prof = profile if profile is not None else load_profile(query.profile)
     r = Twin(query.scenario(duration_s, seed, warmup_s), prof).run()
     if r.memory_error:

@@ -150,21 +150,16 @@ def _summarise(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, outpu
                out: tuple, t0: float) -> SimulationResult:
     counters, first_tok, finish, itl_sum, itl_cnt, waiting_s, running_s, kv_s, state = out
     T, W = sc.workload.duration_s, sc.workload.warmup_s
-    # The measured window is [W, W + T): requests finished in it, arrivals in it, its series buckets.
-    done = np.isfinite(finish)
-    if W > 0:
-        done &= finish >= W
-        in_window = req.arrival_s >= W
-        k0 = min(len(waiting_s), int(round(W / SERIES_BUCKET_S)))
-        waiting_s, running_s, kv_s = waiting_s[k0:], running_s[k0:], kv_s[k0:]
-        generated = int(np.count_nonzero(in_window))
-        not_sent = int(np.count_nonzero(in_window & (state == K.S_DROPPED)))
-        arrived = generated - not_sent
-        offered = float(req.prompt_len[in_window].sum() + output_len[in_window].sum()) / T
-    else:
-        in_window = np.ones(len(req.arrival_s), dtype=bool)
-        generated, arrived, not_sent = len(req.arrival_s), int(counters[K.C_ARRIVED]), int(counters[K.C_DROPPED])
-        offered = float(req.prompt_len.sum() + output_len.sum()) / T
+    # The measured window is [W, W + T) (the whole run when W = 0): requests finished in it, arrivals
+    # in it, its series buckets. Requests still in the future when the run stopped were never sent.
+    done = np.isfinite(finish) & (finish >= W)
+    in_window = req.arrival_s >= W
+    k0 = min(len(waiting_s), int(round(W / SERIES_BUCKET_S)))
+    waiting_s, running_s, kv_s = waiting_s[k0:], running_s[k0:], kv_s[k0:]
+    generated = int(np.count_nonzero(in_window))
+    not_sent = int(np.count_nonzero(in_window & (state == K.S_DROPPED)))
+    arrived = int(np.count_nonzero(in_window & (state != K.S_DROPPED) & (state != K.S_FUTURE)))
+    offered = float(req.prompt_len[in_window].sum() + output_len[in_window].sum()) / T
     in_tok = float(req.prompt_len[done].sum())
     out_tok = float(output_len[done].sum())
 

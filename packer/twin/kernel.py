@@ -28,9 +28,9 @@ I_MAX_LORAS, I_CPU_LORAS, I_MAX_SEQS, I_MAX_BATCHED, I_KV_BLOCKS, I_BLOCK, I_MAX
 (F_PREFILL_TOK, F_LORA_BASE, F_LORA_TOK, F_LORA_ADAPTER, F_ATTN_KV_TOK, F_CTX_REF,
  F_SCHED_BASE, F_SCHED_RUNNING, F_SCHED_WAITING, F_DURATION, F_BUCKET_S, F_N_COST) = range(12)
 # Indices into the counter output.
-(C_STEPS, C_PREEMPTIONS, C_GPU_LOADS, C_DISK_LOADS, C_DROPPED, C_ARRIVED, C_BUSY_MS,
+(C_STEPS, C_PREEMPTIONS, C_GPU_LOADS, C_DISK_LOADS, C_BUSY_MS,
  C_SUM_RUNNING, C_SUM_DISTINCT, C_MAX_WAITING, C_MAX_RUNNING, C_END_WAITING, C_END_RUNNING,
- C_MAX_KV_USED, C_SUM_KV_USED, C_N) = range(16)
+ C_MAX_KV_USED, C_SUM_KV_USED, C_N) = range(14)
 
 # Request states.
 S_FUTURE, S_WAITING, S_RUNNING, S_DONE, S_DROPPED = 0, 1, 2, 3, 4
@@ -162,9 +162,7 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
             nxt_arrival += 1
             if n_waiting >= max_waiting:
                 state[r] = S_DROPPED
-                counters[C_DROPPED] += 1
                 continue
-            counters[C_ARRIVED] += 1
             state[r] = S_WAITING
             tail_key += 1
             qkey[r] = tail_key
