@@ -56,6 +56,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -65,11 +66,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from packer.model import LengthSpec  # noqa: E402
-from packer.profile import Profile  # noqa: E402
+from packer.profile import Profile, load_profile  # noqa: E402
 from packer.twin.workload_gen import SHAPE_FILES, LengthShape, length_shape, lognormal_lengths  # noqa: E402
 from packer.replay import PROFILE_FOR_MODEL, read_runs, run_key  # noqa: E402
-from packer.validation import _run_one, holdout_split, summarise  # noqa: E402
-from packer.profile import load_profile  # noqa: E402
+from packer.validation import holdout_split, replay, summarise  # noqa: E402
 
 PARAMS_FILE = ROOT / "calibrate" / "e2e_params.json"
 RANK_REF = 8
@@ -178,7 +178,7 @@ def fit_lora_tokens(d: pd.DataFrame) -> tuple[dict[str, float], float]:
             100 * err)
 
 
-def choose_output_sigma(measured: list, shape_for: "callable", kv_per_request: dict[str, float],
+def choose_output_sigma(measured: list, shape_for: Callable[[float], LengthShape], kv_per_request: dict[str, float],
                         workers: int) -> tuple[LengthShape, list[dict]]:
     """Scan the output dispersion (rho follows from the KV constraint) with the twin on the fit half.
 
@@ -190,9 +190,7 @@ def choose_output_sigma(measured: list, shape_for: "callable", kv_per_request: d
         shape = shape_for(sigma)
         write_shape(shape, kv_per_request, None)
         t0 = time.perf_counter()
-        with ProcessPoolExecutor(max_workers=workers) as pool:   # fresh workers read the new shape
-            rows = list(pool.map(_run_one, [(r, None) for r in measured], chunksize=1))
-        summary = summarise(rows)
+        summary = summarise(replay(measured, workers=workers))   # a fresh pool reads the new shape
         obj = sum(twin_objective(v) for v in summary.values())
         entry = {"sigma_log_output": shape.sigma_log_output, "rho": shape.rho, "objective": round(obj, 2),
                  **{m: {k: round(v[k], 2) for k in ("throughput_mare_pct", "itl_mare_pct", "starvation_agreement_pct")}
@@ -217,7 +215,6 @@ def refine_on_twin(profile_name: str, runs: list, start: dict[str, float], evals
                    workers: int) -> tuple[dict[str, float], dict]:
     """Nelder-Mead on the LoRA token terms with the twin simulating ``runs`` (see module docstring)."""
     base = load_profile(profile_name)
-    runs = sorted(runs, key=lambda r: -sum(a["rate"] for a in r.scenario["adapters"]))  # big runs first
 
     def values(x: np.ndarray) -> dict[str, float]:
         return {"lora_ms_base": math.exp(x[0]), "lora_ms_per_token": math.exp(x[1]),
@@ -227,8 +224,7 @@ def refine_on_twin(profile_name: str, runs: list, start: dict[str, float], evals
     with ProcessPoolExecutor(max_workers=workers) as pool:
         def score(x: np.ndarray) -> dict[str, float]:
             prof = dataclasses.replace(base, step=dataclasses.replace(base.step, **values(x)))
-            rows = list(pool.map(_run_one, [(r, prof) for r in runs], chunksize=1))
-            return next(iter(summarise(rows).values()))
+            return next(iter(summarise(replay(runs, {profile_name: prof}, executor=pool)).values()))
 
         def objective(x: np.ndarray) -> float:
             t0 = time.perf_counter()
@@ -264,7 +260,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "agullo-h100")
     ap.add_argument("--twin-evals", type=int, default=TWIN_EVALS,
-                    help=f"twin simulations of the fit half per model in stage 2 (default {TWIN_EVALS}; 0 skips it)")
+                    help=f"twin simulations of the fit half per model in stage 3 (default {TWIN_EVALS}; 0 skips it)")
     ap.add_argument("--workers", type=int, default=2, help="processes for the twin stages (default 2)")
     ap.add_argument("--output-sigma", type=float, default=None,
                     help="fix the ShareGPT output-length dispersion (log sigma) instead of scanning it")
@@ -301,8 +297,10 @@ def main() -> int:
               + f"; step-level ITL MAPE {mape:.1f}%")
     write_params_and_profiles(params)
     measured = [r for r in holdout_split(read_runs(args.data / "real_runs.csv"), "fit") if r.ok]
+
     def shape_for(sigma: float) -> LengthShape:
         return shape_on_kv_curve(sigma, target, *means)
+
     if args.output_sigma is not None:
         shape, scan = shape_for(args.output_sigma), None
     else:
@@ -320,7 +318,7 @@ def main() -> int:
             p["step_level_values"] = {k: round(v, 7) for k, v in start.items()}
             p.update({k: round(v, 7) for k, v in refined.items()})
             p["twin_stage"] = record
-            print(f"  refined: " + ", ".join(f"{k}={v:.4g}" for k, v in refined.items())
+            print("  refined: " + ", ".join(f"{k}={v:.4g}" for k, v in refined.items())
                   + f"; fit half ITL {record['step_level']['itl_mare_pct']}% -> {record['refined']['itl_mare_pct']}%")
         write_params_and_profiles(params)
     print(f"wrote {PARAMS_FILE.relative_to(ROOT)} and regenerated packer/profiles/")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -47,17 +47,22 @@ def _run_one(args: tuple[MeasuredRun, Profile | None]) -> ReplayRow:
 
 
 def replay(runs: Sequence[MeasuredRun], profiles: dict[str, Profile] | None = None,
-           workers: int | None = None) -> list[ReplayRow]:
-    """Simulate every run (in parallel processes); ``profiles`` maps a profile name to an override."""
+           workers: int | None = None, executor: Executor | None = None) -> list[ReplayRow]:
+    """Simulate every run (in parallel processes); ``profiles`` maps a profile name to an override.
+
+    ``executor`` reuses a pool across calls (calibration replays the same runs many times)."""
     profiles = profiles or {}
     jobs = [(r, profiles.get(r.scenario["profile"])) for r in runs]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
-    if workers <= 1:
+    if executor is None and workers <= 1:
         return [_run_one(j) for j in jobs]
     # Big runs first so that the pool's tail is short.
     order = sorted(range(len(jobs)), key=lambda i: -sum(a["rate"] for a in jobs[i][0].scenario["adapters"]))
-    with ProcessPoolExecutor(max_workers=workers) as ex:
-        done = dict(zip(order, ex.map(_run_one, [jobs[i] for i in order], chunksize=1)))
+    if executor is not None:
+        done = dict(zip(order, executor.map(_run_one, [jobs[i] for i in order], chunksize=1)))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            done = dict(zip(order, ex.map(_run_one, [jobs[i] for i in order], chunksize=1)))
     return [done[i] for i in range(len(jobs))]
 
 
