@@ -396,7 +396,7 @@ def _train_summary(profile: str, out: str, forest_out: str | None, rep: dict, wa
 @main.command()
 @click.option("--profile", "profile_name", required=True, metavar="NAME",
               help="Profile to train for (see `packer profiles`).")
-@click.option("--samples", type=click.IntRange(min=1), default=16000, show_default=True,
+@click.option("--samples", type=click.IntRange(min=1), default=24000, show_default=True,
               help="Twin runs in the sweep (a larger sweep in the same directory reuses the runs done).")
 @click.option("--dataset", default=None, metavar="DIR",
               help="Sweep directory, created or resumed [default: benchmarks/out/sweeps/<short name>].")
