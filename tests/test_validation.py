@@ -45,7 +45,8 @@ def test_every_run_becomes_a_valid_scenario_with_the_measured_adapters(runs):
                           for r in [part.split(":")[0]] * int(part.split(":")[1]))
         assert ranks == expected
         if row["rate_values"]:
-            assert sum(a.rate for a in sc.workload.adapters) == pytest.approx(float(row["aggregate_rate_rps"]), rel=0.01)
+            total = sum(a.rate for a in sc.workload.adapters)
+            assert total == pytest.approx(float(row["aggregate_rate_rps"]), rel=0.01)
 
 
 def test_holdout_split_is_a_stable_partition(runs):

@@ -83,7 +83,7 @@ from ..errors import InputError
 from ..model import ArrivalSpec, BurstyArrivals, LengthSpec, PoissonArrivals, ServerConfig
 from ..profile import load_profile
 from ..registry import process_context
-from ..twin.workload_gen import SHAPE_FILES, length_shape
+from ..twin.workload_gen import shipped_length_shapes
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, GpuQuery
 from .features import FEATURE_NAMES, feature_index, features, features_many
 
@@ -161,9 +161,8 @@ class SweepSpec:
         and the shipped length shapes.
 
         Features are not part of it: they are recomputed from the stored queries when they change."""
-        shapes = {name: list(length_shape(name)) for name in sorted(SHAPE_FILES)}
         blob = json.dumps({"spec": self.to_dict(with_size=False), "profile": load_profile(self.profile).fingerprint(),
-                           "length_shapes": shapes}, sort_keys=True)
+                           "length_shapes": shipped_length_shapes()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -42,7 +42,7 @@ from ..model import ArrivalSpec, LengthSpec, ServerConfig
 from ..predictors.base import GpuQuery, Prediction, Predictor
 from ..profile import Profile, load_profile
 from ..registry import process_context
-from ..twin.workload_gen import SHAPE_FILES, length_shape
+from ..twin.workload_gen import shipped_length_shapes
 
 __all__ = ["VLLM_MAX_LORA_RANKS", "rank_class", "count_grid", "GpuConfig", "ServerBase", "CapacityModel",
            "build_capacity_model", "keeps_up"]
@@ -333,8 +333,7 @@ def _cache_dir() -> Path:
 
 def _cache_key(predictor: Predictor, prof: Profile, lengths: LengthSpec, arrivals: ArrivalSpec, base: ServerBase,
                R: int, tol: float) -> str:
-    shapes = {name: list(length_shape(name)) for name in sorted(SHAPE_FILES)}
-    blob = json.dumps({"v": MODEL_VERSION, "profile": prof.fingerprint(), "length_shapes": shapes,
+    blob = json.dumps({"v": MODEL_VERSION, "profile": prof.fingerprint(), "length_shapes": shipped_length_shapes(),
                        "lengths": lengths.model_dump(),
                        "arrivals": arrivals.model_dump(), "base": base.__dict__, "rank": R, "tol": tol,
                        "keep_up": KEEP_UP_RATIO, "predictor": predictor.describe()}, sort_keys=True, default=str)

@@ -48,8 +48,8 @@ import numpy as np
 from ..errors import InputError
 from ..model import BurstyArrivals, LengthSpec, TraceArrivals, Workload
 
-__all__ = ["Requests", "generate_requests", "LengthShape", "length_shape", "lognormal_lengths", "truncated_length_moments",
-           "SHIPPED_TRACES"]
+__all__ = ["Requests", "generate_requests", "LengthShape", "length_shape", "shipped_length_shapes", "lognormal_lengths",
+           "truncated_length_moments", "SHIPPED_TRACES"]
 
 SHIPPED_TRACES = {"azure-conv": "azure2023_conv.npz", "azure-code": "azure2023_code.npz"}
 
@@ -355,6 +355,11 @@ def length_shape(name: str = "azure-conv") -> LengthShape:
     with _data_file(SHAPE_FILES[name]).open("r") as f:
         data = json.load(f)
     return LengthShape(float(data["sigma_log_prompt"]), float(data["sigma_log_output"]), float(data["rho"]))
+
+
+def shipped_length_shapes() -> dict[str, list[float]]:
+    """Every shipped shape as plain numbers (for the fingerprints of cached twin results)."""
+    return {name: list(length_shape(name)) for name in sorted(SHAPE_FILES)}
 
 
 def _region(min_input: int, max_input: int, max_total: int) -> _Region:
