@@ -3,6 +3,7 @@ and the ``tree`` / ``forest`` predictors. Real twin runs and real scikit-learn f
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from packer.predictors.tree import (ForestPredictor, Head, TreeModel, TreePredic
                                     model_path, predict_nodes, predict_nodes_row, save_model, tree_from_sklearn)
 from packer.profile import list_profiles, load_profile
 from packer.twin import simulate
+from packer.twin.workload_gen import shipped_length_shapes
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,  # noqa: E402
@@ -327,6 +329,20 @@ def test_missing_or_stale_model_names_the_profile_and_packer_train(tmp_path):
             get_predictor("tree").predict(query(profile=str(recal)))
     with pytest.raises(InputError, match="no model file"):
         get_predictor("tree", model=tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize("name", ["tree", "forest"])
+def test_model_trained_on_other_length_shapes_is_refused(tmp_path, name):
+    shipped = model_path(LLAMA, name)
+    if shipped is None:
+        pytest.skip(f"no {name} model shipped for {LLAMA}")
+    model = load_model(shipped)
+    assert model.length_shapes == shipped_length_shapes()  # the shipped models match the shipped shapes
+    shapes = {k: list(v) for k, v in model.length_shapes.items()}
+    shapes["sharegpt"][1] += 0.1
+    stale = save_model(dataclasses.replace(model, length_shapes=shapes), tmp_path / f"stale{shipped.suffix}")
+    with pytest.raises(InputError, match="other request-length shapes.*packer train"):
+        get_predictor(name, model=stale).predict(query())
 
 
 @pytest.mark.parametrize("name", ["tree", "forest"])

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..profile import load_profile
+from ..twin.workload_gen import shipped_length_shapes
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
 from .dataset import SweepSpec, generate, load_dataset, sample_query
 from .features import FEATURE_NAMES, expected_offered, features_many, served_base
@@ -307,7 +308,8 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
         "starved": head_from_sklearn(trees["starved"][2]),
         "itl": head_from_sklearn(trees["itl"][2], "exp"),
     }
-    model = TreeModel(prof.name, FEATURE_NAMES, heads, "tree", prof.fingerprint(), ratio_base="served")
+    model = TreeModel(prof.name, FEATURE_NAMES, heads, "tree", prof.fingerprint(), ratio_base="served",
+                      length_shapes=shipped_length_shapes())
 
     # -- test scores -----------------------------------------------------------------------------
     te_i = te[has_itl[te]]
@@ -395,7 +397,8 @@ def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_it
         "starved": export("starved", "identity", tr, starved[tr], True),
         "itl": export("itl", "exp", tr_i, np.log(itl[tr_i]), False),
     }
-    model = TreeModel(prof.name, FEATURE_NAMES, heads, "forest", prof.fingerprint(), ratio_base="served")
+    model = TreeModel(prof.name, FEATURE_NAMES, heads, "forest", prof.fingerprint(), ratio_base="served",
+                      length_shapes=shipped_length_shapes())
     te_i = te[has_itl[te]]
     o = model.predict_batch(X[te])
     scores = _scores(o["ratio"], o["starved"] > 0.5, model.predict_batch(X[te_i])["itl"], te, te_i, ds, bases)

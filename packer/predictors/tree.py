@@ -10,7 +10,7 @@ latency in ms), each one or more binary trees, plus metadata. No pickle anywhere
 - JSON (``packer/models/<profile>.json``, the ``tree`` predictor)::
 
     {"format": "packer-tree-model", "version": 1, "kind": "tree", "profile": ..., "profile_fingerprint": ...,
-     "feature_names": [...], "training": {...},
+     "length_shapes": {...}, "feature_names": [...], "training": {...},
      "heads": {"ratio": {"transform": "identity", "trees": [{"feature": [...], "threshold": [...],
                                                                "left": [...], "right": [...], "value": [...]}]},
                "starved": {...}, "itl": {"transform": "exp", ...}}}
@@ -55,6 +55,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..profile import Profile, load_profile
+from ..twin.workload_gen import shipped_length_shapes
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
 from .features import (_C_OUT_SCALE, FEATURE_NAMES, _consts, expected_offered, feature_index, features_many,
                        features_packed, pack, profile_of, served_base)
@@ -272,6 +273,7 @@ class TreeModel:
     training: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     ratio_base: str = "offered"  # what the ratio head's output multiplies: "offered" or "served" (features.served_base)
+    length_shapes: dict[str, list[float]] = field(default_factory=dict)  # the twin's shapes it was trained on
 
     def __post_init__(self) -> None:
         if "ratio" not in self.heads:
@@ -356,7 +358,7 @@ class TreeModel:
     def _meta(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "kind": self.kind, "profile": self.profile,
                 "profile_fingerprint": self.profile_fingerprint, "feature_names": list(self.feature_names),
-                "ratio_base": self.ratio_base,
+                "ratio_base": self.ratio_base, "length_shapes": self.length_shapes,
                 "training": self.training, "head_settings": {n: h.settings() for n, h in self.heads.items()}}
 
     def to_json(self) -> dict:
@@ -430,7 +432,7 @@ def _load_cached(path: str, mtime_ns: int) -> TreeModel:
         raise InputError("model", f"a model file must end in .json or .npz (got {p.name!r})")
     return TreeModel(d["profile"], tuple(d["feature_names"]), heads, d.get("kind", "tree"),
                      d.get("profile_fingerprint", ""), d.get("training", {}), source=str(p),
-                     ratio_base=d.get("ratio_base", "offered"))
+                     ratio_base=d.get("ratio_base", "offered"), length_shapes=d.get("length_shapes", {}))
 
 
 def _models_dir():
@@ -509,6 +511,9 @@ class TreePredictor(Predictor):
         if m.profile_fingerprint and m.profile_fingerprint != prof.fingerprint():
             raise InputError("model", f"{path} was trained on another calibration of profile {m.profile!r} "
                              f"than {prof.name!r} has now; retrain it with `packer train`")
+        if m.length_shapes and m.length_shapes != shipped_length_shapes():
+            raise InputError("model", f"{path} was trained on other request-length shapes than packer/data now "
+                             "ships; retrain it with `packer train`")
         self._models[key] = m
         return m
 
