@@ -1,6 +1,7 @@
 """Calibrate, against the end-to-end runs, the profile numbers the micro-benchmarks cannot pin down.
 
-    python calibrate/fit_e2e.py [--data ../shared/data/agullo-h100]
+    python calibrate/fit_e2e.py [--data ../shared/data/agullo-h100] [--output-sigma S] [--twin-evals N]
+                                [--workers N]
 
 What the micro-benchmarks leave open, and how each is set here (per model):
 
@@ -10,8 +11,9 @@ measured directly from the end-to-end runs:
 - ``max_waiting``: the waiting-queue length at which the measured load generator stopped sending:
   the median of ``max_waiting`` over runs that completed under half of what they sent.
 
-fitted by least squares on the ok runs of the "fit" half (``packer.validation.holdout_split``; the
-other half is left for ``benchmarks/twin_fidelity.py --split holdout``):
+fitted on the ok runs of the "fit" half (``packer.validation.holdout_split``; the other half is left
+for ``benchmarks/twin_fidelity.py --split holdout``), by the stages below:
+- the ShareGPT pool's output-length dispersion and prompt-output correlation (stage 2);
 - ``lora_ms_base``, ``lora_ms_per_token``, ``lora_ms_per_token_slot``: the LoRA cost per step, per
   token and per token per reserved slot. The LoRA micro-benchmark has a single batch size and 300
   slots, so it cannot separate these; the real runs span 1-2000 tokens per step and 8-192 slots.

@@ -54,15 +54,14 @@ def replay(runs: Sequence[MeasuredRun], profiles: dict[str, Profile] | None = No
     profiles = profiles or {}
     jobs = [(r, profiles.get(r.scenario["profile"])) for r in runs]
     workers = workers or min(len(jobs), os.cpu_count() or 1)
-    if executor is None and workers <= 1:
-        return [_run_one(j) for j in jobs]
+    if executor is None:
+        if workers <= 1:
+            return [_run_one(j) for j in jobs]
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            return replay(runs, profiles, executor=ex)
     # Big runs first so that the pool's tail is short.
     order = sorted(range(len(jobs)), key=lambda i: -sum(a["rate"] for a in jobs[i][0].scenario["adapters"]))
-    if executor is not None:
-        done = dict(zip(order, executor.map(_run_one, [jobs[i] for i in order], chunksize=1)))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            done = dict(zip(order, ex.map(_run_one, [jobs[i] for i in order], chunksize=1)))
+    done = dict(zip(order, executor.map(_run_one, [jobs[i] for i in order], chunksize=1)))
     return [done[i] for i in range(len(jobs))]
 
 
