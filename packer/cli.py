@@ -382,6 +382,11 @@ def _train_summary(profile: str, out: str, forest_out: str | None, rep: dict, wa
             if name in cc:
                 lines.append(f"capacity check, {name}: capacity within {num(cc[name]['mean_abs_rel_diff'], '{:.1%}')} "
                              f"of the twin's on average (at most {num(cc[name]['max_abs_rel_diff'], '{:.1%}')})")
+    reps = gen.get("replicates")
+    if reps:
+        lines.append(f"replicates: {reps['replicated_samples']} ambiguous samples run with {reps['seeds']} more seeds "
+                     f"each ({reps['runs']} runs, {num(reps.get('seconds'), '{:,.1f}')} s); "
+                     f"their labels are the runs' mean / majority")
     lines.append(f"time: sweep {num(gen.get('seconds'), '{:,.1f}')} s ({gen.get('chunks_run', '?')} chunks run, "
                  f"{gen.get('chunks_skipped', '?')} reused), training {num(rep.get('seconds'), '{:,.1f}')} s, "
                  f"total {wall:,.1f} s")
@@ -411,12 +416,15 @@ def _train_summary(profile: str, out: str, forest_out: str | None, rep: dict, wa
               help="scikit-learn processes / threads.")
 @click.option("--extra-rows", type=click.IntRange(min=0), default=300000, show_default=True,
               help="Sampled feature rows labelled by the big models for the distillation.")
+@click.option("--replicates", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Extra twin seeds for the sweep's ambiguous samples (near the starvation boundary), whose "
+                   "labels become the runs' mean / majority; 0 for none.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--no-capacity-check", is_flag=True, help="Skip comparing the capacity tables with the twin's.")
 @click.option("--json", "as_json", is_flag=True, help="The training report as one JSON object.")
 def train(profile_name: str, samples: int, dataset: str | None, out: str | None, forest_out: str | None,
-          duration_s: float, warmup_s: float, workers: int | None, jobs: int, extra_rows: int, seed: int, no_capacity_check: bool,
-          as_json: bool) -> None:
+          duration_s: float, warmup_s: float, workers: int | None, jobs: int, extra_rows: int, replicates: int, seed: int,
+          no_capacity_check: bool, as_json: bool) -> None:
     """Run a twin sweep for a profile and train the tree (and forest) predictor on it."""
     import importlib.util
     import time
@@ -442,7 +450,7 @@ def train(profile_name: str, samples: int, dataset: str | None, out: str | None,
     try:
         rep = build(profile_name, samples, dataset, out, seed=seed, workers=workers, forest_out=forest_out,
                     duration_s=duration_s, warmup_s=warmup_s, progress=not as_json, check_capacity=not no_capacity_check,
-                    n_jobs=jobs, extra_rows=extra_rows, log=log)
+                    n_jobs=jobs, extra_rows=extra_rows, replicates=replicates, log=log)
     except InputError as e:
         written = Path(out).is_file() and Path(out).stat().st_mtime >= started - 1
         if written and not no_capacity_check:  # the model is saved last in training: the capacity check failed

@@ -123,7 +123,7 @@ def test_train_then_predict_with_the_trained_model(env, tmp_path):
               "--extra-rows", "1000", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert model.is_file() and "Traceback" not in out.stderr
-    assert "throughput MARE" in out.stdout and "F1" in out.stdout
+    assert "throughput MARE" in out.stdout and "F1" in out.stdout and "replicates:" in out.stdout
     assert f"--model {model}" in out.stdout  # how to use it
     path = write(tmp_path, scenario())
     pred = cli(env, "predict", path, "--model", str(model), "--json")
@@ -137,4 +137,5 @@ def test_train_bad_flags_are_one_line(env, tmp_path):
     assert "--profile" in line and LLAMA in line
     assert "--out" in one_error_line(cli(env, "train", "--profile", LLAMA, "--out", "m.txt", cwd=tmp_path))
     assert "--samples" in one_error_line(cli(env, "train", "--profile", LLAMA, "--samples", "0", cwd=tmp_path))
+    assert "--replicates" in one_error_line(cli(env, "train", "--profile", LLAMA, "--replicates", "-1", cwd=tmp_path))
     assert not any(tmp_path.iterdir())  # nothing was generated

@@ -14,7 +14,8 @@ from packer.errors import InputError
 from packer.model import BurstyArrivals, LengthSpec, ServerConfig
 from packer.predictors import PREDICTORS, GpuQuery, get_predictor
 from packer.predictors import features as F
-from packer.predictors.dataset import SweepSpec, generate, load_dataset, query_from_dataset, sample_queries
+from packer.predictors.dataset import (ReplicateSpec, SweepSpec, consensus_labels, generate, load_dataset,
+                                      query_from_dataset, replicate, run_query, sample_queries)
 from packer.predictors.tree import (ForestPredictor, Head, TreeModel, TreePredictor, head_from_sklearn, load_model,
                                     model_path, predict_nodes, predict_nodes_row, save_model, tree_from_sklearn)
 from packer.profile import list_profiles, load_profile
@@ -255,6 +256,70 @@ def test_sweep_is_deterministic_and_resumable(tmp_path):
         generate(SweepSpec(profile=LLAMA, n_samples=40, seed=4, duration_s=60.0, warmup_s=30.0), a, workers=1, progress=False)
 
 
+def test_replicates_are_resumable_reproducible_and_labels_are_their_consensus(tmp_path):
+    spec = SweepSpec(profile=LLAMA, n_samples=24, seed=5, duration_s=60.0, warmup_s=30.0)
+    everything = ReplicateSpec(seeds=2, ratio_range=(0.0, 100.0))  # every sample that starts
+    with pytest.raises(InputError, match="generate the sweep"):
+        replicate(spec, tmp_path / "a", everything, workers=1, progress=False, chunk_size=8)
+    for d in ("a", "b"):
+        generate(spec, tmp_path / d, workers=1, chunk_size=8, progress=False)
+    first = replicate(spec, tmp_path / "a", everything, workers=1, progress=False, chunk_size=8)
+    again = replicate(spec, tmp_path / "a", everything, workers=1, progress=False, chunk_size=8)
+    assert first["chunks_run"] == 3 and again["chunks_run"] == 0 and again["runs"] == first["runs"]
+    other = replicate(spec, tmp_path / "b", everything, workers=2, progress=False, chunk_size=8)
+    assert other["executor"] == "process" and other["runs"] == first["runs"]
+
+    ds, ds_b = load_dataset(tmp_path / "a"), load_dataset(tmp_path / "b")
+    for k in ("rep_index", "rep_throughput_tps", "rep_starved", "rep_seeds"):
+        np.testing.assert_array_equal(ds[k], ds_b[k])
+    started = np.flatnonzero(~ds["memory_error"])
+    np.testing.assert_array_equal(ds["rep_index"], ds["index"][started])
+    assert len(set(ds["rep_seeds"].ravel()) | set(ds["twin_seed"])) == ds["rep_seeds"].size + len(ds["twin_seed"])
+    # a replicate is the twin run with its recorded seed
+    row = int(ds["rep_index"][3])
+    again_run = run_query(query_from_dataset(ds, row), 60.0, int(ds["rep_seeds"][3, 1]), 30.0)
+    assert again_run["throughput_tps"] == ds["rep_throughput_tps"][3, 1]
+
+    before = {k: v.copy() for k, v in ds.items()}
+    c = consensus_labels(ds)
+    assert all(np.array_equal(ds[k], before[k], equal_nan=ds[k].dtype.kind == "f") for k in ds)  # not mutated
+    assert set(c["runs"][started]) == {3} and set(np.delete(c["runs"], started)) <= {1}
+    for j, i in enumerate(ds["rep_index"]):
+        runs = np.r_[ds["throughput_tps"][i], ds["rep_throughput_tps"][j]]
+        assert c["throughput_tps"][i] == pytest.approx(runs.mean())
+        votes = int(ds["starved"][i]) + int(ds["rep_starved"][j].sum())
+        assert c["starved"][i] == (votes >= 2)
+        assert c["twin_throughput_ratio"][i] == pytest.approx(runs.mean() / c["twin_offered_tps"][i])
+    no_reps = consensus_labels({k: v for k, v in ds.items() if not k.startswith("rep")})
+    assert no_reps["runs"].max() == 1 and np.array_equal(no_reps["starved"], ds["starved"])
+
+    # the default rule replicates a subset; changing the rule redoes every file
+    narrow = replicate(spec, tmp_path / "a", ReplicateSpec(seeds=1), workers=1, progress=False, chunk_size=8)
+    assert narrow["chunks_run"] == 3 and narrow["replicated_samples"] < first["replicated_samples"]
+    assert load_dataset(tmp_path / "a")["rep_starved"].shape[1] == 1
+
+
+def test_replicate_rule_picks_the_ambiguous_first_runs(tmp_path):
+    spec = SweepSpec(profile=LLAMA, n_samples=64, seed=8, duration_s=60.0, warmup_s=30.0)
+    generate(spec, tmp_path, workers=1, chunk_size=64, progress=False)
+    ds = load_dataset(tmp_path)
+    rule = ReplicateSpec()
+    picked = np.zeros(len(ds["index"]), bool)
+    picked[rule.select(ds)] = True
+    r = ds["twin_throughput_ratio"]
+    in_band = (r >= 0.85) & (r < 0.99)
+    assert (picked[in_band & ~ds["memory_error"]]).all() and not picked[ds["memory_error"]].any()
+    lf = ds["features"][:, F.FEATURE_NAMES.index("load_factor")]
+    bursty = np.array(['"bursty"' in str(q) for q in ds["query_json"]])
+    calm = ~bursty & ~in_band & ~ds["queue_diverging"]
+    assert not picked[calm].any() and 0 < picked.sum() < len(picked)
+    assert picked[bursty & (lf >= 0.3) & (lf < 1.5) & ~ds["memory_error"]].all()
+    with pytest.raises(InputError, match="seeds"):
+        ReplicateSpec(seeds=0)
+    with pytest.raises(InputError, match="ratio_range"):
+        ReplicateSpec(ratio_range=(1.0, 0.5))
+
+
 def test_ray_executor_names_the_extra(tmp_path):
     try:
         import ray  # noqa: F401
@@ -272,8 +337,10 @@ def test_train_exports_a_working_model(tmp_path):
     d = tmp_path / "sweep"
     spec = SweepSpec(profile=LLAMA, n_samples=120, seed=5, duration_s=60.0, warmup_s=30.0)
     generate(spec, d, workers=1, chunk_size=64, progress=False)
+    replicate(spec, d, ReplicateSpec(seeds=2, ratio_range=(0.0, 100.0)), workers=1, progress=False, chunk_size=64)
     rep = train(d, LLAMA, tmp_path / "m.json", candidates=("random_forest",), leaf_grid=(8, 16), extra_rows=300,
                 forest_out=tmp_path / "m.forest.npz", forest_trees=4, forest_depth=5, log=None)
+    assert rep["dataset"]["replicated"] > 60 and rep["dataset"]["replicate_spec"]["seeds"] == 2
     assert {"full", "tree"} == set(rep["test"]) and 0 <= rep["test"]["tree"]["starved_f1"] <= 1
     assert 0 <= rep["test"]["tree"]["keep_up_accuracy"] <= 1 and rep["test"]["full"]["throughput_mare"] < 1
     m = load_model(tmp_path / "m.json")

@@ -2,8 +2,11 @@
 
 ``train(dataset_dir, profile, out_path)``:
 
-1. loads the sweep (``dataset.load_dataset``); rows with a memory error are left out (the predictor
-   answers those with the profile's exact memory check) and so are rows without a throughput;
+1. loads the sweep (``dataset.load_dataset``) and, where the sweep has replicates, takes each
+   replicated sample's outcome over all its runs (``dataset.consensus_labels``: mean throughput,
+   majority ``starved``), so the models learn the twin's expected outcome rather than one run's
+   luck; rows with a memory error are left out (the predictor answers those with the profile's
+   exact memory check) and so are rows without a throughput;
 2. splits the rows into train / validation / test (70 / 15 / 15 %, by sample, seeded);
 3. fits scikit-learn candidates for three heads and keeps the best on the validation split:
    ``ratio`` (the twin's throughput / min(offered as the twin drew it, the fluid model's capacity);
@@ -22,7 +25,7 @@
    models themselves for the ``forest`` predictor (gradient boosting exported tree by tree; a random
    forest or extra trees refitted with at most ``forest_trees`` trees of depth ``forest_depth``).
 
-``build(profile, samples, dataset_dir, out_path)`` generates the sweep (resumable), trains, and
+``build(profile, samples, dataset_dir, out_path)`` generates the sweep and its replicates (resumable), trains, and
 compares the capacity tables built with the exported models against the twin's (``capacity_check``:
 the test split scores random GPUs, while solvers only ask near the keep-up knee).
 From a shell: ``python -m packer.predictors.train --profile NAME --samples N --dataset DIR --out FILE``.
@@ -43,7 +46,7 @@ from ..errors import InputError
 from ..profile import load_profile
 from ..twin.workload_gen import shipped_length_shapes
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
-from .dataset import SweepSpec, generate, load_dataset, sample_query
+from .dataset import ReplicateSpec, SweepSpec, consensus_labels, generate, load_dataset, replicate, sample_query
 from .features import FEATURE_NAMES, expected_offered, features_many, served_base
 from .tree import Head, TreeModel, head_from_sklearn, save_model
 
@@ -128,27 +131,33 @@ def extra_features(spec: SweepSpec, n: int, seed: int) -> np.ndarray:
 def train(dataset_dir: str | Path, profile: str, out_path: str | Path, seed: int = 0, *,
           forest_out: str | Path | None = None, leaf_grid: Iterable[int] = (512, 1024, 2048, 4096),
           extra_rows: int = 300000, candidates: Iterable[str] | None = None, forest_trees: int = 32,
-          forest_depth: int = 12, n_jobs: int = 1, log: Callable[[str], None] | None = print) -> dict[str, Any]:
+          forest_depth: int = 12, n_jobs: int = 1, use_replicates: bool = True,
+          log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Fit, pick, distil, score and export; returns the report (also stored in the model file).
 
-    ``n_jobs`` bounds scikit-learn's processes and OpenMP threads."""
+    ``n_jobs`` bounds scikit-learn's processes and OpenMP threads; ``use_replicates=False`` trains on
+    each sample's first run even where the sweep has replicates."""
     _sklearn()
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(max(1, n_jobs)):
         return _train(dataset_dir, profile, out_path, seed, forest_out=forest_out, leaf_grid=leaf_grid,
                       extra_rows=extra_rows, candidates=candidates, forest_trees=forest_trees,
+                      use_replicates=use_replicates,
                       forest_depth=forest_depth, n_jobs=n_jobs, log=log)
 
 
 def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra_rows, candidates, forest_trees,
-           forest_depth, n_jobs, log) -> dict[str, Any]:
+           forest_depth, n_jobs, use_replicates, log) -> dict[str, Any]:
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
     say = log or (lambda s: None)
     t_start = time.perf_counter()
     prof = load_profile(profile)
     ds = load_dataset(dataset_dir)
+    replicate_spec = json.loads(str(ds["replicate_spec_json"])) if use_replicates and "rep_index" in ds else None
+    ds = consensus_labels(ds) if replicate_spec else consensus_labels({k: v for k, v in ds.items()
+                                                                       if not k.startswith("rep")})
     spec_d = json.loads(str(ds["spec_json"]))
     if spec_d["profile"] != prof.name:
         raise InputError("profile", f"the sweep in {dataset_dir} is for profile {spec_d['profile']!r}, not {prof.name!r}")
@@ -164,8 +173,10 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
     perm = rng.permutation(idx)
     n_tr, n_va = int(0.7 * len(perm)), int(0.15 * len(perm))
     tr, va, te = np.sort(perm[:n_tr]), np.sort(perm[n_tr:n_tr + n_va]), np.sort(perm[n_tr + n_va:])
+    n_rep = int(np.sum(ds["runs"] > 1))
     say(f"{prof.name}: {len(ds['index'])} samples, {int(ds['memory_error'].sum())} memory errors, "
-        f"{len(idx)} usable -> train {len(tr)} / validation {len(va)} / test {len(te)}")
+        f"{len(idx)} usable -> train {len(tr)} / validation {len(va)} / test {len(te)}; "
+        f"{n_rep} labelled by {int(ds['runs'].max())} runs")
 
     lf = X_all[:, FEATURE_NAMES.index("load_factor")]
     base = served_base(off, lf)  # what the predictor multiplies its ratio by
@@ -185,7 +196,8 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
                                           "memory_errors": int(ds["memory_error"].sum()),
                                           "usable": int(len(idx)), "twin_seconds": float(ds["twin_wall_s"].sum()),
                                           "duration_s": spec.duration_s, "warmup_s": spec.warmup_s,
-                                          "spec_seed": spec.seed},
+                                          "spec_seed": spec.seed, "replicated": n_rep,
+                                          "replicate_spec": replicate_spec},
                               "split": {"seed": seed, "train": int(len(tr)), "validation": int(len(va)),
                                         "test": int(len(te))}}
     # The noise floor: at light load the throughput is what the twin drew, not its expectation.
@@ -447,13 +459,20 @@ def build(profile: str, samples: int, dataset_dir: str | Path, out_path: str | P
           workers: int | None = None, forest_out: str | Path | None = None,
           duration_s: float = DEFAULT_DURATION_S, warmup_s: float = DEFAULT_WARMUP_S,
           chunk_size: int = 256, executor: str = "process", progress: bool = True, check_capacity: bool = True,
-          **train_kw) -> dict[str, Any]:
-    """Generate (or resume) the sweep for ``profile`` in ``dataset_dir``, ``train`` on it and (with
+          replicates: int = 4, **train_kw) -> dict[str, Any]:
+    """Generate (or resume) the sweep for ``profile`` in ``dataset_dir``, run ``replicates`` more
+    seeds of its ambiguous samples (``dataset.ReplicateSpec``; 0: none), ``train`` on it and (with
     ``check_capacity``) compare the capacity tables of the exported models with the twin's."""
+    if replicates < 0:
+        raise InputError("replicates", f"must be >= 0 extra seeds (got {replicates})")
     spec = SweepSpec(profile=load_profile(profile).name, n_samples=samples, seed=seed, duration_s=duration_s,
                      warmup_s=warmup_s)
     gen = generate(spec, dataset_dir, workers=workers, chunk_size=chunk_size, executor=executor, progress=progress)
-    rep = train(dataset_dir, spec.profile, out_path, seed=seed, forest_out=forest_out, **train_kw)
+    if replicates:
+        gen["replicates"] = replicate(spec, dataset_dir, ReplicateSpec(seeds=replicates), workers=workers,
+                                      executor=executor, progress=progress, chunk_size=chunk_size)
+    rep = train(dataset_dir, spec.profile, out_path, seed=seed, forest_out=forest_out, use_replicates=replicates > 0,
+                **train_kw)
     rep["generation"] = gen
     if check_capacity:
         from .tree import ForestPredictor, TreePredictor, load_model
@@ -482,11 +501,13 @@ def _cli(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--jobs", type=int, default=1, help="scikit-learn n_jobs")
     ap.add_argument("--extra-rows", type=int, default=300000)
+    ap.add_argument("--replicates", type=int, default=4, help="extra twin seeds for ambiguous samples (0: none)")
     ap.add_argument("--report", default=None, help="write the report JSON here")
     ap.add_argument("--no-capacity-check", action="store_true", help="skip the capacity-table comparison")
     a = ap.parse_args(list(argv) if argv is not None else None)
     rep = build(a.profile, a.samples, a.dataset, a.out, seed=a.seed, workers=a.workers, forest_out=a.forest_out,
-                n_jobs=a.jobs, extra_rows=a.extra_rows, check_capacity=not a.no_capacity_check)
+                n_jobs=a.jobs, extra_rows=a.extra_rows, check_capacity=not a.no_capacity_check,
+                replicates=a.replicates)
     if a.report:
         Path(a.report).write_text(json.dumps(rep, indent=1, default=float), encoding="utf-8")
 
