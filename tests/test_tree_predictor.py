@@ -341,6 +341,9 @@ def test_train_exports_a_working_model(tmp_path):
     rep = train(d, LLAMA, tmp_path / "m.json", candidates=("random_forest",), leaf_grid=(8, 16), extra_rows=300,
                 forest_out=tmp_path / "m.forest.npz", forest_trees=4, forest_depth=5, log=None)
     assert rep["dataset"]["replicated"] > 60 and rep["dataset"]["replicate_spec"]["seeds"] == 2
+    first_runs = train(d, LLAMA, tmp_path / "first.json", candidates=("random_forest",), leaf_grid=(8,),
+                       extra_rows=0, use_replicates=False, log=None)
+    assert first_runs["dataset"]["replicated"] == 0 and first_runs["dataset"]["replicate_spec"] is None
     assert {"full", "tree"} == set(rep["test"]) and 0 <= rep["test"]["tree"]["starved_f1"] <= 1
     assert 0 <= rep["test"]["tree"]["keep_up_accuracy"] <= 1 and rep["test"]["full"]["throughput_mare"] < 1
     m = load_model(tmp_path / "m.json")

@@ -143,8 +143,7 @@ def train(dataset_dir: str | Path, profile: str, out_path: str | Path, seed: int
     with threadpool_limits(max(1, n_jobs)):
         return _train(dataset_dir, profile, out_path, seed, forest_out=forest_out, leaf_grid=leaf_grid,
                       extra_rows=extra_rows, candidates=candidates, forest_trees=forest_trees,
-                      use_replicates=use_replicates,
-                      forest_depth=forest_depth, n_jobs=n_jobs, log=log)
+                      forest_depth=forest_depth, n_jobs=n_jobs, use_replicates=use_replicates, log=log)
 
 
 def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra_rows, candidates, forest_trees,
@@ -155,9 +154,10 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
     t_start = time.perf_counter()
     prof = load_profile(profile)
     ds = load_dataset(dataset_dir)
-    replicate_spec = json.loads(str(ds["replicate_spec_json"])) if use_replicates and "rep_index" in ds else None
-    ds = consensus_labels(ds) if replicate_spec else consensus_labels({k: v for k, v in ds.items()
-                                                                       if not k.startswith("rep")})
+    if not use_replicates:  # the replicate columns (rep_*, replicate_spec_json) are dropped
+        ds = {k: v for k, v in ds.items() if not k.startswith("rep")}
+    replicate_spec = json.loads(str(ds["replicate_spec_json"])) if "rep_index" in ds else None
+    ds = consensus_labels(ds)
     spec_d = json.loads(str(ds["spec_json"]))
     if spec_d["profile"] != prof.name:
         raise InputError("profile", f"the sweep in {dataset_dir} is for profile {spec_d['profile']!r}, not {prof.name!r}")
