@@ -122,7 +122,8 @@ def main() -> int:
         row("twin", "1 run vs the others' mean, MARE %", thr[:, 0], rest, None, None)
         row("twin", "1 run vs the others' majority, F1", None, None, runs["starved"][:, 0],
             runs["starved"][:, 1:].mean(axis=1) > 0.5)
-        half = (args.seeds // 2) - (1 - (args.seeds // 2) % 2)  # odd, so a majority has no ties
+        half = args.seeds // 2
+        half -= half % 2 == 0  # odd, so a majority has no ties
         if half >= 3:
             a, b = runs["starved"][:, :half], runs["starved"][:, half:2 * half]
             row("twin", f"majority of {half} vs of {half} others, F1", None, None, a.mean(axis=1) > 0.5,

@@ -299,6 +299,19 @@ def test_replicates_are_resumable_reproducible_and_labels_are_their_consensus(tm
     assert load_dataset(tmp_path / "a")["rep_starved"].shape[1] == 1
 
 
+def test_a_grown_sweep_replicates_its_regrown_last_chunk(tmp_path):
+    everything = ReplicateSpec(seeds=1, ratio_range=(0.0, 100.0))
+    small = SweepSpec(profile=LLAMA, n_samples=10, seed=6, duration_s=60.0, warmup_s=30.0)
+    generate(small, tmp_path, workers=1, chunk_size=8, progress=False)
+    assert replicate(small, tmp_path, everything, workers=1, progress=False, chunk_size=8)["chunks_run"] == 2
+    grown = dataclasses.replace(small, n_samples=12)  # chunk 1 grows from samples 8-9 to 8-11
+    generate(grown, tmp_path, workers=1, chunk_size=8, progress=False)
+    again = replicate(grown, tmp_path, everything, workers=1, progress=False, chunk_size=8)
+    assert again["chunks_run"] == 1 and again["chunks_skipped"] == 1
+    ds = load_dataset(tmp_path)
+    np.testing.assert_array_equal(ds["rep_index"], ds["index"][~ds["memory_error"]])
+
+
 def test_replicate_rule_picks_the_ambiguous_first_runs(tmp_path):
     spec = SweepSpec(profile=LLAMA, n_samples=64, seed=8, duration_s=60.0, warmup_s=30.0)
     generate(spec, tmp_path, workers=1, chunk_size=64, progress=False)

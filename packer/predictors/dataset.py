@@ -212,7 +212,7 @@ class ReplicateSpec:
         X = cols["features"]
         names = [str(x) for x in cols["feature_names"]]
         lf = X[:, names.index("load_factor")]
-        bursty = np.array(['"kind":"bursty"' in str(q) for q in cols["query_json"]])
+        bursty = np.array([json.loads(str(q))["arrivals"]["kind"] == "bursty" for q in cols["query_json"]])
         r = cols["twin_throughput_ratio"]
         with np.errstate(invalid="ignore"):
             pick = bursty & (lf >= self.bursty_load_range[0]) & (lf < self.bursty_load_range[1])
@@ -485,6 +485,26 @@ def _run_and_write(spec: SweepSpec, out_dir: str, k: int, start: int, stop: int)
     return stop - start
 
 
+def _chunk_bounds(spec: SweepSpec, chunk_size: int) -> list[tuple[int, int, int]]:
+    """(chunk number, first sample, end sample) of every chunk of the sweep."""
+    if chunk_size < 1:
+        raise InputError("chunk_size", f"must be >= 1 (got {chunk_size})")
+    return [(k, s, min(s + chunk_size, spec.n_samples)) for k, s in enumerate(range(0, spec.n_samples, chunk_size))]
+
+
+def _check_executor(executor: str) -> None:
+    if executor not in ("process", "ray", "serial"):
+        raise InputError("executor", f"unknown executor {executor!r}; valid: process, ray, serial")
+
+
+def _pick_executor(executor: str, workers: int | None, n_jobs: int) -> tuple[str, int]:
+    """The executor and worker count to use: a process pool for one worker or one job is serial."""
+    n_workers = max(1, int(workers or os.cpu_count() or 1))
+    if executor == "process" and (n_workers == 1 or n_jobs <= 1):
+        executor = "serial"
+    return executor, n_workers
+
+
 def _map_jobs(fn: Any, jobs: list[tuple], executor: str, n_workers: int, done: Any) -> None:
     """``fn(*job)`` for every job: in this process (``"serial"``), in a process pool (``"process"``) or
     on Ray (``"ray"``); ``done(result)`` as each one finishes."""
@@ -514,6 +534,9 @@ def _call_star(args: tuple) -> Any:
     return fn(*rest)
 
 
+_REP_COLS = ("throughput_tps", "twin_offered_tps", "mean_itl_ms", "starved", "memory_error")
+
+
 def _replicate_path(out_dir: Path, k: int) -> Path:
     return out_dir / f"replicates_{k:05d}.npz"
 
@@ -538,17 +561,15 @@ def _replicate_chunk(spec: SweepSpec, rspec: ReplicateSpec, out_dir: str, k: int
     S = rspec.seeds
     out: dict[str, np.ndarray] = {"rep_index": idx.astype(np.int64),
                                   "rep_seeds": np.zeros((len(idx), S), dtype=np.int64)}
-    for c in ("throughput_tps", "twin_offered_tps", "mean_itl_ms"):
-        out[f"rep_{c}"] = np.full((len(idx), S), np.nan)
-    for c in ("starved", "memory_error"):
-        out[f"rep_{c}"] = np.zeros((len(idx), S), dtype=bool)
+    for c in _REP_COLS:
+        out[f"rep_{c}"] = np.zeros((len(idx), S), dtype=bool if c in _BOOL_COLS else np.float64)
     for j, i in enumerate(idx):
         q = query_from_dataset(cols, int(rows[j]))
         for kk in range(S):
             seed = _replicate_seed(spec, int(i), kk + 1)
             r = run_query(q, spec.duration_s, seed, spec.warmup_s)
             out["rep_seeds"][j, kk] = seed
-            for c in ("throughput_tps", "twin_offered_tps", "mean_itl_ms", "starved", "memory_error"):
+            for c in _REP_COLS:
                 out[f"rep_{c}"][j, kk] = r[c]
     out["fingerprint"] = np.array(rspec.fingerprint(spec))
     out["chunk_bounds"] = np.array([int(cols["index"][0]), int(cols["index"][-1]) + 1], dtype=np.int64)
@@ -564,19 +585,16 @@ def replicate(spec: SweepSpec, out_dir: str | os.PathLike, rspec: ReplicateSpec 
     ``replicates_*.npz`` next to its chunks (complete files are kept: resumable). ``chunk_size`` must
     be the one the sweep was generated with. Returns a summary (samples replicated, runs, seconds)."""
     rspec = rspec or ReplicateSpec()
-    if executor not in ("process", "ray", "serial"):
-        raise InputError("executor", f"unknown executor {executor!r}; valid: process, ray, serial")
+    bounds = _chunk_bounds(spec, chunk_size)
+    _check_executor(executor)
     out = Path(out_dir)
-    bounds = [(k, s, min(s + chunk_size, spec.n_samples)) for k, s in enumerate(range(0, spec.n_samples, chunk_size))]
     missing = [k for k, s, e in bounds if not _chunk_ok(_chunk_path(out, k), spec, s, e)]
     if missing:
         raise InputError("dataset", f"{out}: {len(missing)} sweep chunks are missing or stale (first: "
                          f"{_chunk_path(out, missing[0]).name}); generate the sweep before replicating it")
     fp = rspec.fingerprint(spec)
     todo = [k for k, s, e in bounds if not _replicate_ok(_replicate_path(out, k), fp, s, e)]
-    n_workers = max(1, int(workers or os.cpu_count() or 1))
-    if executor == "process" and (n_workers == 1 or len(todo) <= 1):
-        executor = "serial"
+    executor, n_workers = _pick_executor(executor, workers, len(todo))
     t0 = time.perf_counter()
     with _progress(progress, spec, len(bounds), len(bounds) - len(todo), "replicates (chunks)") as advance:
         _map_jobs(_replicate_chunk, [(spec, rspec, str(out), k) for k in todo], executor, n_workers,
@@ -599,10 +617,8 @@ def generate(spec: SweepSpec, out_dir: str | os.PathLike, workers: int | None = 
     ``workers`` is 1), or on a Ray cluster (``"ray"``, needs the ``packer[ray]`` extra). Complete
     chunks already in ``out_dir`` are kept. Returns a summary (rows, chunks run and skipped, seconds).
     """
-    if chunk_size < 1:
-        raise InputError("chunk_size", f"must be >= 1 (got {chunk_size})")
-    if executor not in ("process", "ray", "serial"):
-        raise InputError("executor", f"unknown executor {executor!r}; valid: process, ray, serial")
+    bounds = _chunk_bounds(spec, chunk_size)
+    _check_executor(executor)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "spec.json"
@@ -615,12 +631,9 @@ def generate(spec: SweepSpec, out_dir: str | os.PathLike, workers: int | None = 
     spec_file.write_text(json.dumps({**meta, "n_samples": spec.n_samples}, indent=1, sort_keys=True),
                          encoding="utf-8")
 
-    bounds = [(k, s, min(s + chunk_size, spec.n_samples)) for k, s in enumerate(range(0, spec.n_samples, chunk_size))]
     todo = [b for b in bounds if not _chunk_ok(_chunk_path(out, b[0]), spec, b[1], b[2])]
     done_rows = spec.n_samples - sum(b[2] - b[1] for b in todo)
-    n_workers = max(1, int(workers or os.cpu_count() or 1))
-    if executor == "process" and (n_workers == 1 or len(todo) <= 1):
-        executor = "serial"
+    executor, n_workers = _pick_executor(executor, workers, len(todo))
     t0 = time.perf_counter()
     with _progress(progress, spec, spec.n_samples, done_rows) as advance:
         _map_jobs(_run_and_write, [(spec, str(out), k, s, e) for k, s, e in todo], executor, n_workers, advance)
@@ -749,7 +762,7 @@ def consensus_labels(ds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows (no run has an ITL)
             mean = np.nanmean(runs, axis=1)
         col = ds[c].copy()
-        col[rows] = np.where(np.isfinite(mean), mean, ds[c][rows])
+        col[rows] = mean  # NaN only where every run, the first included, has none
         out[c] = col
     votes = ds["starved"][rows].astype(int) + np.sum(ds["rep_starved"] & rep_ok, axis=1)
     n_runs = 1 + np.sum(rep_ok, axis=1)
