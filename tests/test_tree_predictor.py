@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -174,6 +175,41 @@ def test_features_values():
     assert itls == sorted(itls)
     qs = [query(rate=r) for r in (0.5, 1.0)] + [q]
     assert np.array_equal(F.features_many(qs), np.array([F.features(x) for x in qs]))
+
+
+def test_slot_contention_features():
+    """The slot features follow their definitions, and they flag what the twin does: at a fifth of
+    the fluid capacity, three busy adapters sharing one slot starve (one holds the slot for hours),
+    while with three slots the same traffic is served."""
+    def feats(q):
+        return dict(zip(F.FEATURE_NAMES, F.features(q)))
+
+    def four_adapters(max_loras):
+        return GpuQuery(LLAMA, ServerConfig(max_loras=max_loras, max_lora_rank=16, max_num_seqs=2048), (16,) * 4,
+                        (1.0, 4.0, 0.5, 2.0), LengthSpec(input_mean=300, output_mean=100))
+
+    x = feats(four_adapters(2))
+    life = 100 * load_profile(LLAMA).client.output_len_scale * x["itl_est_ms"] / 1000
+
+    def busy(rate):
+        return math.expm1(rate * life) / rate
+
+    assert x["busiest_running"] == pytest.approx(4.0 * life)
+    assert x["slot_holder_running"] == pytest.approx(2.0 * life)
+    assert x["slot_hold_log_s"] == pytest.approx(math.log(busy(2.0)))
+    assert x["unslotted_rate_rps"] == pytest.approx(1.5)
+    assert x["slot_turnover_log10"] == pytest.approx(math.log10((1 / busy(4.0) + 1 / busy(2.0)) / 1.5))
+    every_fits = feats(four_adapters(4))
+    assert (every_fits["slot_holder_running"], every_fits["slot_hold_log_s"], every_fits["slot_turnover_log10"],
+            every_fits["unslotted_rate_rps"]) == (0.0, -10.0, 6.0, 0.0)
+
+    one_slot, three_slots = query(n=3, rate=3.0, max_loras=1), query(n=3, rate=3.0, max_loras=3)
+    x1, x3 = feats(one_slot), feats(three_slots)
+    assert x1["load_factor"] < 0.25 and x1["slot_hold_log_s"] > math.log(3600) and x1["slot_turnover_log10"] < -3
+    assert x3["slot_turnover_log10"] == 6.0
+    r1, r3 = (simulate(q.scenario(600.0, 0, 300.0)) for q in (one_slot, three_slots))
+    assert r1.starved and r1.throughput_ratio < 0.5
+    assert not r3.starved and r3.throughput_ratio > 0.95
 
 
 def test_expected_offered_is_what_the_twin_draws():

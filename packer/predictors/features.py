@@ -57,6 +57,22 @@ A request lives O steps, so a batch B serves 1000·B / (O·step(B)) requests/s.
 - ``load_factor``: offered_tps / capacity_est_tps (≈ 1 at the knee; > 1 overloaded).
 - ``itl_est_ms``: step(B*) where B* is the batch that serves the offered rate (the largest B if
   overloaded): an estimate of the mean inter-token latency.
+
+Slot contention (vLLM admits a waiting request of an adapter outside the step's adapter set only while
+the set holds fewer than max_loras adapters; an adapter leaves the set when its last running request
+finishes). A request lives about S = O · itl_est_ms / 1000 seconds, so adapter i has ρ_i = r_i·S
+requests running on average (Little's law), and once in the set it stays for the busy period of an
+M/G/∞ queue, (e^ρ_i − 1) / r_i. When max_loras < n_adapters (and LoRA is on), the max_loras busiest
+adapters are the likely holders; the others wait for a holder to leave. At light load this, not
+the fluid capacity, is what starves a server.
+- ``busiest_running``: ρ of the busiest adapter.
+- ``slot_holder_running``: ρ of the max_loras-th busiest adapter, the holder that leaves first
+  (0 when every adapter fits the slots).
+- ``slot_hold_log_s``: ln of that holder's busy period in seconds (−10 when every adapter fits).
+- ``slot_turnover_log10``: log10 of the holders' slot releases per second, Σ r_i / (e^ρ_i − 1)
+  over the max_loras busiest, per request/s of the other adapters (6 when every adapter fits;
+  clipped to [−12, 6]).
+- ``unslotted_rate_rps``: total rate of the adapters beyond the max_loras busiest (0 when all fit).
 """
 
 from __future__ import annotations
@@ -116,6 +132,12 @@ FEATURE_DOCS: dict[str, str] = {
     "capacity_est_tps": "fluid model: nominal tokens/s served at the largest batch",
     "load_factor": "offered_tps / capacity_est_tps",
     "itl_est_ms": "fluid model: step time at the batch that serves the offered rate (ms)",
+    "busiest_running": "slot contention: mean running requests of the busiest adapter (rate x request lifetime)",
+    "slot_holder_running": "slot contention: mean running requests of the max_loras-th busiest adapter (0 if all fit)",
+    "slot_hold_log_s": "slot contention: ln of that adapter's M/G/inf busy period in seconds (-10 if all fit)",
+    "slot_turnover_log10": "slot contention: log10 of slot releases per request of the adapters beyond the "
+                           "max_loras busiest (6 if all fit)",
+    "unslotted_rate_rps": "slot contention: total rate of the adapters beyond the max_loras busiest (req/s; 0 if all fit)",
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURE_DOCS)
 N_FEATURES = len(FEATURE_NAMES)
@@ -269,6 +291,18 @@ def _distinct_ms(B, eff, A, la):
 
 
 @nb.njit(cache=True, nogil=True)
+def _busy_period_s(rate, life_s):
+    """Mean busy period of an M/G/inf queue, (e^rho - 1) / rate with rho = rate * life_s (life_s as
+    rho -> 0; capped at 1e300 s, since e^rho overflows long before a busy period matters)."""
+    rho = rate * life_s
+    if rho < 1e-9:
+        return life_s
+    if rho > 690.0:
+        return 1e300
+    return math.expm1(rho) / rate
+
+
+@nb.njit(cache=True, nogil=True)
 def _features_kernel(S, offsets, rates, xs, ys, c, out):
     """Features of a batch: row i from scalars S[i] and the adapter rates offsets[i]..offsets[i+1]-1."""
     for i in range(S.shape[0]):
@@ -312,8 +346,7 @@ def _fill(o, sc, rates, xs, ys, c):
     offered = tot * tokens
     if A >= n or tot <= 0:
         top = 1.0
-    elif A == 1:
-        top = share
+        srt = np.empty(0)
     else:
         srt = np.sort(rates)
         top = srt[n - int(A):].sum() / tot
@@ -348,6 +381,24 @@ def _fill(o, sc, rates, xs, ys, c):
             B = _solve_linear(t, base, lin, xs, ys, b_lim)
         itl = _interp(B, xs, ys) + lin * B + base
 
+    # Slot contention (see the module docstring).
+    life_s = O * itl / 1000.0
+    held_rho = 0.0
+    hold_log = -10.0
+    turnover_log = 6.0
+    unslotted = 0.0
+    if lora and srt.shape[0] > 0:
+        k0 = n - int(A)
+        held_rho = srt[k0] * life_s
+        hold_log = math.log(_busy_period_s(srt[k0], life_s))
+        releases = 0.0
+        for k in range(k0, n):
+            releases += 1.0 / _busy_period_s(srt[k], life_s)
+        for k in range(k0):
+            unslotted += srt[k]
+        if unslotted > 0:
+            turnover_log = min(max(math.log10(releases / unslotted), -12.0), 6.0)
+
     o[0] = n
     o[1] = tot
     o[2] = mean
@@ -381,3 +432,8 @@ def _fill(o, sc, rates, xs, ys, c):
     o[30] = cap
     o[31] = offered / cap if cap > 0 else 0.0
     o[32] = itl
+    o[33] = mx * life_s
+    o[34] = held_rho
+    o[35] = hold_log
+    o[36] = turnover_log
+    o[37] = unslotted
