@@ -109,6 +109,44 @@ def test_batch_and_row_paths_agree():
     assert row["ratio"] == batch[5, 0] and row["itl"] == pytest.approx(np.exp(batch[5, 1]), rel=1e-15)
 
 
+@pytest.mark.parametrize("ratio_base", ["offered", "served"])
+@pytest.mark.parametrize("with_heads", [(), ("starved",), ("starved", "itl")])
+def test_outcomes_are_the_heads_on_the_training_targets_base(ratio_base, with_heads):
+    """The kernel's decode is what training divided by: the ratio head x ``served_base`` (or the
+    offered load) of ``expected_offered``, capped at it; starved = P > 0.5 (or under 90 % of offered
+    without a starved head); ITL the exp head (NaN without one). Batch and row agree."""
+    qs = [query(n=n, rate=r, max_loras=a) for n, r, a in ((4, 0.2, 4), (8, 3.0, 8), (16, 9.0, 4), (2, 40.0, 1))]
+    X = F.features_many(qs)
+    rng = np.random.default_rng(0)
+    Xr = np.repeat(X, 50, axis=0) * rng.uniform(0.5, 2.0, size=(200, X.shape[1]))
+    y = rng.uniform(0.3, 1.2, size=len(Xr))
+    fit = {"ratio": DecisionTreeRegressor(max_leaf_nodes=8).fit(Xr, y),
+           "starved": DecisionTreeClassifier(max_leaf_nodes=8).fit(Xr, y > 0.8),
+           "itl": DecisionTreeRegressor(max_leaf_nodes=8).fit(Xr, np.log(30 * y))}
+    heads = {"ratio": head_from_sklearn(fit["ratio"])}
+    for h in with_heads:
+        heads[h] = head_from_sklearn(fit[h], "exp" if h == "itl" else "identity")
+    m = TreeModel(LLAMA, F.FEATURE_NAMES, heads, ratio_base=ratio_base)
+    scale = load_profile(LLAMA).client.output_len_scale
+    got = m.outcomes(X, scale)
+    offered = F.expected_offered(X, scale)
+    base = F.served_base(offered, X[:, F.feature_index("load_factor")]) if ratio_base == "served" else offered
+    thr = np.minimum(np.maximum(fit["ratio"].predict(X), 0) * base, offered)
+    assert got[:, 0] == pytest.approx(thr, rel=1e-12) and got[:, 1] == pytest.approx(offered, rel=1e-12)
+    starved = fit["starved"].predict_proba(X)[:, 1] > 0.5 if "starved" in with_heads else thr < 0.9 * offered
+    assert np.array_equal(got[:, 2] != 0, starved)
+    if "itl" in with_heads:
+        assert got[:, 3] == pytest.approx(np.exp(fit["itl"].predict(X)), rel=1e-12)
+    else:
+        assert np.isnan(got[:, 3]).all()
+    assert np.array_equal(np.array([m.outcomes(x, scale) for x in X]), got, equal_nan=True)
+    if ratio_base == "served":
+        assert base[-1] < offered[-1]  # one query is overloaded, so the served base is exercised
+    with pytest.raises(InputError, match="load_factor"):
+        model_of({"ratio": Head((tree_from_sklearn(DecisionTreeRegressor(max_depth=2).fit(X[:, :6], y[:4])),))},
+                 6).outcomes(X[:, :6], scale)
+
+
 # ---- model files ----------------------------------------------------------------------------------
 
 def test_model_files_round_trip_without_pickle(tmp_path):

@@ -28,8 +28,10 @@ forest's rule), then its transform (``identity``, ``exp``).
 Evaluation
 ----------
 All heads of a model are packed into one node array; ``predict_batch(X)`` evaluates every head on
-every row in one numba call (``cache=True``), ``predict_row(x)`` one row. ``TreePredictor`` (registered
-as ``tree``) computes the features (``features.py``), runs the kernel and answers with
+every row in one numba call (``cache=True``), ``predict_row(x)`` one row; ``outcomes(X)`` runs the
+heads and turns them into the predicted quantities in the same call (one row or a batch).
+``TreePredictor`` (registered as ``tree``) computes the features (``features.py``), runs that kernel
+and answers with
 ``memory_error`` from the profile's exact memory check (no ML), ``offered_tps`` = the offered load
 the twin would draw in expectation (``features.expected_offered``: the nominal load with the
 profile's early-EOS output scale), ``throughput_tps`` = the ratio head x a base, capped at that load
@@ -57,10 +59,10 @@ from ..errors import InputError
 from ..profile import Profile, load_profile
 from ..twin.workload_gen import shipped_length_shapes
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
-from .features import (_C_OUT_SCALE, FEATURE_NAMES, _consts, expected_offered, feature_index, features_many,
-                       features_packed, pack, profile_of, served_base)
+from .features import _C_OUT_SCALE, FEATURE_NAMES, _consts, features_many, features_packed, pack, profile_of
 
-__all__ = ["Tree", "Head", "TreeModel", "head_from_sklearn", "predict_nodes", "predict_nodes_row", "load_model", "save_model",
+__all__ = ["Tree", "Head", "TreeModel", "head_from_sklearn", "predict_nodes", "predict_nodes_row", "predict_outcomes",
+           "predict_outcomes_row", "load_model", "save_model",
            "model_path", "tree_from_sklearn", "TreePredictor", "ForestPredictor", "HEADS", "FORMAT"]
 
 FORMAT = "packer-tree-model"
@@ -68,12 +70,16 @@ VERSION = 1
 HEADS = ("ratio", "starved", "itl")
 _TRANSFORMS = ("identity", "exp", "sigmoid")
 _RATIO_BASES = ("offered", "served")
-_LOAD_FACTOR = feature_index("load_factor")
-# Each head transform for one float (math: no numpy scalar overhead on the single-call path) and for
-# an array.
+# Each head transform for one float and for an array (``TreeModel.apply``); the kernels use the codes.
 _TRANSFORM_FNS = {"identity": (float, np.asarray),
                   "exp": (math.exp, np.exp),
                   "sigmoid": (lambda v: 1.0 / (1.0 + math.exp(-v)), lambda v: 1.0 / (1.0 + np.exp(-v)))}
+_TRANSFORM_CODES = {"identity": 0, "exp": 1, "sigmoid": 2}
+# The decode plan (``TreeModel.plan``): transform codes, head positions (-1: no such head), the ratio
+# base and the feature columns the decode reads (passed in, not compiled in: numba's cache would not
+# notice a change of features.py in a kernel of this file).
+(_P_RATIO_T, _P_STARVED, _P_STARVED_T, _P_ITL, _P_ITL_T, _P_SERVED, _P_TOTAL_RATE, _P_INPUT_MEAN, _P_OUTPUT_MEAN,
+ _P_LOAD_FACTOR, _P_N) = range(11)
 
 
 # ---- kernels ------------------------------------------------------------------------------------
@@ -131,6 +137,58 @@ def predict_nodes_row(x, links, thr_val, roots, heads, bias):
     """``predict_nodes`` for one row (1-D x): one output per head."""
     out = np.empty(heads.shape[0], dtype=np.float64)
     _heads(x, links, thr_val, roots, heads, bias, out)
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def _transformed(v, code):
+    if code == 1:
+        return math.exp(v)
+    if code == 2:
+        return 1.0 / (1.0 + math.exp(-v))
+    return v
+
+
+@nb.njit(cache=True, nogil=True)
+def _decode(raw, x, plan, output_len_scale, out):
+    """(throughput, offered, starved as 0/1, ITL or NaN) of one row from its heads' raw outputs and its
+    features: ``features.expected_offered`` and ``features.served_base`` for one row."""
+    offered = x[plan[_P_TOTAL_RATE]] * (x[plan[_P_INPUT_MEAN]] + x[plan[_P_OUTPUT_MEAN]] * output_len_scale)
+    base = offered
+    lf = x[plan[_P_LOAD_FACTOR]]
+    if plan[_P_SERVED] != 0 and math.isfinite(lf) and lf > 1.0:
+        base = offered / lf
+    thr = min(max(_transformed(raw[0], plan[_P_RATIO_T]), 0.0) * base, offered)
+    if plan[_P_STARVED] >= 0:
+        starved = _transformed(raw[plan[_P_STARVED]], plan[_P_STARVED_T]) > 0.5
+    else:
+        starved = thr < 0.9 * offered
+    out[0] = thr
+    out[1] = offered
+    out[2] = 1.0 if starved else 0.0
+    out[3] = _transformed(raw[plan[_P_ITL]], plan[_P_ITL_T]) if plan[_P_ITL] >= 0 else np.nan
+
+
+@nb.njit(cache=True, nogil=True)
+def predict_outcomes(X, links, thr_val, roots, heads, bias, plan, output_len_scale):
+    """Every row's (throughput, offered, starved 0/1, ITL or NaN), shape (rows, 4): the trees and the
+    decode in one call (``TreeModel.outcomes``)."""
+    n = X.shape[0]
+    raw = np.empty(heads.shape[0], dtype=np.float64)
+    out = np.empty((n, 4), dtype=np.float64)
+    for i in range(n):
+        _heads(X[i], links, thr_val, roots, heads, bias, raw)
+        _decode(raw, X[i], plan, output_len_scale, out[i])
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def predict_outcomes_row(x, links, thr_val, roots, heads, bias, plan, output_len_scale):
+    """``predict_outcomes`` for one row (1-D x): four values."""
+    raw = np.empty(heads.shape[0], dtype=np.float64)
+    out = np.empty(4, dtype=np.float64)
+    _heads(x, links, thr_val, roots, heads, bias, raw)
+    _decode(raw, x, plan, output_len_scale, out)
     return out
 
 
@@ -286,7 +344,7 @@ class TreeModel:
                 if np.any(t.feature[t.left >= 0] >= nf) or np.any(t.feature[t.left >= 0] < 0):
                     raise InputError("model", f"head {name!r} splits on a feature index outside the "
                                      f"{nf} feature names")
-        self.head_names = ("ratio",) + tuple(n for n in self.heads if n != "ratio")  # ratio first: decode()
+        self.head_names = ("ratio",) + tuple(n for n in self.heads if n != "ratio")  # ratio first: _decode()
         links, thr_val, roots, heads = [], [], [], []
         base = 0
         for name in self.head_names:
@@ -306,32 +364,34 @@ class TreeModel:
         self.transforms = tuple(self.heads[n].transform for n in self.head_names)
         self.index = {n: i for i, n in enumerate(self.head_names)}
         self._fns = tuple(_TRANSFORM_FNS[t] for t in self.transforms)
-        self._starved, self._itl = self.index.get("starved"), self.index.get("itl")
+        self.has_itl = "itl" in self.index
+        plan = np.zeros(_P_N, dtype=np.int64)
+        plan[_P_STARVED], plan[_P_ITL] = self.index.get("starved", -1), self.index.get("itl", -1)
+        for head, pos in (("ratio", _P_RATIO_T), ("starved", _P_STARVED_T), ("itl", _P_ITL_T)):
+            if head in self.index:
+                plan[pos] = _TRANSFORM_CODES[self.heads[head].transform]
+        plan[_P_SERVED] = int(self.ratio_base == "served")
+        columns = {n: i for i, n in enumerate(self.feature_names)}
+        for pos, name in ((_P_TOTAL_RATE, "total_rate_rps"), (_P_INPUT_MEAN, "input_mean"),
+                          (_P_OUTPUT_MEAN, "output_mean"), (_P_LOAD_FACTOR, "load_factor")):
+            plan[pos] = columns.get(name, -1)
+        self.plan = plan
 
     def apply(self, name: str, raw):
         """Head ``name``'s transform on raw kernel output (a float or an array)."""
         scalar, array = self._fns[self.index[name]]
         return array(raw) if isinstance(raw, np.ndarray) else scalar(raw)
 
-    def decode(self, raw, rows, output_len_scale: float) -> tuple:
-        """(throughput_tps, offered_tps, starved, mean_itl_ms) from the kernel's raw output and the
-        feature rows: one row (``raw`` and ``rows`` as lists of floats) or a batch (arrays, a column
-        per head). Throughput is the ratio head x the ``ratio_base``, capped at the expected offered
-        load; without a starved head, starved means under 90 % of it; ITL is None without its head."""
-        batch = isinstance(raw, np.ndarray)
-        k = int(batch)
-        head = raw.T if batch else raw  # head[i]: head i's outputs
-        offered = expected_offered(rows, output_len_scale)
-        ratio = self._fns[0][k](head[0])  # "ratio" is always the first head
-        if self.ratio_base == "served":
-            base = served_base(offered, rows[:, _LOAD_FACTOR] if batch else rows[_LOAD_FACTOR])
-        else:
-            base = offered
-        thr = np.minimum(np.maximum(ratio, 0.0) * base, offered) if batch else min(max(ratio, 0.0) * base, offered)
-        s, i = self._starved, self._itl
-        starved = self._fns[s][k](head[s]) > 0.5 if s is not None else thr < 0.9 * offered
-        itl = self._fns[i][k](head[i]) if i is not None else None
-        return thr, offered, starved, itl
+    def outcomes(self, X: np.ndarray, output_len_scale: float) -> np.ndarray:
+        """(throughput_tps, offered_tps, starved 0/1, mean_itl_ms or NaN) per feature row, shape (rows, 4);
+        a 1-D row gives four values. Throughput is the ratio head x the ``ratio_base``, capped at the
+        expected offered load; without a starved head, starved means under 90 % of it."""
+        if np.any(self.plan[_P_TOTAL_RATE:] < 0):
+            raise InputError("model", "this model's features lack total_rate_rps, input_mean, output_mean or "
+                             "load_factor, which its outcomes are computed from")
+        if X.ndim == 1:
+            return predict_outcomes_row(X, *self.arrays, self.plan, output_len_scale)
+        return predict_outcomes(X, *self.arrays, self.plan, output_len_scale)
 
     def raw_batch(self, X: np.ndarray) -> np.ndarray:
         """Every head's mean tree output on every row (before transforms), shape (rows, heads)."""
@@ -533,10 +593,9 @@ class TreePredictor(Predictor):
         # two kernels from two modules (not one fused kernel: numba's cache would not notice a change
         # in features.py inside a kernel compiled in this file)
         x = features_packed(pack(query, key), xs, ys, c)
-        thr, offered, starved, itl = m.decode(predict_nodes_row(x, *m.arrays).tolist(), x.tolist(),
-                                              float(c[_C_OUT_SCALE]))
-        return Prediction(predictor=self.name, starved=bool(starved), memory_error=None, throughput_tps=float(thr),
-                          offered_tps=float(offered), mean_itl_ms=itl)
+        thr, offered, starved, itl = predict_outcomes_row(x, *m.arrays, m.plan, c[_C_OUT_SCALE]).tolist()
+        return Prediction(predictor=self.name, starved=starved != 0.0, memory_error=None, throughput_tps=thr,
+                          offered_tps=offered, mean_itl_ms=itl if m.has_itl else None)
 
     def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
         """``predict`` on every query, the features and trees of each profile's queries in one batch."""
@@ -552,12 +611,11 @@ class TreePredictor(Predictor):
         for profile, idx in by_profile.items():
             m = self.model_for(profile)
             X = features_many([queries[i] for i in idx], self.profile)
-            raw = predict_nodes(X, *m.arrays)
             c = _consts(self.profile if self.profile is not None else profile)[2]
-            thr, offered, starved, itl = m.decode(raw, X, float(c[_C_OUT_SCALE]))
-            itl = itl.tolist() if itl is not None else [None] * len(idx)
+            res = m.outcomes(X, float(c[_C_OUT_SCALE]))
+            itl = res[:, 3].tolist() if m.has_itl else [None] * len(idx)
             name = self.name
-            for i, t, o, st, il in zip(idx, thr.tolist(), offered.tolist(), starved.tolist(), itl):
+            for i, t, o, st, il in zip(idx, res[:, 0].tolist(), res[:, 1].tolist(), (res[:, 2] != 0.0).tolist(), itl):
                 out[i] = Prediction(predictor=name, starved=st, memory_error=None, throughput_tps=t, offered_tps=o,
                                     mean_itl_ms=il)
         return out  # type: ignore[return-value]
