@@ -2,7 +2,8 @@
 
 ``features(query)`` turns a ``GpuQuery`` into one float64 vector, in the order of ``FEATURE_NAMES``;
 ``features_many(queries)`` stacks them into a 2-D array. Python only reads the queries' fields; one
-numba kernel computes the features of a whole batch (``features`` is a batch of one); no pandas.
+numba kernel (``kernels.py``) computes the features of a whole batch, another those of one packed
+query (``pack``); no pandas.
 ``expected_offered(rows, output_len_scale)`` is the offered load the twin draws in expectation,
 from feature rows (what the predictors multiply their throughput ratio by, and training divides by).
 
@@ -83,12 +84,13 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any, Sequence
 
-import numba as nb
 import numpy as np
 
 from ..profile import Profile, load_profile
-from ..twin.kernel import _interp  # the twin's own step-cost interpolation
 from .base import GpuQuery
+from .kernels import (_C_ATTN, _C_BLOCK, _C_CTX_REF, _C_LORA_ADAPTER, _C_LORA_BASE, _C_LORA_SLOT, _C_LORA_TOK, _C_N,
+                      _C_OUT_SCALE, _C_PREFILL, _C_RANK_REF, _C_RANK_SLOPE, _C_SCHED_BASE, _C_SCHED_RUNNING, _S_N,
+                      N_FEATURES, _features_kernel, features_packed)
 
 __all__ = ["FEATURE_NAMES", "FEATURE_DOCS", "TRACE_AS_BURSTY", "features", "features_many", "feature_index",
            "expected_offered", "served_base", "profile_of"]
@@ -140,7 +142,8 @@ FEATURE_DOCS: dict[str, str] = {
     "unslotted_rate_rps": "slot contention: total rate of the adapters beyond the max_loras busiest (req/s; 0 if all fit)",
 }
 FEATURE_NAMES: tuple[str, ...] = tuple(FEATURE_DOCS)
-N_FEATURES = len(FEATURE_NAMES)
+if len(FEATURE_NAMES) != N_FEATURES:  # the kernel writes N_FEATURES values, in this order
+    raise ImportError(f"features.py names {len(FEATURE_NAMES)} features, kernels.py computes {N_FEATURES}")
 _INDEX = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
 
@@ -152,12 +155,7 @@ def feature_index(name: str) -> int:
 _F_TOTAL_RATE, _F_INPUT_MEAN, _F_OUTPUT_MEAN = _INDEX["total_rate_rps"], _INDEX["input_mean"], _INDEX["output_mean"]
 
 
-# Per-profile constants, in the kernel's order.
-(_C_PREFILL, _C_ATTN, _C_CTX_REF, _C_LORA_BASE, _C_LORA_TOK, _C_LORA_SLOT, _C_LORA_ADAPTER, _C_RANK_REF,
- _C_RANK_SLOPE, _C_SCHED_BASE, _C_SCHED_RUNNING, _C_OUT_SCALE, _C_BLOCK, _C_N) = range(14)
-# Per-query scalars, in the kernel's order.
-(_S_A, _S_R, _S_SEQS, _S_BATCHED, _S_UTIL, _S_LORA, _S_IN, _S_OUT, _S_DIST, _S_CV, _S_SIGMA, _S_PERIOD, _S_KV,
- _S_RK_MAX, _S_RK_MEAN, _S_RK_STD, _S_N) = range(17)
+
 
 
 @lru_cache(maxsize=64)
@@ -262,178 +260,3 @@ def _rank_stats(ranks: tuple[int, ...]) -> tuple[float, float, float]:
     n = len(ranks)
     mean = sum(ranks) / n
     return float(max(ranks)), mean, math.sqrt(max(sum(k * k for k in ranks) / n - mean * mean, 0.0))
-
-
-@nb.njit(cache=True, nogil=True)
-def _solve_linear(t, base, lin, xs, ys, b_max):
-    """The B in [0, b_max] with B = t·(interp(B, xs, ys) + lin·B + base) (b_max if none below it)."""
-    n = xs.shape[0]
-    if n == 1:
-        b = 1.0 - t * lin
-        return min(t * (ys[0] + base) / b, b_max) if b > 0 else b_max
-    for j in range(n - 1):
-        slope = (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j])
-        a = ys[j] - slope * xs[j] + base
-        b = 1.0 - t * (slope + lin)
-        if b <= 0:
-            continue
-        B = t * a / b
-        if (j == n - 2 or B <= xs[j + 1]) and (j == 0 or B >= xs[j]):
-            return min(max(B, 0.0), b_max)
-    return b_max
-
-
-@nb.njit(cache=True, nogil=True)
-def _distinct_ms(B, eff, A, la):
-    if la == 0.0:
-        return 0.0
-    return la * min(eff * (1.0 - math.exp(-B / eff)), A)
-
-
-@nb.njit(cache=True, nogil=True)
-def _busy_period_s(rate, life_s):
-    """Mean busy period of an M/G/inf queue, (e^rho - 1) / rate with rho = rate * life_s (life_s as
-    rho -> 0; capped at 1e300 s, since e^rho overflows long before a busy period matters)."""
-    rho = rate * life_s
-    if rho < 1e-9:
-        return life_s
-    if rho > 690.0:
-        return 1e300
-    return math.expm1(rho) / rate
-
-
-@nb.njit(cache=True, nogil=True)
-def _features_kernel(S, offsets, rates, xs, ys, c, out):
-    """Features of a batch: row i from scalars S[i] and the adapter rates offsets[i]..offsets[i+1]-1."""
-    for i in range(S.shape[0]):
-        _fill(out[i], S[i], rates[offsets[i]:offsets[i + 1]], xs, ys, c)
-
-
-@nb.njit(cache=True, nogil=True)
-def features_packed(v, xs, ys, c):
-    """Features of one query packed by ``pack`` (scalars, rates) for profile arrays xs, ys, c."""
-    out = np.empty(N_FEATURES, dtype=np.float64)
-    _fill(out, v[:_S_N], v[_S_N:], xs, ys, c)
-    return out
-
-
-@nb.njit(cache=True, nogil=True)
-def _fill(o, sc, rates, xs, ys, c):
-    """One query's features into ``o``, from its scalars ``sc`` (the _S_* layout) and its rates."""
-    n = rates.shape[0]
-    tot = 0.0
-    sq = 0.0
-    mx = rates[0]
-    for k in range(n):
-        r = rates[k]
-        tot += r
-        sq += r * r
-        if r > mx:
-            mx = r
-    mean = tot / n
-    std = math.sqrt(max(sq / n - mean * mean, 0.0))
-    cv = std / mean if mean > 0 else 0.0
-    share = mx / tot if tot > 0 else 1.0 / n
-    eff = tot * tot / sq if sq > 0 else float(n)
-
-    A = sc[_S_A]
-    R = sc[_S_R]
-    lora = sc[_S_LORA] != 0.0
-    I = sc[_S_IN]
-    out_nominal = sc[_S_OUT]
-    kv = sc[_S_KV]
-    tokens = I + out_nominal
-    offered = tot * tokens
-    if A >= n or tot <= 0:
-        top = 1.0
-        srt = np.empty(0)
-    else:
-        srt = np.sort(rates)
-        top = srt[n - int(A):].sum() / tot
-
-    # Fluid model (see the module docstring).
-    O = max(out_nominal * c[_C_OUT_SCALE], 1.0)
-    io = I / O
-    b_lim = min(sc[_S_SEQS], sc[_S_BATCHED] / (1.0 + io), kv / (I + 0.5 * O + c[_C_BLOCK]))
-    b_lim = max(b_lim, 1.0)
-    lin = c[_C_ATTN] * (I + 0.5 * O - c[_C_CTX_REF]) + c[_C_PREFILL] * io + c[_C_SCHED_RUNNING]
-    const = c[_C_SCHED_BASE]
-    la = 0.0
-    if lora:
-        rf = 1.0 + c[_C_RANK_SLOPE] * (R - c[_C_RANK_REF]) / c[_C_RANK_REF]
-        lin += rf * (c[_C_LORA_TOK] + c[_C_LORA_SLOT] * A) * (1.0 + io)
-        const += rf * c[_C_LORA_BASE]
-        la = c[_C_LORA_ADAPTER]
-    step_max = _interp(b_lim, xs, ys) + lin * b_lim + const + _distinct_ms(b_lim, eff, A, la)
-    lam_max = 1000.0 * b_lim / (O * step_max)
-    cap = lam_max * tokens
-    if tot >= lam_max:
-        itl = step_max
-    else:
-        # The batch B* with B = t·step(B), t = rate·O/1000 (Little's law over O decode steps).
-        # With the distinct-adapter term frozen, step is piecewise linear in B: solve each
-        # segment exactly; then refresh that term at the answer and solve once more.
-        t = tot * O / 1000.0
-        B = 0.0
-        base = const
-        for _ in range(2):
-            base = const + _distinct_ms(B, eff, A, la)
-            B = _solve_linear(t, base, lin, xs, ys, b_lim)
-        itl = _interp(B, xs, ys) + lin * B + base
-
-    # Slot contention (see the module docstring).
-    life_s = O * itl / 1000.0
-    held_rho = 0.0
-    hold_log = -10.0
-    turnover_log = 6.0
-    unslotted = 0.0
-    if lora and srt.shape[0] > 0:
-        k0 = n - int(A)
-        held_rho = srt[k0] * life_s
-        hold_log = math.log(_busy_period_s(srt[k0], life_s))
-        releases = 0.0
-        for k in range(k0, n):
-            releases += 1.0 / _busy_period_s(srt[k], life_s)
-        for k in range(k0):
-            unslotted += srt[k]
-        if unslotted > 0:
-            turnover_log = min(max(math.log10(releases / unslotted), -12.0), 6.0)
-
-    o[0] = n
-    o[1] = tot
-    o[2] = mean
-    o[3] = std
-    o[4] = mx
-    o[5] = cv
-    o[6] = share
-    o[7] = eff
-    o[8] = sc[_S_RK_MAX]
-    o[9] = sc[_S_RK_MEAN]
-    o[10] = sc[_S_RK_STD]
-    o[11] = R
-    o[12] = A
-    o[13] = A / n
-    o[14] = eff / A
-    o[15] = top
-    o[16] = tot / min(A, n)
-    o[17] = offered
-    o[18] = I
-    o[19] = out_nominal
-    o[20] = sc[_S_DIST]
-    o[21] = sc[_S_CV]
-    o[22] = sc[_S_SIGMA]
-    o[23] = sc[_S_PERIOD]
-    o[24] = kv
-    o[25] = offered / kv if kv > 0 else offered
-    o[26] = sc[_S_SEQS]
-    o[27] = sc[_S_BATCHED]
-    o[28] = sc[_S_UTIL]
-    o[29] = b_lim
-    o[30] = cap
-    o[31] = offered / cap if cap > 0 else 0.0
-    o[32] = itl
-    o[33] = mx * life_s
-    o[34] = held_rho
-    o[35] = hold_log
-    o[36] = turnover_log
-    o[37] = unslotted

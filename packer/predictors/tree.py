@@ -52,14 +52,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numba as nb
 import numpy as np
 
 from ..errors import InputError
 from ..profile import Profile, load_profile
 from ..twin.workload_gen import shipped_length_shapes
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
-from .features import _C_OUT_SCALE, FEATURE_NAMES, _consts, features_many, features_packed, pack, profile_of
+from .features import FEATURE_NAMES, _consts, features_many, pack, profile_of
+from .kernels import (_C_OUT_SCALE, _P_INPUT_MEAN, _P_ITL, _P_ITL_T, _P_LOAD_FACTOR, _P_N, _P_OUTPUT_MEAN, _P_RATIO_T,
+                      _P_SERVED, _P_STARVED, _P_STARVED_T, _P_TOTAL_RATE, predict_nodes, predict_nodes_row,
+                      predict_outcomes, predict_outcomes_row, predict_packed_row)
 
 __all__ = ["Tree", "Head", "TreeModel", "head_from_sklearn", "predict_nodes", "predict_nodes_row", "predict_outcomes",
            "predict_outcomes_row", "load_model", "save_model",
@@ -75,121 +77,7 @@ _TRANSFORM_FNS = {"identity": (float, np.asarray),
                   "exp": (math.exp, np.exp),
                   "sigmoid": (lambda v: 1.0 / (1.0 + math.exp(-v)), lambda v: 1.0 / (1.0 + np.exp(-v)))}
 _TRANSFORM_CODES = {"identity": 0, "exp": 1, "sigmoid": 2}
-# The decode plan (``TreeModel.plan``): transform codes, head positions (-1: no such head), the ratio
-# base and the feature columns the decode reads (passed in, not compiled in: numba's cache would not
-# notice a change of features.py in a kernel of this file).
-(_P_RATIO_T, _P_STARVED, _P_STARVED_T, _P_ITL, _P_ITL_T, _P_SERVED, _P_TOTAL_RATE, _P_INPUT_MEAN, _P_OUTPUT_MEAN,
- _P_LOAD_FACTOR, _P_N) = range(11)
 
-
-# ---- kernels ------------------------------------------------------------------------------------
-
-@nb.njit(cache=True, nogil=True)
-def _walk(x, node, links, thr_val, f32):
-    """The leaf value row x reaches from ``node``; ``links[k] = (feature, left, right)`` and
-    ``thr_val[k] = (threshold, leaf value)``, interleaved so that a step touches two cache lines."""
-    if f32:
-        while links[node, 1] >= 0:
-            if np.float32(x[links[node, 0]]) <= thr_val[node, 0]:
-                node = links[node, 1]
-            else:
-                node = links[node, 2]
-    else:
-        while links[node, 1] >= 0:
-            if x[links[node, 0]] <= thr_val[node, 0]:
-                node = links[node, 1]
-            else:
-                node = links[node, 2]
-    return thr_val[node, 1]
-
-
-@nb.njit(cache=True, nogil=True)
-def _heads(x, links, thr_val, roots, heads, bias, out):
-    for h in range(heads.shape[0]):
-        a = heads[h, 0]
-        b = heads[h, 1]
-        f32 = heads[h, 3] != 0
-        acc = 0.0
-        for t in range(a, b):
-            acc += _walk(x, roots[t], links, thr_val, f32)
-        out[h] = acc + bias[h] if heads[h, 2] != 0 else acc / (b - a)
-
-
-@nb.njit(cache=True, nogil=True)
-def predict_nodes(X, links, thr_val, roots, heads, bias):
-    """Every head on every row (2-D X), before transforms: shape (rows, heads).
-
-    Trees are concatenated in the node arrays (``links``: feature, left, right; ``thr_val``:
-    threshold, leaf value; leaves have left == -1) with *absolute* child indices; ``roots`` holds every
-    tree's root node; head h owns trees ``heads[h, 0] .. heads[h, 1] - 1`` and its output is their
-    leaf values' mean, or (``heads[h, 2]``) their sum plus ``bias[h]``; ``heads[h, 3]`` compares
-    float32(x) with the thresholds (scikit-learn's decision trees cast X to float32) instead of x
-    (its histogram gradient boosting does not)."""
-    n = X.shape[0]
-    out = np.empty((n, heads.shape[0]), dtype=np.float64)
-    for i in range(n):
-        _heads(X[i], links, thr_val, roots, heads, bias, out[i])
-    return out
-
-
-@nb.njit(cache=True, nogil=True)
-def predict_nodes_row(x, links, thr_val, roots, heads, bias):
-    """``predict_nodes`` for one row (1-D x): one output per head."""
-    out = np.empty(heads.shape[0], dtype=np.float64)
-    _heads(x, links, thr_val, roots, heads, bias, out)
-    return out
-
-
-@nb.njit(cache=True, nogil=True)
-def _transformed(v, code):
-    if code == 1:
-        return math.exp(v)
-    if code == 2:
-        return 1.0 / (1.0 + math.exp(-v))
-    return v
-
-
-@nb.njit(cache=True, nogil=True)
-def _decode(raw, x, plan, output_len_scale, out):
-    """(throughput, offered, starved as 0/1, ITL or NaN) of one row from its heads' raw outputs and its
-    features: ``features.expected_offered`` and ``features.served_base`` for one row."""
-    offered = x[plan[_P_TOTAL_RATE]] * (x[plan[_P_INPUT_MEAN]] + x[plan[_P_OUTPUT_MEAN]] * output_len_scale)
-    base = offered
-    lf = x[plan[_P_LOAD_FACTOR]]
-    if plan[_P_SERVED] != 0 and math.isfinite(lf) and lf > 1.0:
-        base = offered / lf
-    thr = min(max(_transformed(raw[0], plan[_P_RATIO_T]), 0.0) * base, offered)
-    if plan[_P_STARVED] >= 0:
-        starved = _transformed(raw[plan[_P_STARVED]], plan[_P_STARVED_T]) > 0.5
-    else:
-        starved = thr < 0.9 * offered
-    out[0] = thr
-    out[1] = offered
-    out[2] = 1.0 if starved else 0.0
-    out[3] = _transformed(raw[plan[_P_ITL]], plan[_P_ITL_T]) if plan[_P_ITL] >= 0 else np.nan
-
-
-@nb.njit(cache=True, nogil=True)
-def predict_outcomes(X, links, thr_val, roots, heads, bias, plan, output_len_scale):
-    """Every row's (throughput, offered, starved 0/1, ITL or NaN), shape (rows, 4): the trees and the
-    decode in one call (``TreeModel.outcomes``)."""
-    n = X.shape[0]
-    raw = np.empty(heads.shape[0], dtype=np.float64)
-    out = np.empty((n, 4), dtype=np.float64)
-    for i in range(n):
-        _heads(X[i], links, thr_val, roots, heads, bias, raw)
-        _decode(raw, X[i], plan, output_len_scale, out[i])
-    return out
-
-
-@nb.njit(cache=True, nogil=True)
-def predict_outcomes_row(x, links, thr_val, roots, heads, bias, plan, output_len_scale):
-    """``predict_outcomes`` for one row (1-D x): four values."""
-    raw = np.empty(heads.shape[0], dtype=np.float64)
-    out = np.empty(4, dtype=np.float64)
-    _heads(x, links, thr_val, roots, heads, bias, raw)
-    _decode(raw, x, plan, output_len_scale, out)
-    return out
 
 
 # ---- the model ----------------------------------------------------------------------------------
@@ -590,10 +478,8 @@ class TreePredictor(Predictor):
         m = self.model_for(query.profile)
         key = self.profile if self.profile is not None else query.profile
         xs, ys, c, _ = _consts(key)
-        # two kernels from two modules (not one fused kernel: numba's cache would not notice a change
-        # in features.py inside a kernel compiled in this file)
-        x = features_packed(pack(query, key), xs, ys, c)
-        thr, offered, starved, itl = predict_outcomes_row(x, *m.arrays, m.plan, c[_C_OUT_SCALE]).tolist()
+        thr, offered, starved, itl = predict_packed_row(pack(query, key), xs, ys, c, *m.arrays, m.plan,
+                                                        c[_C_OUT_SCALE]).tolist()
         return Prediction(predictor=self.name, starved=starved != 0.0, memory_error=None, throughput_tps=thr,
                           offered_tps=offered, mean_itl_ms=itl if m.has_itl else None)
 
