@@ -12,7 +12,9 @@ microseconds per prediction (medians over ``--repeats`` timed passes):
 - ``single call``: ``predict(query)`` from Python, one query at a time (target <= 20 us), by
   adapter count;
 - the twin (its default steady state: 300 s warm-up then a 600 s window; one process) on
-  ``--twin-queries`` of the same queries, and its time as a multiple of the tree's.
+  ``--twin-queries`` of the same queries, and its time as a multiple of the tree's;
+- a machine reference: a fixed pure-Python loop timed before and after, so that runs on a machine
+  whose speed drifts (shared cores) can be compared: the single call is also printed in units of it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,18 @@ def _single_us(pred, queries, repeats: int) -> float:
     return 1e6 * statistics.median(per_query)
 
 
+def _reference_ms(passes: int = 50) -> float:
+    """Median time of a fixed pure-Python loop (20,000 iterations), in ms: the machine's speed now."""
+    times = []
+    for _ in range(passes):
+        t0 = time.perf_counter()
+        s = 0
+        for i in range(20000):
+            s += i * i % 7
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
 def _fixed(profile: str, n: int, k: int) -> list[GpuQuery]:
     """k queries of n adapters (Zipf-like rates, ranks 8/16), max_loras min(n, 32)."""
     out = []
@@ -82,6 +96,7 @@ def main() -> int:
     print(f"{args.profile}: {len(queries)} sweep-like queries (median {statistics.median(q.num_adapters for q in queries):.0f}"
           f" adapters), medians of {args.repeats} passes, microseconds per prediction\n")
 
+    ref_before = _reference_ms()
     rows: dict[str, dict[str, float]] = {}
     for name in ("tree", "forest"):
         p = get_predictor(name)
@@ -106,6 +121,7 @@ def main() -> int:
         twin.predict(q)
     twin_us = 1e6 * (time.perf_counter() - t0) / len(tq)
 
+    ref_after = _reference_ms()
     metrics = list(rows["tree"])
     print(f"{'':34}{'tree':>12}{'forest':>12}{'target':>10}")
     targets = {"kernel batched": "<= 1", "single call (sweep mix)": "<= 20"}
@@ -117,6 +133,9 @@ def main() -> int:
     for n in ("tree", "forest"):
         print(f"  twin / {n}: {twin_us / rows[n]['single call (sweep mix)']:,.0f}x the single call, "
               f"{twin_us / rows[n]['batched end to end']:,.0f}x batched end to end")
+    ref = (ref_before + ref_after) / 2
+    print(f"\nmachine reference (a fixed pure-Python loop): {ref_before:.2f} ms before, {ref_after:.2f} ms after; "
+          f"the tree's single call is {rows['tree']['single call (sweep mix)'] / (1e3 * ref):.4f} of it")
     return 0
 
 
