@@ -33,6 +33,8 @@ N_FEATURES = 38  # the feature vector's length, written by _fill (features.FEATU
 # base and the feature columns the decode reads (looked up in the model's own feature names).
 (_P_RATIO_T, _P_STARVED, _P_STARVED_T, _P_ITL, _P_ITL_T, _P_SERVED, _P_TOTAL_RATE, _P_INPUT_MEAN, _P_OUTPUT_MEAN,
  _P_LOAD_FACTOR, _P_N) = range(11)
+# A head's transform in the plan (``_transformed``).
+_TRANSFORM_CODES = {"identity": 0, "exp": 1, "sigmoid": 2}
 
 
 # ---- features -----------------------------------------------------------------------------------

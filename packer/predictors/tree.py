@@ -60,8 +60,8 @@ from ..twin.workload_gen import shipped_length_shapes
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
 from .features import FEATURE_NAMES, _consts, features_many, pack, profile_of
 from .kernels import (_C_OUT_SCALE, _P_INPUT_MEAN, _P_ITL, _P_ITL_T, _P_LOAD_FACTOR, _P_N, _P_OUTPUT_MEAN, _P_RATIO_T,
-                      _P_SERVED, _P_STARVED, _P_STARVED_T, _P_TOTAL_RATE, predict_nodes, predict_nodes_row,
-                      predict_outcomes, predict_outcomes_row, predict_packed_row)
+                      _P_SERVED, _P_STARVED, _P_STARVED_T, _P_TOTAL_RATE, _TRANSFORM_CODES, predict_nodes,
+                      predict_nodes_row, predict_outcomes, predict_outcomes_row, predict_packed_row)
 
 __all__ = ["Tree", "Head", "TreeModel", "head_from_sklearn", "predict_nodes", "predict_nodes_row", "predict_outcomes",
            "predict_outcomes_row", "load_model", "save_model",
@@ -76,7 +76,6 @@ _RATIO_BASES = ("offered", "served")
 _TRANSFORM_FNS = {"identity": (float, np.asarray),
                   "exp": (math.exp, np.exp),
                   "sigmoid": (lambda v: 1.0 / (1.0 + math.exp(-v)), lambda v: 1.0 / (1.0 + np.exp(-v)))}
-_TRANSFORM_CODES = {"identity": 0, "exp": 1, "sigmoid": 2}
 
 
 
