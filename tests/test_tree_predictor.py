@@ -454,6 +454,22 @@ def test_registry_lists_tree_and_forest():
     assert isinstance(get_predictor("tree"), TreePredictor) and isinstance(get_predictor("forest"), ForestPredictor)
 
 
+def test_describe_hashes_every_module_with_prediction_kernels():
+    """Caches keyed on ``describe()`` (the capacity tables) must notice a change in any code that turns
+    a query into a tree prediction: every predictors module that defines numba kernels, or computes
+    features, is hashed."""
+    import packer.predictors as pkg
+    from packer.predictors.tree import code_files
+
+    hashed = {p.resolve() for p in code_files()}
+    here = Path(pkg.__file__).parent
+    for f in here.glob("*.py"):
+        text = f.read_text(encoding="utf-8")
+        if "@nb.njit" in text or f.name in ("features.py", "tree.py"):
+            assert f.resolve() in hashed, f"{f.name} defines prediction code but is not in describe()'s hash"
+    assert "code" in get_predictor("tree").describe()
+
+
 def test_memory_error_is_the_profile_check():
     prof = load_profile(LLAMA)
     p = get_predictor("tree")

@@ -431,7 +431,7 @@ class TreePredictor(Predictor):
                            for p in sorted(Path(str(_models_dir())).glob("*")) if p.suffix in (".json", ".npz")}
         if self.profile is not None:
             d["profile"] = self.profile.fingerprint()
-        d["code"] = _code_hash()  # the features and the evaluation: a change in either changes answers
+        d["code"] = _code_hash()  # the features, the kernels and the decode: a change in any changes answers
         return d
 
     def model_for(self, profile: str | Profile) -> TreeModel:
@@ -521,10 +521,16 @@ def _startup_error(profile: str | Profile, max_loras: int, max_lora_rank: int, u
     return profile_of(profile).memory.startup_error(max_loras, max_lora_rank, util, lora)
 
 
+def code_files() -> tuple[Path, ...]:
+    """The source files whose code turns a query into a tree prediction (features, kernels, this
+    module): ``describe()`` hashes them, so caches keyed on it notice a change in any of them."""
+    from . import features, kernels
+    return tuple(Path(m.__file__) for m in (features, kernels)) + (Path(__file__),)
+
+
 @lru_cache(maxsize=1)
 def _code_hash() -> str:
-    from . import features
-    return hashlib.sha256(Path(features.__file__).read_bytes() + Path(__file__).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(b"".join(p.read_bytes() for p in code_files())).hexdigest()[:16]
 
 
 @lru_cache(maxsize=64)
