@@ -329,6 +329,15 @@ def test_sweep_is_deterministic_and_resumable(tmp_path):
     with pytest.raises(InputError, match="different sweep"):
         generate(SweepSpec(profile=LLAMA, n_samples=40, seed=4, duration_s=60.0, warmup_s=30.0), a, workers=1, progress=False)
 
+    # feature rows written by other feature code (same names) are recomputed on load, not reused
+    chunk = _read(a / "chunk_00002.npz")
+    assert str(chunk["features_code"]) == F.features_code()
+    chunk["features"] = np.zeros_like(chunk["features"])
+    chunk["features_code"] = np.array("older-code")
+    np.savez_compressed(a / "chunk_00002.npz", **chunk)
+    assert np.array_equal(load_dataset(a)["features"], F.features_many(qs))
+    assert not load_dataset(a, recompute_features=False)["features"][32:].any()
+
 
 def test_replicates_are_resumable_reproducible_and_labels_are_their_consensus(tmp_path):
     spec = SweepSpec(profile=LLAMA, n_samples=24, seed=5, duration_s=60.0, warmup_s=30.0)

@@ -96,7 +96,7 @@ from ..profile import load_profile
 from ..registry import process_context
 from ..twin.workload_gen import shipped_length_shapes
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, GpuQuery
-from .features import FEATURE_NAMES, feature_index, features, features_many
+from .features import FEATURE_NAMES, feature_index, features, features_code, features_many
 
 __all__ = ["SweepSpec", "ReplicateSpec", "sample_queries", "generate", "replicate", "load_dataset",
            "consensus_labels", "query_from_dataset", "run_query", "FAMILIES", "VLLM_RANK_CLASSES"]
@@ -423,6 +423,7 @@ def _chunk_columns(spec: SweepSpec, start: int, stop: int) -> dict[str, np.ndarr
         "twin_seed": np.array(seeds, dtype=np.int64),
         "features": features_many(queries),
         "feature_names": np.array(FEATURE_NAMES),
+        "features_code": np.array(features_code()),
     }
     for c in _FLOAT_COLS:
         cols[c] = np.array([r[c] for r in rows], dtype=np.float64)
@@ -682,7 +683,8 @@ def load_dataset(directory: str | os.PathLike, recompute_features: bool | None =
 
     Per-row columns are concatenated; ``adapter_offsets`` is re-based; ``feature_names`` and
     ``spec_json`` are kept once. Features are recomputed from the stored queries when the chunks were
-    written with other ``FEATURE_NAMES`` (or when ``recompute_features`` is true)."""
+    written with other ``FEATURE_NAMES`` or by other feature code (``features_code``), or when
+    ``recompute_features`` is true."""
     d = Path(directory)
     paths = sorted(d.glob("chunk_*.npz"))
     if not paths:
@@ -691,8 +693,8 @@ def load_dataset(directory: str | os.PathLike, recompute_features: bool | None =
     if len(fps) > 1:
         raise InputError("dataset", f"{d} mixes chunks of different sweeps ({', '.join(sorted(fps))})")
     out: dict[str, np.ndarray] = {}
-    per_row = [k for k in parts[0] if k not in ("feature_names", "spec_json", "fingerprint", "adapter_offsets",
-                                                 "adapter_ranks", "adapter_rates")]
+    per_row = [k for k in parts[0] if k not in ("feature_names", "features_code", "spec_json", "fingerprint",
+                                                 "adapter_offsets", "adapter_ranks", "adapter_rates")]
     for k in per_row:
         out[k] = np.concatenate([p[k] for p in parts])
     out["adapter_ranks"] = np.concatenate([p["adapter_ranks"] for p in parts])
@@ -707,7 +709,8 @@ def load_dataset(directory: str | os.PathLike, recompute_features: bool | None =
     order = np.argsort(out["index"], kind="stable")
     if not np.array_equal(order, np.arange(len(order))):
         raise InputError("dataset", f"{d}: chunk rows are not in sample order")
-    stale = tuple(str(x) for x in out["feature_names"]) != FEATURE_NAMES
+    stale = (tuple(str(x) for x in out["feature_names"]) != FEATURE_NAMES
+             or any(str(p.get("features_code", "")) != features_code() for p in parts))
     if recompute_features or (recompute_features is None and stale):
         out["features"] = features_many([query_from_dataset(out, i) for i in range(len(out["index"]))])
         out["feature_names"] = np.array(FEATURE_NAMES)

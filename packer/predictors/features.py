@@ -78,10 +78,12 @@ the fluid capacity, is what starves a server.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from functools import lru_cache
 from itertools import chain
 from operator import attrgetter
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -93,6 +95,7 @@ from .kernels import (_C_ATTN, _C_BLOCK, _C_CTX_REF, _C_LORA_ADAPTER, _C_LORA_BA
                       N_FEATURES, _features_kernel, features_packed)
 
 __all__ = ["FEATURE_NAMES", "FEATURE_DOCS", "TRACE_AS_BURSTY", "features", "features_many", "feature_index",
+           "features_code",
            "expected_offered", "served_base", "profile_of"]
 
 # (cv, multiplier_sigma, period_s) standing in for a replayed trace.
@@ -145,6 +148,14 @@ FEATURE_NAMES: tuple[str, ...] = tuple(FEATURE_DOCS)
 if len(FEATURE_NAMES) != N_FEATURES:  # the kernel writes N_FEATURES values, in this order
     raise ImportError(f"features.py names {len(FEATURE_NAMES)} features, kernels.py computes {N_FEATURES}")
 _INDEX = {n: i for i, n in enumerate(FEATURE_NAMES)}
+
+
+@lru_cache(maxsize=1)
+def features_code() -> str:
+    """A hash of the code that computes the features (this module and ``kernels.py``): stored with
+    a sweep's feature rows, so that rows computed by other code are recomputed, not reused."""
+    from . import kernels
+    return hashlib.sha256(Path(__file__).read_bytes() + Path(kernels.__file__).read_bytes()).hexdigest()[:16]
 
 
 def feature_index(name: str) -> int:
