@@ -17,7 +17,7 @@ from packer.predictors import PREDICTORS, GpuQuery, get_predictor
 from packer.predictors import features as F
 from packer.predictors.dataset import (ReplicateSpec, SweepSpec, consensus_labels, generate, load_dataset,
                                       query_from_dataset, replicate, run_query, sample_queries)
-from packer.predictors.tree import (ForestPredictor, Head, TreeModel, TreePredictor, head_from_sklearn, load_model,
+from packer.predictors.tree import (ForestPredictor, Head, Tree, TreeModel, TreePredictor, head_from_sklearn, load_model,
                                     model_path, predict_nodes, predict_nodes_row, save_model, tree_from_sklearn)
 from packer.profile import list_profiles, load_profile
 from packer.twin import simulate
@@ -95,6 +95,28 @@ def test_gradient_boosting_exports_as_a_sum_of_trees():
     out = m.predict_batch(X)
     np.testing.assert_allclose(out["ratio"], hr.predict(X), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(out["starved"], hc.predict_proba(X)[:, 1], rtol=1e-9, atol=1e-12)
+
+
+def test_exported_trees_are_in_preorder_and_malformed_ones_are_refused():
+    """Exported trees have every left child right after its parent (the layout the kernel walks
+    fastest) and still agree with scikit-learn; a node reached twice is refused, unreachable ones go."""
+    X, y = random_data(seed=5)
+    dt = DecisionTreeRegressor(max_leaf_nodes=256, random_state=0).fit(X, y)  # best-first numbering
+    assert np.any(dt.tree_.children_left[dt.tree_.children_left >= 0] != np.flatnonzero(dt.tree_.children_left >= 0) + 1)
+    t = tree_from_sklearn(dt)
+    inner = np.flatnonzero(t.left >= 0)
+    assert np.array_equal(t.left[inner], inner + 1) and t.n_leaves == 256
+    assert np.array_equal(predict_nodes(X, *model_of({"ratio": Head((t,))}, X.shape[1]).arrays)[:, 0], dt.predict(X))
+    hgb = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(X, y)
+    for tree in head_from_sklearn(hgb).trees:
+        inner = np.flatnonzero(tree.left >= 0)
+        assert np.array_equal(tree.left[inner], inner + 1)
+
+    i32, f64 = (lambda *v: np.array(v, dtype=np.int32)), (lambda *v: np.array(v, dtype=np.float64))
+    with pytest.raises(InputError, match="not a tree"):
+        Tree(i32(0, 0, -1), f64(0.5, 0.5, 0), i32(1, 2, -1), i32(2, 1, -1), f64(0, 0, 1)).preorder()
+    stray = Tree(i32(0, -1, -1, -1), f64(0.5, 0, 0, 0), i32(2, -1, -1, -1), i32(3, -1, -1, -1), f64(0, 9, 1, 2))
+    assert stray.preorder().n_nodes == 3 and stray.preorder().value.tolist() == [0, 1, 2]
 
 
 def test_batch_and_row_paths_agree():
