@@ -217,42 +217,42 @@ def _fill(o, sc, rates, xs, ys, c):
 # ---- trees --------------------------------------------------------------------------------------
 
 @nb.njit(cache=True, nogil=True)
-def _walk(x, node, links, thr_val, f32):
-    """The leaf value row x reaches from ``node``; ``links[k] = (feature, left, right)`` and
-    ``thr_val[k] = (threshold, leaf value)``, interleaved so that a step touches two cache lines."""
-    if f32:
-        while links[node, 1] >= 0:
-            if np.float32(x[links[node, 0]]) <= thr_val[node, 0]:
-                node = links[node, 1]
-            else:
-                node = links[node, 2]
-    else:
-        while links[node, 1] >= 0:
-            if x[links[node, 0]] <= thr_val[node, 0]:
-                node = links[node, 1]
-            else:
-                node = links[node, 2]
-    return thr_val[node, 1]
+def _walk(x, node, nodes, node_values, f32):
+    """The leaf value row x reaches from ``node`` (the node layout: ``predict_nodes``)."""
+    while True:
+        word = nodes[node, 0]
+        feature = np.int32(word & 0xFFFFFFFF)
+        if feature < 0:
+            return node_values[node, 1]
+        v = np.float32(x[feature]) if f32 else x[feature]
+        if v <= node_values[node, 1]:
+            node += 1
+        else:
+            node = np.int64(word >> 32)
 
 
 @nb.njit(cache=True, nogil=True)
-def _heads(x, links, thr_val, roots, heads, bias, out):
+def _heads(x, nodes, node_values, roots, heads, bias, out):
     for h in range(heads.shape[0]):
         a = heads[h, 0]
         b = heads[h, 1]
         f32 = heads[h, 3] != 0
         acc = 0.0
         for t in range(a, b):
-            acc += _walk(x, roots[t], links, thr_val, f32)
+            acc += _walk(x, roots[t], nodes, node_values, f32)
         out[h] = acc + bias[h] if heads[h, 2] != 0 else acc / (b - a)
 
 
 @nb.njit(cache=True, nogil=True)
-def predict_nodes(X, links, thr_val, roots, heads, bias):
+def predict_nodes(X, nodes, node_values, roots, heads, bias):
     """Every head on every row (2-D X), before transforms: shape (rows, heads).
 
-    Trees are concatenated in the node arrays (``links``: feature, left, right; ``thr_val``:
-    threshold, leaf value; leaves have left == -1) with *absolute* child indices; ``roots`` holds every
+    Every tree's nodes are concatenated in depth-first pre-order, one 16-byte record per node, so
+    that a step reads one cache line and a left step reads the next record: ``nodes`` (int64, shape
+    (nodes, 2)) holds in column 0 the split feature in its low 32 bits (-1 at a leaf) and the
+    *absolute* index of the right child in its high 32 bits (the left child is the next node);
+    ``node_values`` is the same memory seen as float64, whose column 1 holds the threshold (go left
+    when x <= threshold), or the value at a leaf (``TreeModel`` packs them). ``roots`` holds every
     tree's root node; head h owns trees ``heads[h, 0] .. heads[h, 1] - 1`` and its output is their
     leaf values' mean, or (``heads[h, 2]``) their sum plus ``bias[h]``; ``heads[h, 3]`` compares
     float32(x) with the thresholds (scikit-learn's decision trees cast X to float32) instead of x
@@ -260,15 +260,15 @@ def predict_nodes(X, links, thr_val, roots, heads, bias):
     n = X.shape[0]
     out = np.empty((n, heads.shape[0]), dtype=np.float64)
     for i in range(n):
-        _heads(X[i], links, thr_val, roots, heads, bias, out[i])
+        _heads(X[i], nodes, node_values, roots, heads, bias, out[i])
     return out
 
 
 @nb.njit(cache=True, nogil=True)
-def predict_nodes_row(x, links, thr_val, roots, heads, bias):
+def predict_nodes_row(x, nodes, node_values, roots, heads, bias):
     """``predict_nodes`` for one row (1-D x): one output per head."""
     out = np.empty(heads.shape[0], dtype=np.float64)
-    _heads(x, links, thr_val, roots, heads, bias, out)
+    _heads(x, nodes, node_values, roots, heads, bias, out)
     return out
 
 
@@ -302,32 +302,32 @@ def _decode(raw, x, plan, output_len_scale, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def predict_outcomes(X, links, thr_val, roots, heads, bias, plan, output_len_scale):
+def predict_outcomes(X, nodes, node_values, roots, heads, bias, plan, output_len_scale):
     """Every row's (throughput, offered, starved 0/1, ITL or NaN), shape (rows, 4): the trees and the
     decode in one call (``TreeModel.outcomes``)."""
     n = X.shape[0]
     raw = np.empty(heads.shape[0], dtype=np.float64)
     out = np.empty((n, 4), dtype=np.float64)
     for i in range(n):
-        _heads(X[i], links, thr_val, roots, heads, bias, raw)
+        _heads(X[i], nodes, node_values, roots, heads, bias, raw)
         _decode(raw, X[i], plan, output_len_scale, out[i])
     return out
 
 
 @nb.njit(cache=True, nogil=True)
-def predict_outcomes_row(x, links, thr_val, roots, heads, bias, plan, output_len_scale):
+def predict_outcomes_row(x, nodes, node_values, roots, heads, bias, plan, output_len_scale):
     """``predict_outcomes`` for one row (1-D x): four values."""
     raw = np.empty(heads.shape[0], dtype=np.float64)
     out = np.empty(4, dtype=np.float64)
-    _heads(x, links, thr_val, roots, heads, bias, raw)
+    _heads(x, nodes, node_values, roots, heads, bias, raw)
     _decode(raw, x, plan, output_len_scale, out)
     return out
 
 
 @nb.njit(cache=True, nogil=True)
-def predict_packed_row(v, xs, ys, c, links, thr_val, roots, heads, bias, plan, output_len_scale):
+def predict_packed_row(v, xs, ys, c, nodes, node_values, roots, heads, bias, plan, output_len_scale):
     """One query packed by ``features.pack`` to its four outcomes (``predict_outcomes_row``): the
     features and the trees in one call, the single-query path of ``TreePredictor.predict``."""
     x = np.empty(N_FEATURES, dtype=np.float64)
     _fill(x, v[:_S_N], v[_S_N:], xs, ys, c)
-    return predict_outcomes_row(x, links, thr_val, roots, heads, bias, plan, output_len_scale)
+    return predict_outcomes_row(x, nodes, node_values, roots, heads, bias, plan, output_len_scale)

@@ -155,6 +155,23 @@ class Tree:
                    np.asarray(d["value"], dtype=np.float64))
 
 
+def _node_records(tree: Tree, base: int) -> np.ndarray:
+    """One tree as the kernel's node records (``kernels.predict_nodes``), its nodes numbered from
+    ``base``: in pre-order (reordered when the file's trees are not), so that every step moves to a
+    later node and a walk always ends."""
+    inner = np.flatnonzero(tree.left >= 0)
+    if not (np.array_equal(tree.left[inner], inner + 1) and np.all(tree.right[inner] > inner + 1)):
+        tree = tree.preorder()
+    leaf = tree.left < 0
+    if base + tree.n_nodes >= 2 ** 31:
+        raise InputError("model", "a model has more than 2**31 tree nodes")
+    rec = np.empty((tree.n_nodes, 2), dtype=np.int64)
+    right = np.where(leaf, 0, tree.right + base).astype(np.int64)
+    rec[:, 0] = (right << 32) | (np.where(leaf, -1, tree.feature).astype(np.int64) & 0xFFFFFFFF)
+    rec.view(np.float64)[:, 1] = np.where(leaf, tree.value, tree.threshold)
+    return rec
+
+
 def tree_from_sklearn(est, output: str = "value") -> Tree:
     """A fitted scikit-learn ``DecisionTreeRegressor`` / ``DecisionTreeClassifier`` (or one tree of a
     forest) as a ``Tree``, its nodes in pre-order. For a binary classifier the leaf value is P(class 1),
@@ -257,21 +274,19 @@ class TreeModel:
                     raise InputError("model", f"head {name!r} splits on a feature index outside the "
                                      f"{nf} feature names")
         self.head_names = ("ratio",) + tuple(n for n in self.heads if n != "ratio")  # ratio first: _decode()
-        links, thr_val, roots, heads = [], [], [], []
+        records, roots, heads = [], [], []
         base = 0
         for name in self.head_names:
             h = self.heads[name]
             first = len(roots)
             for t in h.trees:
-                links.append(np.stack([t.feature, np.where(t.left >= 0, t.left + base, -1),
-                                       np.where(t.right >= 0, t.right + base, -1)], axis=1))
-                thr_val.append(np.stack([t.threshold, t.value], axis=1))
+                records.append(_node_records(t, base))
                 roots.append(base)
-                base += t.n_nodes
+                base += len(records[-1])
             heads.append((first, len(roots), int(h.combine == "sum"), int(h.compare == "float32")))
-        self.arrays = (np.ascontiguousarray(np.concatenate(links), dtype=np.int32),
-                       np.ascontiguousarray(np.concatenate(thr_val), dtype=np.float64),
-                       np.asarray(roots, dtype=np.int32), np.asarray(heads, dtype=np.int32).reshape(-1, 4),
+        nodes = np.ascontiguousarray(np.concatenate(records))
+        self.arrays = (nodes, nodes.view(np.float64), np.asarray(roots, dtype=np.int32),
+                       np.asarray(heads, dtype=np.int32).reshape(-1, 4),
                        np.array([float(self.heads[n].bias) for n in self.head_names], dtype=np.float64))
         self.transforms = tuple(self.heads[n].transform for n in self.head_names)
         self.index = {n: i for i, n in enumerate(self.head_names)}
