@@ -107,6 +107,10 @@ def test_exported_trees_are_in_preorder_and_malformed_ones_are_refused():
     inner = np.flatnonzero(t.left >= 0)
     assert np.array_equal(t.left[inner], inner + 1) and t.n_leaves == 256
     assert np.array_equal(predict_nodes(X, *model_of({"ratio": Head((t,))}, X.shape[1]).arrays)[:, 0], dt.predict(X))
+    tr = dt.tree_  # the same tree in scikit-learn's own numbering: the model reorders it when packing
+    raw = Tree(np.where(tr.children_left < 0, -1, tr.feature).astype(np.int32), tr.threshold.astype(np.float64),
+               tr.children_left.astype(np.int32), tr.children_right.astype(np.int32), tr.value[:, 0, 0].copy())
+    assert np.array_equal(predict_nodes(X, *model_of({"ratio": Head((raw,))}, X.shape[1]).arrays)[:, 0], dt.predict(X))
     hgb = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(X, y)
     for tree in head_from_sklearn(hgb).trees:
         inner = np.flatnonzero(tree.left >= 0)
