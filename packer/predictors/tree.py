@@ -303,6 +303,7 @@ class TreeModel:
                           (_P_OUTPUT_MEAN, "output_mean"), (_P_LOAD_FACTOR, "load_factor")):
             plan[pos] = columns.get(name, -1)
         self.plan = plan
+        self._decodable = bool(np.all(plan[[_P_TOTAL_RATE, _P_INPUT_MEAN, _P_OUTPUT_MEAN, _P_LOAD_FACTOR]] >= 0))
 
     def apply(self, name: str, raw):
         """Head ``name``'s transform on raw kernel output (a float or an array)."""
@@ -313,7 +314,7 @@ class TreeModel:
         """(throughput_tps, offered_tps, starved 0/1, mean_itl_ms or NaN) per feature row, shape (rows, 4);
         a 1-D row gives four values. Throughput is the ratio head x the ``ratio_base``, capped at the
         expected offered load; without a starved head, starved means under 90 % of it."""
-        if np.any(self.plan[_P_TOTAL_RATE:] < 0):
+        if not self._decodable:
             raise InputError("model", "this model's features lack total_rate_rps, input_mean, output_mean or "
                              "load_factor, which its outcomes are computed from")
         if X.ndim == 1:
