@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,10 +31,91 @@ __all__ = [
     "Profile",
     "list_profiles",
     "load_profile",
+    "MIN_STEP_MS",
 ]
 
 MIB = 1 << 20
 GIB = 1 << 30
+# No engine step is shorter: a profile whose costs add up to less describes no real server. The
+# twin refuses such a step (so a run always advances its clock and ends), and decode_ms starts here.
+MIN_STEP_MS = 0.05
+
+
+# ---- the schema: type and plausible range of every number -------------------------------------
+# Ranges are generous (a 70B model on eight GPUs and a tiny test profile both fit) but exclude what
+# no server does: a NaN or negative cost, a zero KV size, a step of nanoseconds. Every section checks
+# itself on construction, so a profile built in code is held to the same schema as one read from JSON.
+
+
+@dataclass(frozen=True)
+class _Num:
+    """A number's schema: bounds (``lo`` exclusive when ``lo_open``), whole or not, and what it is."""
+
+    lo: float | None
+    hi: float | None
+    what: str
+    lo_open: bool = False
+    integer: bool = False
+
+
+@dataclass(frozen=True)
+class _Seq:
+    """A list of numbers: each within ``item``; ``order`` "increasing" (strictly) or "non-decreasing"."""
+
+    item: _Num
+    order: str | None = None
+    max_len: int = 64
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_number(path: str, v: Any, spec: _Num) -> None:
+    kind = "a whole number" if spec.integer else "a number"
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise InputError(path, f"must be {kind}, got {type(v).__name__} {_shown(v)}; it is {spec.what}")
+    x = float(v)
+    if not math.isfinite(x):
+        raise InputError(path, f"must be a finite number, got {_shown(v)}; it is {spec.what}")
+    if spec.integer and x != math.floor(x):
+        raise InputError(path, f"must be a whole number, got {v!r}; it is {spec.what}")
+    if spec.lo is not None and (x <= spec.lo if spec.lo_open else x < spec.lo):
+        raise InputError(path, f"must be {'>' if spec.lo_open else '>='} {spec.lo:g}, got {v!r}; it is {spec.what}")
+    if spec.hi is not None and x > spec.hi:
+        raise InputError(path, f"must be <= {spec.hi:g}, got {v!r}: implausible for {spec.what}")
+
+
+def _check_section(obj: Any, section: str) -> None:
+    """Check every field of a profile section against its class's ``_SCHEMA``; lists become tuples."""
+    for name, spec in type(obj)._SCHEMA.items():
+        path = f"profile.{section}.{name}"
+        v = getattr(obj, name)
+        if isinstance(spec, _Num):
+            _check_number(path, v, spec)
+            continue
+        if isinstance(v, (list, np.ndarray)):
+            v = tuple(v.tolist() if isinstance(v, np.ndarray) else v)
+            object.__setattr__(obj, name, v)  # hashable, as a frozen dataclass's fields must be
+        if not isinstance(v, tuple) or not 1 <= len(v) <= spec.max_len:
+            raise InputError(path, f"must be a list of 1 to {spec.max_len} numbers, got {_shown(v)}; "
+                             f"each is {spec.item.what}")
+        for i, x in enumerate(v):
+            _check_number(f"{path}[{i}]", x, spec.item)
+        steps = [b - a for a, b in zip(v, v[1:])]
+        if spec.order == "increasing" and any(d <= 0 for d in steps):
+            raise InputError(path, f"must be strictly increasing, got {_shown(v)}")
+        if spec.order == "non-decreasing" and any(d < 0 for d in steps):
+            raise InputError(path, f"must not decrease, got {_shown(v)}; it is {spec.item.what}")
+
+
+def _same_length(section: str, a: str, b: str, obj: Any) -> None:
+    if len(getattr(obj, a)) != len(getattr(obj, b)):
+        raise InputError(f"profile.{section}.{b}", f"has {len(getattr(obj, b))} values for the "
+                         f"{len(getattr(obj, a))} of {a}; give one per {a} entry")
+
+
 
 
 @dataclass(frozen=True)
@@ -50,6 +133,23 @@ class MemoryModel:
     slot_mib_per_rank: float
     max_model_len: int
     block_size: int = 16
+
+    _SCHEMA: ClassVar[dict[str, _Num | _Seq]] = {
+        "gpu_memory_gib": _Num(0, 4096, "the GPU's memory in GiB", lo_open=True),
+        "non_kv_gib": _Num(0, 4096, "the GiB of weights, activations and CUDA graphs outside the KV cache"),
+        "kv_bytes_per_token": _Num(1, 1 << 26, "the KV-cache bytes of one token (2 x layers x KV heads x head "
+                                   "dim x dtype bytes)", integer=True),
+        "slot_mib_base": _Num(0, 1e6, "the MiB one LoRA slot reserves besides its rank term"),
+        "slot_mib_per_rank": _Num(0, 1e5, "the MiB one LoRA slot reserves per unit of max_lora_rank"),
+        "max_model_len": _Num(1, 1 << 24, "the model's context length in tokens", integer=True),
+        "block_size": _Num(1, 4096, "the KV block size in tokens (vLLM's --block-size, usually 16)", integer=True),
+    }
+
+    def __post_init__(self) -> None:
+        _check_section(self, "memory")
+        if self.non_kv_gib >= self.gpu_memory_gib:
+            raise InputError("profile.memory.non_kv_gib", f"must be below gpu_memory_gib ({self.gpu_memory_gib:g}), "
+                             f"got {self.non_kv_gib!r}: nothing would be left for the KV cache")
 
     def slot_mib(self, max_lora_rank: int) -> float:
         return self.slot_mib_base + self.slot_mib_per_rank * max_lora_rank
@@ -107,6 +207,30 @@ class StepModel:
     attention_ms_per_kv_token: float = 0.0
     decode_ctx_ref: float = 0.0
 
+    _SCHEMA: ClassVar[dict[str, _Num | _Seq]] = {
+        "decode_batch": _Seq(_Num(1, 1 << 20, "a batch size (requests per step) at which decode_ms was measured"),
+                             order="increasing"),
+        "decode_ms": _Seq(_Num(MIN_STEP_MS, 1e6, "the milliseconds of one decode step at that batch size"),
+                          order="non-decreasing"),
+        "prefill_ms_per_token": _Num(0, 1e3, "the milliseconds per prompt token in a step"),
+        "lora_ms_base": _Num(0, 1e4, "the milliseconds a step with LoRA on costs extra"),
+        "lora_ms_per_token": _Num(0, 1e3, "the LoRA milliseconds per token in a step"),
+        "lora_ms_per_adapter": _Num(0, 1e4, "the milliseconds per distinct adapter in a step"),
+        "lora_ms_per_token_slot": _Num(0, 1e2, "the LoRA milliseconds per token and reserved slot"),
+        "lora_rank_ref": _Num(0, 512, "the rank at which the LoRA terms were measured", lo_open=True),
+        "lora_rank_slope": _Num(-1, 100, "the LoRA cost's relative growth per lora_rank_ref of rank"),
+        "attention_ms_per_kv_token": _Num(0, 1, "the milliseconds per context token of a decoding request"),
+        "decode_ctx_ref": _Num(0, 1 << 24, "the context length (tokens) at which decode_ms was measured"),
+    }
+
+    def __post_init__(self) -> None:
+        _check_section(self, "step")
+        _same_length("step", "decode_batch", "decode_ms", self)
+        for r in (1, 512):  # linear in the rank: positive at both ends of vLLM's range means positive on it
+            if self.rank_factor(r) <= 0:
+                raise InputError("profile.step.lora_rank_slope", f"gives a LoRA cost factor of "
+                                 f"{self.rank_factor(r):.3g} at rank {r}; it must stay positive for ranks 1-512")
+
     def rank_factor(self, max_lora_rank: int) -> float:
         return 1.0 + self.lora_rank_slope * (max_lora_rank - self.lora_rank_ref) / self.lora_rank_ref
 
@@ -118,6 +242,15 @@ class SchedulerModel:
     ms_base: float
     ms_per_running: float
     ms_per_waiting: float
+
+    _SCHEMA: ClassVar[dict[str, _Num | _Seq]] = {
+        "ms_base": _Num(0, 1e4, "the scheduler's milliseconds per step"),
+        "ms_per_running": _Num(0, 1e3, "the scheduler's milliseconds per running request"),
+        "ms_per_waiting": _Num(0, 1e3, "the scheduler's milliseconds per waiting request"),
+    }
+
+    def __post_init__(self) -> None:
+        _check_section(self, "scheduler")
 
 
 @dataclass(frozen=True)
@@ -132,6 +265,17 @@ class LoadingModel:
     ranks: tuple[float, ...]
     cpu_to_gpu_ms: tuple[float, ...]
     disk_to_cpu_ms: tuple[float, ...]
+
+    _SCHEMA: ClassVar[dict[str, _Num | _Seq]] = {
+        "ranks": _Seq(_Num(1, 4096, "an adapter rank at which loading was measured"), order="increasing"),
+        "cpu_to_gpu_ms": _Seq(_Num(0, 1e7, "the milliseconds to copy an adapter of that rank into a GPU slot")),
+        "disk_to_cpu_ms": _Seq(_Num(0, 1e7, "the milliseconds to read an adapter of that rank from disk")),
+    }
+
+    def __post_init__(self) -> None:
+        _check_section(self, "loading")
+        _same_length("loading", "ranks", "cpu_to_gpu_ms", self)
+        _same_length("loading", "ranks", "disk_to_cpu_ms", self)
 
     def cpu_to_gpu(self, rank: int) -> float:
         return float(np.interp(rank, self.ranks, self.cpu_to_gpu_ms))
@@ -152,10 +296,26 @@ class ClientModel:
     max_waiting: int
     output_len_scale: float = 1.0
 
+    _SCHEMA: ClassVar[dict[str, _Num | _Seq]] = {
+        "max_waiting": _Num(1, 1 << 31, "the waiting-queue length at which the load generator stops sending",
+                            integer=True),
+        "output_len_scale": _Num(0, 10, "the mean generated / requested output tokens", lo_open=True),
+    }
+
+    def __post_init__(self) -> None:
+        _check_section(self, "client")
+
+
+_SECTIONS = {"memory": MemoryModel, "step": StepModel, "scheduler": SchedulerModel, "loading": LoadingModel,
+             "client": ClientModel}
+
 
 @dataclass(frozen=True)
 class Profile:
-    """A calibrated performance profile for one model on one GPU type."""
+    """A calibrated performance profile for one model on one GPU type.
+
+    Equal profiles hash alike by name and fingerprint (cached), so a profile can key caches and ride
+    in every ``GpuQuery`` at no cost."""
 
     name: str
     model: str
@@ -168,30 +328,71 @@ class Profile:
     client: ClientModel
     fit_report: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        for key in ("name", "model", "gpu", "description"):
+            v = getattr(self, key)
+            if not isinstance(v, str) or (key == "name" and not v.strip()):
+                raise InputError(f"profile.{key}", f"must be a{' non-empty' if key == 'name' else ''} string, "
+                                 f"got {_shown(v)}")
+        for key, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, key), cls):
+                raise InputError(f"profile.{key}", f"must be a {cls.__name__}, got {type(getattr(self, key)).__name__}")
+        if not isinstance(self.fit_report, dict):
+            raise InputError("profile.fit_report", f"must be an object, got {type(self.fit_report).__name__}")
+
+    def __hash__(self) -> int:
+        return hash((self.name, self._fingerprint))
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Profile":
+    def from_dict(cls, d: Any, source: str | None = None) -> "Profile":
+        """A profile from its JSON form, checked against the schema; ``source`` (a file) is named in errors."""
         try:
-            return cls(
-                name=d["name"], model=d["model"], gpu=d["gpu"], description=d.get("description", ""),
-                memory=MemoryModel(**d["memory"]),
-                step=StepModel(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["step"].items()}),
-                scheduler=SchedulerModel(**d["scheduler"]),
-                loading=LoadingModel(**{k: tuple(v) for k, v in d["loading"].items()}),
-                client=ClientModel(**d["client"]),
-                fit_report=d.get("fit_report", {}),
-            )
-        except (KeyError, TypeError) as e:
-            raise InputError("profile", f"malformed profile {d.get('name', '?')!r}: {e}") from e
+            if not isinstance(d, dict):
+                raise InputError("profile", f"expected a JSON object with name, model, gpu and the sections "
+                                 f"{', '.join(_SECTIONS)}, got {type(d).__name__}")
+            missing = [k for k in ("name", "model", "gpu", *_SECTIONS) if k not in d]
+            if missing:
+                raise InputError(f"profile.{missing[0]}", f"missing; a profile needs name, model, gpu and the "
+                                 f"sections {', '.join(_SECTIONS)}")
+            unknown = sorted(set(d) - {"name", "model", "gpu", "description", "fit_report", *_SECTIONS})
+            if unknown:
+                raise InputError(f"profile.{unknown[0]}", "unknown field; check the spelling against the documented "
+                                 f"fields (name, model, gpu, description, fit_report, {', '.join(_SECTIONS)})")
+            sections = {key: _section(klass, key, d[key]) for key, klass in _SECTIONS.items()}
+            return cls(name=d["name"], model=d["model"], gpu=d["gpu"], description=d.get("description", ""),
+                       fit_report=d.get("fit_report", {}), **sections)
+        except InputError as e:
+            if source is None:
+                raise
+            raise InputError(e.field, f"{e.detail} (in {source})") from None
 
     def fingerprint(self) -> str:
         """A short hash of everything that changes a simulation (not the name or the fit report)."""
-        parts = {k: dataclasses.asdict(getattr(self, k)) for k in ("memory", "step", "scheduler", "loading", "client")}
+        return self._fingerprint
+
+    @cached_property
+    def _fingerprint(self) -> str:
+        parts = {k: dataclasses.asdict(getattr(self, k)) for k in _SECTIONS}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Profile":
         with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+            return cls.from_dict(json.load(f), source=str(path))
+
+
+def _section(cls: type, key: str, values: Any):
+    """One section of a profile's JSON form as its dataclass (unknown, missing and mistyped fields named)."""
+    if not isinstance(values, dict):
+        raise InputError(f"profile.{key}", f"must be an object of {cls.__name__} fields, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise InputError(f"profile.{key}.{unknown[0]}", f"unknown field; valid: {', '.join(fields)}")
+    needed = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in values]
+    if needed:
+        raise InputError(f"profile.{key}.{needed[0]}", f"missing; {cls.__name__} needs {', '.join(needed)}")
+    return cls(**values)
 
 
 def _profile_dir():
@@ -209,14 +410,26 @@ def _load_shipped(name: str) -> Profile:
         return Profile.from_dict(json.load(f))
 
 
-def load_profile(name_or_path: str | Profile) -> Profile:
-    """A shipped profile by name, or a profile JSON file by path."""
+def load_profile(name_or_path: str | Path | Profile) -> Profile:
+    """A shipped profile by name, or a profile JSON file by path (a ``Profile`` is returned as is).
+
+    A file is read once per change (cached by its path, size and modification time), so a path can
+    stand for its profile wherever a name can."""
     if isinstance(name_or_path, Profile):
         return name_or_path
-    if name_or_path in list_profiles():
+    if not isinstance(name_or_path, (str, Path)):
+        raise InputError("profile", f"expected a profile name or a path to a profile .json file, got "
+                         f"{type(name_or_path).__name__}")
+    if isinstance(name_or_path, str) and name_or_path in list_profiles():
         return _load_shipped(name_or_path)
     p = Path(name_or_path)
     if p.suffix == ".json" and p.is_file():
-        return Profile.from_json(p)
-    raise InputError("profile", f"unknown profile {name_or_path!r}; known profiles: "
+        st = p.stat()
+        return _load_file(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    raise InputError("profile", f"unknown profile {str(name_or_path)!r}; known profiles: "
                      f"{', '.join(list_profiles()) or '(none)'}, or a path to a profile .json file")
+
+
+@lru_cache(maxsize=32)
+def _load_file(path: str, mtime_ns: int, size: int) -> Profile:
+    return Profile.from_json(path)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
 from ..model import ArrivalSpec, LengthSpec, PoissonArrivals, Scenario, ServerConfig, Workload
+from ..profile import Profile, load_profile
 from ..registry import Registry
 
 __all__ = ["GpuQuery", "Prediction", "Predictor", "PREDICTORS", "get_predictor", "DEFAULT_DURATION_S",
@@ -29,11 +30,13 @@ DEFAULT_WARMUP_S = 300.0
 class GpuQuery:
     """One vLLM server: profile, server flags and the adapters it serves (rank and rate in req/s).
 
-    Adapter identities do not matter to a prediction, only their ranks and rates, so a query is a
-    value (hashable) that predictors can cache on.
+    ``profile`` is the ``Profile`` itself (a shipped name or a profile file path is resolved on
+    construction), so every predictor answers with the numbers the user gave, never with a shipped
+    profile that happens to share the name. Adapter identities do not matter to a prediction, only
+    their ranks and rates, so a query is a value (hashable) that predictors can cache on.
     """
 
-    profile: str
+    profile: Profile
     server: ServerConfig
     ranks: tuple[int, ...]
     rates: tuple[float, ...]
@@ -41,6 +44,8 @@ class GpuQuery:
     arrivals: ArrivalSpec = field(default_factory=PoissonArrivals)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.profile, Profile):
+            object.__setattr__(self, "profile", load_profile(self.profile))
         if len(self.ranks) != len(self.rates):
             raise ValueError("ranks and rates must have the same length")
         if not self.ranks:
@@ -56,16 +61,18 @@ class GpuQuery:
         return sum(self.rates) * (self.lengths.input_mean + self.lengths.output_mean)
 
     def scenario(self, duration_s: float, seed: int, warmup_s: float = 0.0) -> Scenario:
-        """This query as a twin scenario (adapters named a0, a1, ...)."""
+        """This query as a twin scenario (adapters named a0, a1, ...); run it on ``self.profile``
+        (the scenario names the profile only)."""
         adapters = tuple({"id": f"a{i}", "rank": r, "rate": q} for i, (r, q) in enumerate(zip(self.ranks, self.rates)))
         wl = Workload(adapters=adapters, lengths=self.lengths, arrivals=self.arrivals, duration_s=duration_s, seed=seed,
                       warmup_s=warmup_s)
-        return Scenario(profile=self.profile, server=self.server, workload=wl)
+        return Scenario(profile=self.profile.name, server=self.server, workload=wl)
 
     @classmethod
-    def from_scenario(cls, sc: Scenario) -> "GpuQuery":
+    def from_scenario(cls, sc: Scenario, profile: Profile | None = None) -> "GpuQuery":
+        """The query of a scenario, on ``profile`` if given (else the scenario's, by name or path)."""
         ads = sc.workload.adapters
-        return cls(profile=sc.profile, server=sc.server, ranks=tuple(a.rank for a in ads),
+        return cls(profile=profile if profile is not None else load_profile(sc.profile), server=sc.server, ranks=tuple(a.rank for a in ads),
                    rates=tuple(a.rate for a in ads), lengths=sc.workload.lengths, arrivals=sc.workload.arrivals)
 
 

@@ -293,7 +293,7 @@ def sample_query(spec: SweepSpec, i: int) -> GpuQuery:
         A = max(1, A)
     server = ServerConfig(max_loras=A, max_lora_rank=R, max_num_seqs=seqs, max_num_batched_tokens=batched,
                           gpu_memory_utilization=spec.gpu_memory_utilization)
-    q = GpuQuery(spec.profile, server, ranks, rates, lengths, arrivals)
+    q = GpuQuery(prof, server, ranks, rates, lengths, arrivals)
 
     # near the knee: rescale the load to a multiple of the fluid model's capacity estimate
     knee_u = rng.random()
@@ -303,7 +303,7 @@ def sample_query(spec: SweepSpec, i: int) -> GpuQuery:
         cap = float(features(q)[_CAPACITY])
         if cap > 0 and q.offered_tps > 0:
             k = cap * knee_lf / q.offered_tps
-            q = GpuQuery(spec.profile, server, ranks, tuple(r * k for r in rates), lengths, arrivals)
+            q = GpuQuery(prof, server, ranks, tuple(r * k for r in rates), lengths, arrivals)
     return q
 
 
@@ -380,7 +380,7 @@ def run_query(query: GpuQuery, duration_s: float, seed: int, warmup_s: float = 0
     from ..twin import Twin
 
     t0 = time.perf_counter()
-    r = Twin(query.scenario(duration_s, seed, warmup_s), load_profile(query.profile)).run()
+    r = Twin(query.scenario(duration_s, seed, warmup_s), query.profile).run()
     offered = query.offered_tps
     nan = float("nan")
     if r.memory_error:
@@ -397,7 +397,7 @@ def run_query(query: GpuQuery, duration_s: float, seed: int, warmup_s: float = 0
 
 
 def _query_json(q: GpuQuery) -> str:
-    return json.dumps({"profile": q.profile, "server": q.server.model_dump(), "lengths": q.lengths.model_dump(),
+    return json.dumps({"profile": q.profile.name, "server": q.server.model_dump(), "lengths": q.lengths.model_dump(),
                        "arrivals": q.arrivals.model_dump()}, sort_keys=True, separators=(",", ":"))
 
 

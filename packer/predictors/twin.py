@@ -8,7 +8,7 @@ from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
 
-from ..profile import Profile, load_profile
+from ..profile import Profile
 from ..registry import process_context
 from ..twin import Twin
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, PREDICTORS, GpuQuery, Prediction, Predictor
@@ -87,7 +87,7 @@ class TwinPredictor(Predictor):
 
 def _simulate(query: GpuQuery, duration_s: float, seed: int, profile: Profile | None,
               warmup_s: float) -> Prediction:
-    prof = profile if profile is not None else load_profile(query.profile)
+    prof = profile if profile is not None else query.profile
     r = Twin(query.scenario(duration_s, seed, warmup_s), prof).run()
     if r.memory_error:
         return Prediction(predictor="twin", starved=False, memory_error=r.memory_error, throughput_tps=None,

@@ -107,7 +107,7 @@ class ServerBase:
 class CapacityModel:
     """Capacity per rank class and adapter-count grid point (see the module docstring)."""
 
-    profile: str
+    profile: Profile             # the numbers the table was measured on, which every GPU query carries
     lengths: LengthSpec
     arrivals: ArrivalSpec
     base: ServerBase
@@ -140,7 +140,8 @@ class CapacityModel:
         return self.capacity(rank, 1)
 
     def to_dict(self) -> dict:
-        return {"profile": self.profile, "tokens_per_request": self.tokens_per_request,
+        return {"profile": self.profile.name, "profile_fingerprint": self.profile.fingerprint(),
+                "tokens_per_request": self.tokens_per_request,
                 "table": {str(r): [[c.max_adapters, c.max_loras, c.capacity_tps] for c in es]
                           for r, es in self.table.items()}}
 
@@ -187,7 +188,7 @@ def build_capacity_model(predictor: Predictor, profile: str | Profile, lengths: 
             raise InputError("adapters", f"no {prof.name} server can serve an adapter of rank {R}: even with "
                              "max_loras=1 it does not start or keeps up with nothing; use lower ranks or a larger GPU")
         table[R] = tuple(c for c in table[R] if c.capacity_tps > 0)
-    return CapacityModel(prof.name, lengths, arrivals, base, tokens, table)
+    return CapacityModel(prof, lengths, arrivals, base, tokens, table)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class _SearchSpec:
     def keeps_up(self, R: int, n: int, A: int, total_rate: float) -> bool:
         if total_rate <= 0:
             return True
-        q = GpuQuery(self.profile.name, self.base.server(A, R), (R,) * n, (total_rate / n,) * n,
+        q = GpuQuery(self.profile, self.base.server(A, R), (R,) * n, (total_rate / n,) * n,
                      self.lengths, self.arrivals)
         return keeps_up(self.predictor.predict(q))
 

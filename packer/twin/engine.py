@@ -15,7 +15,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..model import Scenario, parse_scenario
-from ..profile import Profile, load_profile
+from ..errors import InputError
+from ..profile import MIN_STEP_MS, Profile, load_profile
 from . import kernel as K
 from .result import AdapterStats, RequestLog, SimulationResult
 from .workload_gen import Requests, generate_requests
@@ -75,6 +76,7 @@ class Twin:
             requests.arrival_s, requests.adapter, requests.prompt_len, output_len, gpu_ms, disk_ms,
             np.asarray(prof.step.decode_batch, dtype=np.float64), np.asarray(prof.step.decode_ms, dtype=np.float64),
             self._cfg_vector(kv_tokens), self._cost_vector())
+        _check_steps(prof, out[0])
         result = _summarise(sc, prof, kv_tokens, requests, output_len, out, t0)
         if keep_requests:
             _, first_tok, finish, *_, state = out
@@ -118,6 +120,7 @@ class Twin:
         c[K.F_SCHED_WAITING] = sch.ms_per_waiting
         c[K.F_DURATION] = self.scenario.workload.horizon_s
         c[K.F_BUCKET_S] = SERIES_BUCKET_S
+        c[K.F_MIN_STEP_MS] = MIN_STEP_MS
         return c
 
 
@@ -137,7 +140,16 @@ def warm_up() -> None:
     K.simulate_kernel(one, np.zeros(1, np.int32), np.ones(1, np.int32), np.ones(1, np.int32), one, one,
                       np.array([1.0, 2.0]), np.array([1.0, 1.0]),
                       np.array([1, 1, 1, 16, 8, 16, 10, 1], np.int64),
-                      np.array([0.0] * (K.F_N_COST - 2) + [1.0, 1.0]))
+                      np.array([0.0] * (K.F_N_COST - 3) + [1.0, 1.0, 0.0]))
+
+
+def _check_steps(prof: Profile, counters: np.ndarray) -> None:
+    """Refuse a run the kernel stopped because a step's cost was not a real step time."""
+    if counters[K.C_BAD_STEP]:
+        raise InputError("profile", f"{prof.name}: a step of {int(counters[K.C_BAD_STEP_SEQS])} requests costs "
+                         f"{counters[K.C_BAD_STEP_MS]:.3g} ms, below the {MIN_STEP_MS:g} ms any engine step takes; "
+                         "the profile's step costs must add up to a positive time (check attention_ms_per_kv_token "
+                         "against decode_ctx_ref and decode_ms)")
 
 
 def _scaled_outputs(output_len: np.ndarray, scale: float) -> np.ndarray:

@@ -15,6 +15,10 @@ The waiting queue keeps vLLM's order with integer keys (arrivals get increasing 
 insertions decreasing ones) and a per-adapter linked list, so that when the adapter set is full the
 admissible requests are found by merging the set's adapter lists instead of scanning tens of
 thousands of skipped requests; the global queue is a ring buffer with lazy deletion.
+
+Every step advances the clock by at least ``cost[F_MIN_STEP_MS]``: a step whose cost is shorter, or not
+a number, stops the run and is reported in ``C_BAD_STEP`` (its cost in ``C_BAD_STEP_MS``), so a run
+takes at most duration / min step + 1 steps whatever the profile's numbers.
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ from numba import njit
 I_MAX_LORAS, I_CPU_LORAS, I_MAX_SEQS, I_MAX_BATCHED, I_KV_BLOCKS, I_BLOCK, I_MAX_WAITING, I_LORA_ON, I_N_CFG = range(9)
 # Indices into the float cost vector.
 (F_PREFILL_TOK, F_LORA_BASE, F_LORA_TOK, F_LORA_ADAPTER, F_ATTN_KV_TOK, F_CTX_REF,
- F_SCHED_BASE, F_SCHED_RUNNING, F_SCHED_WAITING, F_DURATION, F_BUCKET_S, F_N_COST) = range(12)
+ F_SCHED_BASE, F_SCHED_RUNNING, F_SCHED_WAITING, F_DURATION, F_BUCKET_S, F_MIN_STEP_MS, F_N_COST) = range(13)
 # Indices into the counter output.
 (C_STEPS, C_PREEMPTIONS, C_GPU_LOADS, C_DISK_LOADS, C_BUSY_MS,
  C_SUM_RUNNING, C_SUM_DISTINCT, C_MAX_WAITING, C_MAX_RUNNING, C_END_WAITING, C_END_RUNNING,
- C_MAX_KV_USED, C_SUM_KV_USED, C_N) = range(14)
+ C_MAX_KV_USED, C_SUM_KV_USED, C_BAD_STEP, C_BAD_STEP_MS, C_BAD_STEP_SEQS, C_N) = range(17)
 
 # Request states.
 S_FUTURE, S_WAITING, S_RUNNING, S_DONE, S_DROPPED = 0, 1, 2, 3, 4
@@ -343,6 +347,11 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
         sched_ms = (cost[F_SCHED_BASE] + cost[F_SCHED_RUNNING] * running_at_sched
                     + cost[F_SCHED_WAITING] * waiting_at_sched)
         step_ms = gpu_ms + sched_ms + load_ms
+        if not step_ms >= cost[F_MIN_STEP_MS]:  # also NaN: the clock must move, or the run never ends
+            counters[C_BAD_STEP] = 1
+            counters[C_BAD_STEP_MS] = step_ms
+            counters[C_BAD_STEP_SEQS] = n_sched
+            break
         t0 = now
         now += step_ms * 1e-3
 
