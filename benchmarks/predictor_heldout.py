@@ -27,7 +27,6 @@ import argparse
 import hashlib
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from packer.predictors import get_predictor  # noqa: E402
 from packer.predictors.dataset import SweepSpec, run_query, sample_query  # noqa: E402
 from packer.predictors.train import f1, mare  # noqa: E402
 from packer.profile import list_profiles, load_profile  # noqa: E402
-from packer.registry import process_context  # noqa: E402
+from packer.executor import process_pool  # noqa: E402
 
 HELDOUT_SEED = 2026
 TARGETS = {"throughput": "<= 5 %", "starved_f1": ">= 0.97"}
@@ -67,7 +66,7 @@ def twin_runs(spec: SweepSpec, n_seeds: int, workers: int | None) -> dict[str, n
     if done < n_seeds:
         jobs = [(spec, i, HELDOUT_SEED * 1_000_003 + 7919 * k + i)
                 for i in range(spec.n_samples) for k in range(done, n_seeds)]
-        with ProcessPoolExecutor(workers, mp_context=process_context()) as pool:
+        with process_pool(workers) as pool:
             rows = list(pool.map(_run, jobs, chunksize=16))
         shape = (spec.n_samples, n_seeds - done)
         new = {"throughput_tps": np.array([r[0] for r in rows]).reshape(shape),

@@ -56,7 +56,6 @@ import math
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -67,6 +66,7 @@ from scipy.optimize import minimize, nnls
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from packer.executor import process_pool  # noqa: E402
 from packer.model import LengthSpec  # noqa: E402
 from packer.profile import Profile, load_profile  # noqa: E402
 from packer.twin.workload_gen import SHAPE_FILES, LengthShape, length_shape, lognormal_lengths  # noqa: E402
@@ -223,7 +223,7 @@ def refine_on_twin(profile_name: str, runs: list, start: dict[str, float], evals
                 "lora_ms_per_token_slot": math.exp(x[2]), "lora_rank_slope": max(0.0, float(x[3]))}
 
     trace: list[tuple[float, dict[str, float]]] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         def score(x: np.ndarray) -> dict[str, float]:
             prof = dataclasses.replace(base, step=dataclasses.replace(base.step, **values(x)))
             return next(iter(summarise(replay(runs, {profile_name: prof}, executor=pool)).values()))

@@ -68,11 +68,3 @@ class Registry(Generic[T]):
             raise InputError(field, f"{self.kind} {spec!r} needs {', '.join(missing)}; install it with: {how}")
         return e.factory(**options)
 
-
-def process_context():
-    """The multiprocessing context for packer's worker pools: fork where the OS has it (children
-    inherit the compiled twin and no ``__main__`` guard is needed in user scripts), else spawn."""
-    import multiprocessing
-
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")

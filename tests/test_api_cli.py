@@ -140,11 +140,9 @@ def _raise_input_error(field: str) -> None:
 
 
 def test_input_error_crosses_process_boundaries():
-    from concurrent.futures import ProcessPoolExecutor
+    from packer.executor import process_pool
 
-    from packer.registry import process_context
-
-    with ProcessPoolExecutor(1, mp_context=process_context()) as pool:
+    with process_pool(1) as pool:
         with pytest.raises(InputError) as info:
             pool.submit(_raise_input_error, "adapters[3].rate").result()
     assert info.value.field == "adapters[3].rate" and str(info.value) == "adapters[3].rate: bad value; use a good one"

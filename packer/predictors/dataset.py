@@ -82,7 +82,7 @@ import math
 import os
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -93,7 +93,7 @@ import numpy as np
 from ..errors import InputError
 from ..model import ArrivalSpec, BurstyArrivals, LengthSpec, PoissonArrivals, ServerConfig
 from ..profile import load_profile
-from ..registry import process_context
+from ..executor import process_pool
 from ..twin.workload_gen import shipped_length_shapes
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, GpuQuery
 from .features import FEATURE_NAMES, feature_index, features, features_code, features_many
@@ -518,7 +518,7 @@ def _map_jobs(fn: Any, jobs: list[tuple], executor: str, n_workers: int, done: A
         from ..twin.engine import warm_up
 
         warm_up()  # forked workers inherit the compiled kernel
-        with ProcessPoolExecutor(min(n_workers, len(jobs)), mp_context=process_context()) as pool:
+        with process_pool(min(n_workers, len(jobs))) as pool:
             for f in as_completed([pool.submit(fn, *job) for job in jobs]):
                 done(f.result())
     else:

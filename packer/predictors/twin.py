@@ -5,11 +5,10 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor
 from typing import Sequence
 
 from ..profile import Profile
-from ..registry import process_context
+from ..executor import process_pool
 from ..twin import Twin
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, PREDICTORS, GpuQuery, Prediction, Predictor
 
@@ -23,8 +22,8 @@ class TwinPredictor(Predictor):
     wait long (e.g. many adapters contending for few slots).
 
     Identical queries are answered from an LRU cache of ``cache_size`` entries. ``workers`` > 1 runs
-    ``predict_many`` batches in that many processes. ``profile`` overrides the query's profile name
-    (for custom, unshipped profiles).
+    ``predict_many`` batches in that many processes. ``profile`` overrides the profile every query
+    carries (one ``Profile`` for all queries).
     """
 
     name = "twin"
@@ -61,7 +60,7 @@ class TwinPredictor(Predictor):
     def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
         todo = list(dict.fromkeys(q for q in queries if self._lookup(q, count=False) is None))
         if self.workers > 1 and len(todo) > 1:
-            with ProcessPoolExecutor(min(self.workers, len(todo)), mp_context=process_context()) as pool:
+            with process_pool(min(self.workers, len(todo))) as pool:
                 n = len(todo)
                 results = list(pool.map(_simulate, todo, [self.duration_s] * n, [self.seed] * n, [self.profile] * n,
                                         [self.warmup_s] * n, chunksize=max(1, n // (4 * self.workers))))

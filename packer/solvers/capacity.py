@@ -32,7 +32,6 @@ import hashlib
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -41,7 +40,7 @@ from ..errors import InputError
 from ..model import ArrivalSpec, LengthSpec, ServerConfig
 from ..predictors.base import GpuQuery, Prediction, Predictor
 from ..profile import Profile, load_profile
-from ..registry import process_context
+from ..executor import process_pool
 from ..twin.workload_gen import shipped_length_shapes
 
 __all__ = ["VLLM_MAX_LORA_RANKS", "rank_class", "count_grid", "GpuConfig", "ServerBase", "CapacityModel",
@@ -174,7 +173,7 @@ def build_capacity_model(predictor: Predictor, profile: str | Profile, lengths: 
             progress(f"measuring GPU capacity for max_lora_rank {', '.join(str(j[0]) for j in jobs)} "
                      f"(up to {grid[-1]} adapters, {n_workers} process{'es' if n_workers > 1 else ''})")
         if n_workers > 1:
-            with ProcessPoolExecutor(n_workers, mp_context=process_context()) as pool:
+            with process_pool(n_workers) as pool:
                 results = list(pool.map(_measure_class, [spec] * len(jobs), [j[0] for j in jobs],
                                         [grid] * len(jobs), [j[2] for j in jobs], [min_load_tps] * len(jobs)))
         else:
