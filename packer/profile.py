@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
+from .files import read_json, read_json_text
 
 __all__ = [
     "MemoryModel",
@@ -190,8 +191,11 @@ class Profile:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Profile":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        data = read_json(path, field="profile")
+        if not isinstance(data, dict):
+            raise InputError("profile", f"{path}: holds a JSON {type(data).__name__}, not a profile object; "
+                             "give a profile file written by calibrate/fit_profiles.py")
+        return cls.from_dict(data)
 
 
 def _profile_dir():
@@ -205,8 +209,9 @@ def list_profiles() -> list[str]:
 
 @lru_cache(maxsize=32)
 def _load_shipped(name: str) -> Profile:
-    with (_profile_dir() / f"{name}.json").open(encoding="utf-8") as f:
-        return Profile.from_dict(json.load(f))
+    path = _profile_dir() / f"{name}.json"
+    return Profile.from_dict(read_json_text(path.read_text(encoding="utf-8"), f"packer/profiles/{name}.json",
+                                            field="profile"))
 
 
 def load_profile(name_or_path: str | Profile) -> Profile:
