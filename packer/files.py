@@ -69,27 +69,45 @@ def read_text(path: str | os.PathLike, *, field: str = "file", kind: str = "text
                                 f"save it as UTF-8") from None
 
 
-class _NonFinite(Exception):
-    pass
+class _Literal(float):
+    """A non-finite number as it was written (NaN, Infinity, -Infinity, 1e999), to name it in the error."""
+
+    def __new__(cls, text: str):
+        self = super().__new__(cls, text)
+        self.text = text
+        return self
 
 
-def _refuse_constant(name: str) -> float:
-    raise _NonFinite(f"the literal {name}, which is not a JSON number")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _NonFinite(f"the number {text}, too large for a float")
-    return value
+def _first_literal(value: Any) -> tuple[str, str] | None:
+    """(where, literal) of the first non-finite number in parsed JSON, e.g. ('adapters[0].rate', 'NaN')."""
+    stack = [("", value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, _Literal):
+            return where or "the top-level value", v.text
+        if isinstance(v, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), x) for k, x in reversed(list(v.items())))
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return None
 
 
 def read_json_text(text: str, source: str, *, field: str = "file", allow_nan: bool = False) -> Any:
     """Parse JSON ``text`` read from ``source`` (named in errors). NaN / Infinity literals and numbers
-    that overflow a float are refused unless ``allow_nan``."""
-    hooks = {} if allow_nan else {"parse_constant": _refuse_constant, "parse_float": _finite_float}
+    that overflow a float are refused (the error names where they are) unless ``allow_nan``."""
+    literals: list[str] = []
+
+    def literal(s: str) -> float:
+        literals.append(s)
+        return _Literal(s)
+
+    def number(s: str) -> float:
+        v = float(s)
+        return v if math.isfinite(v) else literal(s)
+
+    hooks = {} if allow_nan else {"parse_constant": literal, "parse_float": number}
     try:
-        return json.loads(text, **hooks)
+        value = json.loads(text, **hooks)
     except json.JSONDecodeError as e:
         if not text.strip():
             raise InputError(field, f"{source}: the file is empty; write a JSON value into it") from None
@@ -98,10 +116,13 @@ def read_json_text(text: str, source: str, *, field: str = "file", allow_nan: bo
     except RecursionError:
         raise InputError(field, f"{source}: JSON nested too deeply (more than about {sys.getrecursionlimit()} "
                                 "levels); flatten the file") from None
-    except _NonFinite as e:
-        raise InputError(field, f"{source}: contains {e}; write a finite number (or null)") from None
     except ValueError as e:  # e.g. an integer literal of more digits than Python converts
         raise InputError(field, f"{source}: not valid JSON ({str(e).splitlines()[0]}); fix the JSON") from None
+    if literals:
+        where, written = _first_literal(value) or ("a value", literals[0])
+        raise InputError(field, f"{source}: {where} is {written}, which is not a finite JSON number; "
+                                "write a finite number (or null)")
+    return value
 
 
 def read_json(path: str | os.PathLike, *, field: str = "file", allow_nan: bool = False) -> Any:
