@@ -26,8 +26,6 @@ Needs numpy, pandas and scipy (dev dependencies; the runtime package does not).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -40,6 +38,7 @@ from scipy.optimize import nnls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+from packer.files import dumps, json_ready, read_json  # noqa: E402
 from packer.profile import GIB, MemoryModel, Profile  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "agullo-h100"
@@ -123,26 +122,10 @@ MEANINGS = {
 # Small numeric helpers
 # ----------------------------------------------------------------------------------------------
 
-def round_sig(x: float, digits: int = SIG_DIGITS) -> float:
-    """x rounded to `digits` significant digits (keeps the JSON stable across BLAS builds)."""
-    if x == 0 or not math.isfinite(x):
-        return float(x)
-    return float(f"{x:.{digits}g}")
-
-
 def rounded(obj: Any) -> Any:
-    """Every float inside obj rounded with round_sig; numpy scalars become Python numbers."""
-    if isinstance(obj, dict):
-        return {k: rounded(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [rounded(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return round_sig(float(obj))
-    return obj
+    """obj as plain JSON values (``packer.files.json_ready``), every float rounded to SIG_DIGITS
+    significant digits (keeps the JSON stable across BLAS builds)."""
+    return json_ready(obj, digits=SIG_DIGITS)
 
 
 def error_stats(measured, predicted) -> dict[str, float]:
@@ -618,8 +601,7 @@ def load_e2e_params(path: Path) -> tuple[dict[str, dict], dict[str, dict], str]:
     if not path.is_file():
         return ({m: dict(v) for m, v in E2E_DEFAULTS.items()}, {m: {} for m in E2E_DEFAULTS},
                 f"defaults ({path.name} not found)")
-    with open(path, encoding="utf-8") as f:
-        given = json.load(f)
+    given = read_json(path, field="e2e")
     params, extra, defaulted = {}, {}, []
     for model, defaults in E2E_DEFAULTS.items():
         values = given.get(model, {})
@@ -843,7 +825,7 @@ def write_profiles(profiles: dict[str, dict], out_dir: Path) -> list[Path]:
     for name, profile in profiles.items():
         Profile.from_dict(profile)                      # the schema contract
         path = out_dir / f"{name}.json"
-        path.write_text(json.dumps(profile, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        path.write_text(dumps(profile, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         paths.append(path)
     return paths
 

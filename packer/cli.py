@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
-import json
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import click
 
+from . import files
 from .errors import InputError, PackerError
 from .model import Scenario, parse_scenario
 from .predictors.base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
@@ -28,13 +29,9 @@ def _fail(message: str) -> None:
 
 def _read_json(path: str) -> Any:
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        _fail(f"{path}: cannot read file ({e.strerror}); check the path")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        _fail(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})")
+        return files.read_json(path)
+    except InputError as e:
+        _fail(_bare(e))
 
 
 def _load_scenario(path: str) -> Scenario:
@@ -88,6 +85,7 @@ class _OneLineErrors(click.Group):
     """Usage errors (bad flags, missing arguments) as one ``error:`` line and exit code 2."""
 
     def main(self, *args, **kwargs):
+        warnings.showwarning = _one_line_warning
         try:
             rv = super().main(*args, standalone_mode=False, **kwargs)
         except click.exceptions.Abort:
@@ -98,6 +96,10 @@ class _OneLineErrors(click.Group):
             click.echo(f"error: {where}{e.format_message()} (see --help)", err=True)
             sys.exit(EXIT_INPUT)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,7 +123,7 @@ def simulate(scenarios: tuple[str, ...], as_json: bool, per_adapter: bool) -> No
         except PackerError as e:
             _fail(f"{path}: {e}")
         if as_json:
-            click.echo(json.dumps(r.to_dict(per_adapter=per_adapter)))
+            click.echo(files.dumps(r.to_dict(per_adapter=per_adapter)))
         else:
             click.echo(_summary(path, r))
 
@@ -168,7 +170,7 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
     except InputError as e:
         _fail(f"{workload}: {e}")
     if as_json:
-        click.echo(json.dumps(result.to_dict()))
+        click.echo(files.dumps(result.to_dict()))
     else:
         click.echo(_placement_table(workload, result))
 
@@ -218,19 +220,12 @@ def _bare(e: InputError) -> str:
 
 def _check_model_file(path: str) -> None:
     """--model: a readable packer tree model (JSON or NPZ), checked before anything is predicted."""
-    import zipfile
-
     from .predictors.tree import load_model
 
-    p = Path(path)
-    if not p.is_file():
-        _fail(f"--model: no model file at {path}; check the path (train one with `packer train`)")
     try:
-        load_model(p)
+        load_model(path)
     except InputError as e:
         _fail(f"--model: {_bare(e)}")
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
-        _fail(f"--model: {path} is not a readable packer tree model ({type(e).__name__}: {e})")
 
 
 def _prediction_dict(pred, wall_seconds: float) -> dict:
@@ -336,27 +331,9 @@ def predict(scenarios: tuple[str, ...], predictor: str, model: str | None, as_js
         results = [(p, each) for p in preds]
     for path, (p, wall) in zip(scenarios, results):
         if as_json:
-            click.echo(json.dumps(_prediction_dict(p, wall)))
+            click.echo(files.dumps(_prediction_dict(p, wall)))
         else:
             click.echo(_prediction_table(path, p, wall))
-
-
-def _json_ready(x: Any) -> Any:
-    """Numpy scalars as Python numbers and non-finite floats as None, recursively."""
-    import math
-
-    if isinstance(x, dict):
-        return {str(k): _json_ready(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_ready(v) for v in x]
-    if hasattr(x, "item") and callable(x.item) and not isinstance(x, (str, bytes)):
-        try:
-            x = x.item()
-        except (TypeError, ValueError):
-            return str(x)
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def _train_summary(profile: str, out: str, forest_out: str | None, rep: dict, wall: float) -> str:
@@ -461,7 +438,7 @@ def train(profile_name: str, samples: int, dataset: str | None, out: str | None,
         _fail(f"training on {samples} samples failed ({e}); use more --samples")
     wall = time.perf_counter() - t0
     if as_json:
-        click.echo(json.dumps(_json_ready({**rep, "wall_seconds": wall})))
+        click.echo(files.dumps({**rep, "wall_seconds": wall}))
     else:
         click.echo(_train_summary(prof.name, out, forest_out, rep, wall))
 
@@ -482,12 +459,12 @@ def demo(as_json: bool) -> None:
     from .planner import solve as run_solve
 
     path = resources.files("packer") / "examples" / "workload.json"
-    wl = parse_workload(json.loads(path.read_text(encoding="utf-8")))
+    wl = parse_workload(files.read_json_text(path.read_text(encoding="utf-8"), "packer/examples/workload.json"))
     if not as_json:
         click.echo(f"Example workload: {len(wl.adapters)} adapters, {wl.total_rate:.1f} req/s in total, "
                    f"profile {wl.profile}; placing them with the greedy solver and verifying with the twin.")
     result = run_solve(wl, progress=None if as_json else (lambda m: click.echo(m, err=True)))
-    click.echo(json.dumps(result.to_dict()) if as_json else _placement_table("example workload", result))
+    click.echo(files.dumps(result.to_dict()) if as_json else _placement_table("example workload", result))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .errors import InputError
+from .files import read_json, read_json_text
 
 __all__ = [
     "MemoryModel",
@@ -377,8 +378,7 @@ class Profile:
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Profile":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f), source=str(path))
+        return cls.from_dict(read_json(path, field="profile"), source=str(path))
 
 
 def _section(cls: type, key: str, values: Any):
@@ -406,8 +406,9 @@ def list_profiles() -> list[str]:
 
 @lru_cache(maxsize=32)
 def _load_shipped(name: str) -> Profile:
-    with (_profile_dir() / f"{name}.json").open(encoding="utf-8") as f:
-        return Profile.from_dict(json.load(f))
+    path = _profile_dir() / f"{name}.json"
+    return Profile.from_dict(read_json_text(path.read_text(encoding="utf-8"), f"packer/profiles/{name}.json",
+                                            field="profile"))
 
 
 def load_profile(name_or_path: str | Path | Profile) -> Profile:

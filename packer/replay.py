@@ -1,18 +1,20 @@
 """Measured runs as scenarios: read a real-runs CSV (the format of ``shared/data/agullo-h100/real_runs.csv``)
 and turn each run into the scenario that reproduces it, for validation and calibration.
 
-Only the standard library is used, so this works in a bare install.
+Only the standard library and numpy are used, so this works in a bare install.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .errors import InputError
+from .files import read_csv
 
 __all__ = ["MeasuredRun", "read_runs", "run_key", "PROFILE_FOR_MODEL"]
 
@@ -106,16 +108,25 @@ MEASURED_FIELDS = ("total_throughput_tps", "input_throughput_tps", "output_throu
                    "completed", "sent_requests")
 
 
+# Columns every row is read from directly; the others may be missing or empty.
+REQUIRED_COLUMNS = ("model", "group", "status", "max_loras", "max_cpu_loras", "max_lora_rank", "max_num_seqs",
+                    "max_num_batched_tokens", "n_adapters", "adapter_rank_counts")
+
+
 def read_runs(path: str | Path, seed: int = 0) -> list[MeasuredRun]:
     """Every run in the CSV (any status) whose model has a shipped profile."""
+    table = read_csv(path, field="runs", required=REQUIRED_COLUMNS)
     runs = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["model"] not in PROFILE_FOR_MODEL:
-                continue
-            key = run_key(row)
-            measured = {k: _f(row, k) for k in MEASURED_FIELDS}
-            measured["starved"] = row.get("starved_est", "") == "True"
-            runs.append(MeasuredRun(key=key, model=row["model"], group=row["group"], status=row["status"],
-                                    scenario=_scenario(row, seed), measured=measured))
+    for line, row in table.records():
+        if row["model"] not in PROFILE_FOR_MODEL:
+            continue
+        try:
+            scenario = _scenario(row, seed)
+        except (ValueError, KeyError, IndexError) as e:
+            raise InputError("runs", f"{table.source}, line {line}: a run's server settings or adapters cannot "
+                             f"be read ({type(e).__name__}: {e}); fix that row") from None
+        measured = {k: _f(row, k) for k in MEASURED_FIELDS}
+        measured["starved"] = row.get("starved_est", "") == "True"
+        runs.append(MeasuredRun(key=run_key(row), model=row["model"], group=row["group"], status=row["status"],
+                                scenario=scenario, measured=measured))
     return runs

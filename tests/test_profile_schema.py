@@ -123,7 +123,7 @@ def test_cli_names_the_bad_coefficient_in_one_line(tmp_path):
     d = copy.deepcopy(SHIPPED)
     d["memory"]["block_size"] = 0
     (tmp_path / "zero.json").write_text(json.dumps(d))
-    for prof, field in (("nan.json", "profile.step.decode_ms[1]"), ("zero.json", "profile.memory.block_size")):
+    for prof, field in (("nan.json", "step.decode_ms[1]"), ("zero.json", "profile.memory.block_size")):
         sc = {"profile": str(tmp_path / prof), "server": {"max_loras": 2, "max_lora_rank": 8}, "duration_s": 60,
               "adapters": [{"id": "a", "rank": 8, "rate": 1.0}]}
         (tmp_path / "s.json").write_text(json.dumps(sc))

@@ -82,6 +82,7 @@ import math
 import os
 import time
 import warnings
+import zipfile
 from concurrent.futures import as_completed
 from dataclasses import dataclass
 from functools import lru_cache
@@ -91,6 +92,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..files import dumps, read_json, read_npz, write_json_atomic
 from ..model import ArrivalSpec, BurstyArrivals, LengthSpec, PoissonArrivals, ServerConfig
 from ..profile import load_profile
 from ..executor import process_pool
@@ -471,8 +473,8 @@ def _chunk_ok(path: Path, spec: SweepSpec, start: int, stop: int) -> bool:
             idx = z["index"]
             return (str(z["fingerprint"]) == spec.fingerprint() and len(idx) == stop - start
                     and int(idx[0]) == start and int(idx[-1]) == stop - 1)
-    except (OSError, KeyError, ValueError, IndexError, EOFError):
-        return False
+    except (OSError, KeyError, ValueError, IndexError, EOFError, zipfile.BadZipFile):
+        return False  # a chunk cut short (a killed run) is run again
 
 
 def _write_chunk(path: Path, cols: dict[str, np.ndarray]) -> None:
@@ -546,7 +548,7 @@ def _replicate_ok(path: Path, fingerprint: str, start: int, stop: int) -> bool:
     try:
         with np.load(path, allow_pickle=False) as z:
             return str(z["fingerprint"]) == fingerprint and z["chunk_bounds"].tolist() == [start, stop]
-    except (OSError, KeyError, ValueError, EOFError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return False
 
 
@@ -555,8 +557,7 @@ def _replicate_chunk(spec: SweepSpec, rspec: ReplicateSpec, out_dir: str, k: int
     from ..twin.engine import warm_up
 
     warm_up()
-    with np.load(_chunk_path(Path(out_dir), k), allow_pickle=False) as z:
-        cols = {c: z[c] for c in z.files}
+    cols = read_npz(_chunk_path(Path(out_dir), k), field="dataset", required=("index",))
     rows = rspec.select(cols)
     idx = cols["index"][rows]
     S = rspec.seeds
@@ -602,8 +603,7 @@ def replicate(spec: SweepSpec, out_dir: str | os.PathLike, rspec: ReplicateSpec 
                   lambda _runs: advance(1))
     n_rep = 0
     for k, _, _ in bounds:
-        with np.load(_replicate_path(out, k), allow_pickle=False) as z:
-            n_rep += len(z["rep_index"])
+        n_rep += len(read_npz(_replicate_path(out, k), field="dataset", required=("rep_index",))["rep_index"])
     return {"replicated_samples": n_rep, "seeds": rspec.seeds, "runs": n_rep * rspec.seeds,
             "chunks_run": len(todo), "chunks_skipped": len(bounds) - len(todo),
             "seconds": time.perf_counter() - t0, "executor": executor}
@@ -625,12 +625,12 @@ def generate(spec: SweepSpec, out_dir: str | os.PathLike, workers: int | None = 
     spec_file = out / "spec.json"
     meta = {"fingerprint": spec.fingerprint(), "spec": spec.to_dict(with_size=False)}
     if spec_file.is_file():
-        old = json.loads(spec_file.read_text(encoding="utf-8"))
-        if old.get("fingerprint") != meta["fingerprint"]:
-            raise InputError("out_dir", f"{out} holds a different sweep (fingerprint {old.get('fingerprint')} vs "
+        old = read_json(spec_file, field="out_dir")
+        old_fingerprint = old.get("fingerprint") if isinstance(old, dict) else None
+        if old_fingerprint != meta["fingerprint"]:
+            raise InputError("out_dir", f"{out} holds a different sweep (fingerprint {old_fingerprint} vs "
                              f"{meta['fingerprint']}); use another directory or empty this one")
-    spec_file.write_text(json.dumps({**meta, "n_samples": spec.n_samples}, indent=1, sort_keys=True),
-                         encoding="utf-8")
+    write_json_atomic(spec_file, {**meta, "n_samples": spec.n_samples}, indent=1, sort_keys=True)
 
     todo = [b for b in bounds if not _chunk_ok(_chunk_path(out, b[0]), spec, b[1], b[2])]
     done_rows = spec.n_samples - sum(b[2] - b[1] for b in todo)
@@ -720,10 +720,7 @@ def load_dataset(directory: str | os.PathLike, recompute_features: bool | None =
 
 def _read_parts(paths: Sequence[Path]) -> tuple[list[dict[str, np.ndarray]], set[str]]:
     """The arrays of each NPZ file, and the set of their fingerprints."""
-    parts = []
-    for p in paths:
-        with np.load(p, allow_pickle=False) as z:
-            parts.append({k: z[k] for k in z.files})
+    parts = [read_npz(p, field="dataset", required=("fingerprint",)) for p in paths]
     return parts, {str(p["fingerprint"]) for p in parts}
 
 
@@ -794,7 +791,7 @@ def _cli(argv: Iterable[str] | None = None) -> None:
     ap.add_argument("--executor", default="process")
     a = ap.parse_args(list(argv) if argv is not None else None)
     spec = SweepSpec(profile=a.profile, n_samples=a.samples, seed=a.seed, duration_s=a.duration, warmup_s=a.warmup)
-    print(json.dumps(generate(spec, a.out, workers=a.workers, chunk_size=a.chunk_size, executor=a.executor)))
+    print(dumps(generate(spec, a.out, workers=a.workers, chunk_size=a.chunk_size, executor=a.executor)))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..errors import InputError
+from ..files import dumps
 from ..profile import load_profile
 from ..twin.workload_gen import shipped_length_shapes
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
@@ -509,7 +510,7 @@ def _cli(argv: Iterable[str] | None = None) -> None:
                 n_jobs=a.jobs, extra_rows=a.extra_rows, check_capacity=not a.no_capacity_check,
                 replicates=a.replicates)
     if a.report:
-        Path(a.report).write_text(json.dumps(rep, indent=1, default=float), encoding="utf-8")
+        Path(a.report).write_text(dumps(rep, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -44,7 +44,6 @@ first models' target, multiplies the offered load), ``starved`` = P(starved) > 0
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -55,6 +54,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..files import dumps, read_json, read_json_text, read_npz
 from ..profile import Profile, load_profile
 from ..twin.workload_gen import shipped_length_shapes
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
@@ -356,7 +356,7 @@ class TreeModel:
         return meta
 
     def to_npz_arrays(self) -> dict[str, np.ndarray]:
-        arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(self._meta()))}  # keeps the head order
+        arrays: dict[str, np.ndarray] = {"meta": np.array(dumps(self._meta()))}  # keeps the head order
         for n, h in self.heads.items():
             offs = np.cumsum([0] + [t.n_nodes for t in h.trees])
             arrays[f"{n}.roots"] = offs[:-1].astype(np.int64)
@@ -370,7 +370,7 @@ def save_model(model: TreeModel, path: str | Path) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     if p.suffix == ".json":
-        p.write_text(json.dumps(model.to_json(), separators=(",", ":")), encoding="utf-8")
+        p.write_text(dumps(model.to_json(), separators=(",", ":")), encoding="utf-8")
     elif p.suffix == ".npz":
         with open(p, "wb") as f:
             np.savez_compressed(f, **model.to_npz_arrays())
@@ -380,47 +380,117 @@ def save_model(model: TreeModel, path: str | Path) -> Path:
     return p
 
 
-def _check_meta(meta: Mapping[str, Any], where: str) -> None:
-    if meta.get("format") != FORMAT:
-        raise InputError("model", f"{where} is not a packer tree model (format {meta.get('format')!r})")
-    if int(meta.get("version", 0)) > VERSION:
-        raise InputError("model", f"{where} has model format version {meta.get('version')}; this packer reads "
+def _check_meta(meta: Any, where: str) -> None:
+    fmt = meta.get("format") if isinstance(meta, dict) else f"a JSON {type(meta).__name__}"
+    if fmt != FORMAT:
+        raise InputError("model", f"{where} is not a packer tree model (format {fmt!r}); give a model file "
+                         "written by `packer train`")
+    version = meta.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InputError("model", f"{where} has model format version {version!r}, not a whole number; "
+                         "write the model again")
+    if version > VERSION:
+        raise InputError("model", f"{where} has model format version {version}; this packer reads "
                          f"up to {VERSION}")
 
 
 def load_model(path: str | Path) -> TreeModel:
-    """Read a model file (JSON or NPZ, never pickle)."""
+    """Read a model file (JSON or NPZ, never pickle); a file that is not a sound model is an InputError."""
     p = Path(path)
-    return _load_cached(str(p.resolve()), p.stat().st_mtime_ns)
+    if p.suffix not in (".json", ".npz"):
+        raise InputError("model", f"a model file must end in .json or .npz (got {p.name!r})")
+    try:
+        mtime_ns = p.stat().st_mtime_ns
+    except OSError:
+        mtime_ns = -1  # the reader names what is wrong with the path
+    return _load_cached(str(p.resolve()), mtime_ns)
+
+
+_NODE_COLUMNS = {"feature": "i", "threshold": "f", "left": "i", "right": "i", "value": "f"}  # name: numpy kind
+
+
+def _node_array(a: Any, column: str, where: str) -> np.ndarray:
+    """One node column, checked: 1-D, integer (split feature, children) or finite numbers (threshold, value)."""
+    a = np.asarray(a)
+    if a.ndim != 1 or a.dtype.kind not in ("iu" if _NODE_COLUMNS[column] == "i" else "iuf"):
+        raise InputError("model", f"{where}: the {column!r} node column is not a 1-D array of "
+                         f"{'integers' if _NODE_COLUMNS[column] == 'i' else 'numbers'} (dtype {a.dtype}, "
+                         f"shape {a.shape}); write the model again")
+    if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        raise InputError("model", f"{where}: the {column!r} node column holds NaN or infinite values; "
+                         "write the model again")
+    if a.dtype.kind in "iu" and len(a) and (a.max() > np.iinfo(np.int32).max or a.min() < np.iinfo(np.int32).min):
+        raise InputError("model", f"{where}: the {column!r} node column holds values out of range; "
+                         "write the model again")
+    return a.astype(np.int32 if _NODE_COLUMNS[column] == "i" else np.float64)
+
+
+def _tree_from_json(t: Any, where: str) -> Tree:
+    if not isinstance(t, dict) or set(_NODE_COLUMNS) - set(t):
+        raise InputError("model", f"{where}: a tree is not an object with the node lists "
+                         f"{', '.join(_NODE_COLUMNS)}; write the model again")
+    try:
+        cols = {c: _node_array(np.asarray(t[c]), c, where) for c in _NODE_COLUMNS}
+    except ValueError as e:  # ragged or non-numeric lists
+        raise InputError("model", f"{where}: a tree's node lists are not flat lists of numbers ({e}); "
+                         "write the model again") from None
+    return Tree(**cols)
+
+
+def _head_settings(h: Mapping[str, Any], where: str) -> dict[str, Any]:
+    settings = {k: h[k] for k in ("transform", "combine", "bias", "compare") if k in h}
+    bias = settings.get("bias", 0.0)
+    if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not math.isfinite(bias):
+        raise InputError("model", f"{where}: a head's bias {bias!r} is not a finite number; write the model again")
+    return settings
 
 
 @lru_cache(maxsize=16)
 def _load_cached(path: str, mtime_ns: int) -> TreeModel:
     p = Path(path)
     if p.suffix == ".json":
-        d = json.loads(p.read_text(encoding="utf-8"))
-        _check_meta(d, p.name)
-        heads = {n: Head(tuple(Tree.from_json(t) for t in h["trees"]),
-                         **{k: h[k] for k in ("transform", "combine", "bias", "compare") if k in h})
-                 for n, h in d["heads"].items()}
-    elif p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            d = json.loads(str(z["meta"]))
-            _check_meta(d, p.name)
-            heads = {}
-            for n, settings in d["head_settings"].items():
-                roots = z[f"{n}.roots"]
-                ends = list(roots[1:]) + [len(z[f"{n}.feature"])]
-                cols = {c: z[f"{n}.{c}"] for c in ("feature", "threshold", "left", "right", "value")}
-                heads[n] = Head(tuple(Tree(cols["feature"][a:b].astype(np.int32), cols["threshold"][a:b].astype(np.float64),
-                                           cols["left"][a:b].astype(np.int32), cols["right"][a:b].astype(np.int32),
-                                           cols["value"][a:b].astype(np.float64))
-                                      for a, b in zip(roots, ends)), **settings)
+        # non-finite numbers are allowed in the metadata (a training report's metrics); every node
+        # array is checked to be finite below
+        d = read_json(p, field="model", allow_nan=True)
+        _check_meta(d, str(p))
+        try:
+            heads = {n: Head(tuple(_tree_from_json(t, str(p)) for t in h["trees"]), **_head_settings(h, str(p)))
+                     for n, h in d["heads"].items()}
+        except (KeyError, TypeError, AttributeError) as e:
+            raise InputError("model", f"{p}: not a packer tree model (its heads lack {e}); "
+                             "write the model again") from None
     else:
-        raise InputError("model", f"a model file must end in .json or .npz (got {p.name!r})")
-    return TreeModel(d["profile"], tuple(d["feature_names"]), heads, d.get("kind", "tree"),
-                     d.get("profile_fingerprint", ""), d.get("training", {}), source=str(p),
-                     ratio_base=d.get("ratio_base", "offered"), length_shapes=d.get("length_shapes", {}))
+        z = read_npz(p, field="model", required=("meta",))
+        d = read_json_text(str(z["meta"]), f"{p} (meta)", field="model", allow_nan=True)
+        _check_meta(d, str(p))
+        heads = {}
+        settings_of = d.get("head_settings")
+        if not isinstance(settings_of, dict):
+            raise InputError("model", f"{p}: its metadata has no head_settings; write the model again")
+        for n, settings in settings_of.items():
+            need = [f"{n}.{c}" for c in ("roots", *_NODE_COLUMNS)]
+            missing = [k for k in need if k not in z]
+            if missing or not isinstance(settings, dict):
+                raise InputError("model", f"{p}: lacks the arrays {', '.join(missing) or 'settings'} of head {n!r}; "
+                                 "write the model again")
+            cols = {c: _node_array(z[f"{n}.{c}"], c, str(p)) for c in _NODE_COLUMNS}
+            roots = z[f"{n}.roots"]
+            size = len(cols["feature"])
+            if not (roots.ndim == 1 and roots.dtype.kind in "iu" and len(roots) and roots[0] == 0
+                    and np.all(np.diff(roots) > 0) and roots[-1] < size
+                    and all(len(a) == size for a in cols.values())):
+                raise InputError("model", f"{p}: head {n!r} has tree roots or node arrays that do not fit "
+                                 "together; write the model again")
+            ends = [*roots[1:].tolist(), size]
+            heads[n] = Head(tuple(Tree(*(cols[c][a:b] for c in _NODE_COLUMNS)) for a, b in zip(roots.tolist(), ends)),
+                            **_head_settings(settings, str(p)))
+    try:
+        return TreeModel(d["profile"], tuple(d["feature_names"]), heads, d.get("kind", "tree"),
+                         d.get("profile_fingerprint", ""), d.get("training", {}), source=str(p),
+                         ratio_base=d.get("ratio_base", "offered"), length_shapes=d.get("length_shapes", {}))
+    except (KeyError, TypeError) as e:
+        raise InputError("model", f"{p}: not a packer tree model (its metadata lacks {e}); "
+                         "write the model again") from None
 
 
 def _models_dir():

@@ -32,11 +32,13 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ..errors import InputError
+from ..files import read_json, read_json_text, write_json_atomic
 from ..model import ArrivalSpec, LengthSpec, ServerConfig
 from ..predictors.base import GpuQuery, Prediction, Predictor
 from ..profile import Profile, load_profile
@@ -161,7 +163,7 @@ def build_capacity_model(predictor: Predictor, profile: str | Profile, lengths: 
     table: dict[int, tuple[GpuConfig, ...]] = {}
     for R in classes:
         key = _cache_key(predictor, prof, lengths, arrivals, base, R, tolerance)
-        cached = _cache_read(key) if cache else None
+        cached = _cache_read(key, R, prof, base) if cache else None
         if cached is not None and _covers(cached, grid, min_load_tps):
             table[R] = _monotone([cached[n] for n in grid if n in cached])
         else:
@@ -345,25 +347,74 @@ def _shipped_dir():
     return resources.files("packer") / "data" / "capacity"
 
 
-def _cache_read(key: str) -> dict[int, GpuConfig] | None:
-    """Entries measured before: the user's cache, then the tables shipped with packer (same key)."""
+# A cached capacity above this is not a measurement: an H100 sustains about 2e4 tokens/s of an 8B
+# model, and the hand-checkable test profile (1 ms steps of 2048 tokens) at most 2e6.
+MAX_CACHED_CAPACITY_TPS = 1e7
+MAX_CACHED_LORAS = 4096  # the slot search's own bound (_SearchSpec.max_loras_limit)
+
+
+def _cache_read(key: str, R: int, prof: Profile, base: ServerBase) -> dict[int, GpuConfig] | None:
+    """Entries measured before: the tables shipped with packer, then the user's cache (same key).
+    Only entries that pass ``_trusted_rows`` are returned: the others are measured again."""
     found: dict[int, GpuConfig] = {}
-    for path in (_shipped_dir() / f"{key}.json", _cache_dir() / f"{key}.json"):
+    for path, source in ((_shipped_dir() / f"{key}.json", f"packer/data/capacity/{key}.json"),
+                         (_cache_dir() / f"{key}.json", None)):
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))["entries"]
-            found.update({int(r[1]): GpuConfig(int(r[0]), int(r[1]), int(r[2]), float(r[3])) for r in rows})
-        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            if source is None:
+                data = read_json(path, field="cache")
+            elif path.is_file():
+                data = read_json_text(path.read_text(encoding="utf-8"), source, field="cache")
+            else:
+                continue
+        except InputError:  # missing, unreadable or truncated: measured again and rewritten
             continue
+        rows = data.get("entries") if isinstance(data, dict) else None
+        if isinstance(rows, list):
+            found.update(_trusted_rows(rows, R, prof, base))
     return found or None
 
 
+def _trusted_rows(rows: list, R: int, prof: Profile, base: ServerBase) -> dict[int, GpuConfig]:
+    """The rows ``[max_lora_rank, max_adapters, max_loras, capacity_tps]`` that a measurement of rank
+    class ``R`` can have produced: whole numbers with max_lora_rank == R, max_adapters >= 1,
+    1 <= max_loras <= min(max_adapters, MAX_CACHED_LORAS), a finite capacity in
+    [0, MAX_CACHED_CAPACITY_TPS], and a server the memory model lets start. A zero capacity is
+    trusted only where the memory model refuses even max_loras=1 at rank R (the search writes zeros
+    there without measuring, and every larger count follows); elsewhere the search can only reach a
+    zero by measuring, and a false one would make every later run fail, so it is measured again."""
+    def whole(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    util = base.gpu_memory_utilization
+    no_server = prof.memory.startup_error(1, R, util, True) is not None
+    out: dict[int, GpuConfig] = {}
+    for r in rows:
+        if not (isinstance(r, list) and len(r) == 4 and all(whole(v) for v in r[:3])
+                and isinstance(r[3], (int, float)) and not isinstance(r[3], bool)):
+            continue
+        rank, n, slots, cap = r[0], r[1], r[2], float(r[3])
+        if not (rank == R and n >= 1 and 1 <= slots <= min(n, MAX_CACHED_LORAS)
+                and math.isfinite(cap) and 0.0 <= cap <= MAX_CACHED_CAPACITY_TPS):
+            continue
+        if cap == 0.0 if no_server else (cap > 0.0 and prof.memory.startup_error(slots, R, util, True) is None):
+            out[n] = GpuConfig(rank, n, slots, cap)
+    return out
+
+
+_unwritable_warned: set[str] = set()  # cache directories already warned about in this process
+
+
 def _cache_write(key: str, entries: dict[int, GpuConfig]) -> None:
+    """Store a rank class's entries (atomically); a cache that cannot be written is warned about once."""
     path = _cache_dir() / f"{key}.json"
+    rows = [[c.max_lora_rank, c.max_adapters, c.max_loras, c.capacity_tps] for _, c in sorted(entries.items())]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [[c.max_lora_rank, c.max_adapters, c.max_loras, c.capacity_tps] for _, c in sorted(entries.items())]
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"entries": rows}), encoding="utf-8")
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only home only costs a re-measurement next time
+        write_json_atomic(path, {"entries": rows})
+    except OSError as e:
+        where = str(path.parent)
+        if where not in _unwritable_warned:
+            _unwritable_warned.add(where)
+            warnings.warn(f"cannot write the capacity cache in {where} ({e.strerror or type(e).__name__}), so "
+                          "every run measures the GPU capacity again; set PACKER_CACHE_DIR to a writable "
+                          "directory", RuntimeWarning, stacklevel=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from ..files import json_ready
 from .base import SolveStatus
 
 __all__ = ["AdapterShare", "GpuPlan", "SolveResult"]
@@ -44,7 +45,7 @@ class GpuPlan:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["adapters"] = [asdict(a) for a in self.adapters]
-        return _clean(d)
+        return json_ready(d)
 
 
 @dataclass(frozen=True)
@@ -96,14 +97,4 @@ class SolveResult:
         d["status"] = self.status.value
         d["max_predicted_itl_ms"] = self.max_predicted_itl_ms
         d["gpus"] = [g.to_dict() for g in self.gpus]
-        return _clean(d)
-
-
-def _clean(d):
-    if isinstance(d, dict):
-        return {k: _clean(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [_clean(v) for v in d]
-    if isinstance(d, float) and not math.isfinite(d):
-        return None
-    return d
+        return json_ready(d)

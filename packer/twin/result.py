@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..files import json_ready
+
 __all__ = ["AdapterStats", "RequestLog", "SimulationResult"]
 
 
@@ -112,14 +114,4 @@ class SimulationResult:
         if not series:
             d.pop("waiting_series")
             d.pop("series_bucket_s")
-        return _clean(d)
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float):
-        return None if not math.isfinite(v) else v
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
+        return json_ready(d)

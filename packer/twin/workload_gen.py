@@ -35,8 +35,6 @@ Lengths
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from functools import lru_cache
 from importlib import resources
@@ -46,12 +44,16 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import InputError
+from ..files import read_csv, read_json_text
 from ..model import BurstyArrivals, LengthSpec, TraceArrivals, Workload
 
 __all__ = ["Requests", "generate_requests", "LengthShape", "length_shape", "shipped_length_shapes", "lognormal_lengths",
            "truncated_length_moments", "SHIPPED_TRACES"]
 
 SHIPPED_TRACES = {"azure-conv": "azure2023_conv.npz", "azure-code": "azure2023_code.npz"}
+# A trace row's prompt or output length is at most this (above any model's context window); 0 is
+# read as 1 (an output of no tokens still takes a step).
+MAX_TRACE_TOKENS = 1 << 20
 
 _QUAD_NODES = 2049  # odd: composite Simpson over log(prompt)
 _MIN_ACCEPTANCE = 0.01  # below this, rejection sampling would need > 100 draws per request
@@ -237,45 +239,15 @@ def _csv_trace(name: str) -> _Trace:
             "arrivals.trace",
             f"{name!r} is neither a shipped trace ({', '.join(SHIPPED_TRACES)}) nor an existing file; "
             "give one of those names or the path of a CSV with an 'arrived_at' column")
-    header, rows = _read_csv(path)
-    if "arrived_at" not in header:
-        raise InputError("arrivals.trace", f"{path} has no 'arrived_at' column (columns: {header}); "
-                                           "name the arrival-time column (seconds) 'arrived_at'")
-    column = {name: _csv_column(path, header, rows, name)
-              for name in ("arrived_at", "num_prefill_tokens", "num_decode_tokens") if name in header}
+    table = read_csv(path, field="arrivals.trace", required=("arrived_at",))
+    column = {"arrived_at": table.numbers("arrived_at", minimum=0.0)}
+    for name in ("num_prefill_tokens", "num_decode_tokens"):
+        if name in table.header:
+            column[name] = table.numbers(name, minimum=0, maximum=MAX_TRACE_TOKENS, integer=True)
     has_lengths = "num_prefill_tokens" in column and "num_decode_tokens" in column
     return _make_trace(str(path), column["arrived_at"],
                        column["num_prefill_tokens"] if has_lengths else None,
                        column["num_decode_tokens"] if has_lengths else None)
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    try:
-        with path.open(newline="") as f:
-            lines = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InputError("arrivals.trace", f"cannot read {path} as CSV ({exc}); give a text CSV file "
-                                           "with a header row") from None
-    if not lines:
-        raise InputError("arrivals.trace", f"{path} is empty; it needs a header row with an "
-                                           "'arrived_at' column and one row per request")
-    return [h.strip() for h in lines[0]], lines[1:]
-
-
-def _csv_column(path: Path, header: list[str], rows: list[list[str]], name: str) -> np.ndarray:
-    """One numeric column; the error names the file, column and line of the first bad value."""
-    j = header.index(name)
-    values = np.empty(len(rows))
-    for i, row in enumerate(rows):
-        cell = row[j].strip() if j < len(row) else ""
-        try:
-            values[i] = float(cell)
-        except ValueError:
-            values[i] = math.nan
-        if not math.isfinite(values[i]):
-            raise InputError("arrivals.trace", f"{path}, line {i + 2}, column {name!r}: {cell!r} is not "
-                                               "a finite number; fix or drop that row")
-    return values
 
 
 def _make_trace(source: str, arrived_at, prompt_len, output_len) -> _Trace:
@@ -352,8 +324,7 @@ def length_shape(name: str = "azure-conv") -> LengthShape:
     ``azure-conv``: fitted to the Azure conversation trace (calibrate/derive_workload_data.py).
     ``sharegpt``: the ShareGPT pool of the measurements, whose output dispersion is inferred from the
     measured KV tokens per running request (calibrate/fit_e2e.py)."""
-    with _data_file(SHAPE_FILES[name]).open("r") as f:
-        data = json.load(f)
+    data = read_json_text(_data_file(SHAPE_FILES[name]).read_text(encoding="utf-8"), f"packer/data/{SHAPE_FILES[name]}")
     return LengthShape(float(data["sigma_log_prompt"]), float(data["sigma_log_output"]), float(data["rho"]))
 
 
