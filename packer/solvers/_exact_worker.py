@@ -165,7 +165,8 @@ def prepare(problem: dict, deadline: float) -> Prepared:
         count={c: int(cf["max_count"]) for c, cf in enumerate(configs)},
         rank={c: int(cf["rank_class"]) for c, cf in enumerate(configs)},
         bins=bins, lower_bound=lb, t_lower=t_lower, hint=hint, groups=_groups(items, order),
-        deadline=deadline, workers=int(problem.get("workers") or os.cpu_count() or 1), seed=int(problem.get("seed") or 0))
+        deadline=deadline, workers=int(problem.get("workers") or os.cpu_count() or 1),
+        seed=int(problem.get("seed") or 0))
 
 
 def _groups(items: list[dict], order: list[int]) -> list[list[int]]:

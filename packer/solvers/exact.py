@@ -10,9 +10,12 @@ The capacity model is plain, JSON-serialisable data::
      "warm_start": {"bins": [bin per item], "configs": [config per bin]} | None,
      "time_limit_s": float, "workers": int, "seed": int}
 
+(``solve_exact`` adds ``lower_bound`` and the child's ``deadline`` when it hands the problem on.)
+
 A bin takes one config and holds items of rank class <= the config's, at most ``max_count`` of them and
-at most ``capacity`` load, and at most one item of each ``group`` (the replicas of one adapter). ``min_gpus`` minimises the bins; ``min_latency`` minimises, on at most G bins,
-the max per-mille utilisation T = ceil(1000 load / capacity) over the used bins.
+at most ``capacity`` load, and at most one item of each ``group`` (the replicas of one adapter).
+``min_gpus`` minimises the bins; ``min_latency`` minimises, on at most G bins, the max per-mille
+utilisation T = ceil(1000 load / capacity) over the used bins.
 
 ortools 9.15 and highspy 1.15 bundle different HiGHS libraries under one soname, so they cannot be loaded
 in one process: this module imports neither (nor pyomo) and runs ``packer/solvers/_exact_worker.py`` in a
@@ -45,7 +48,7 @@ __all__ = ["BACKENDS", "GRACE_S", "DEFAULT_TIME_LIMIT_S", "solve_exact", "backen
 
 BACKENDS = ("cpsat", "milp")
 GRACE_S = 0.5  # the stated margin: a call returns within time_limit_s + GRACE_S (see solve_exact)
-_KILL_RESERVE_S = 0.1  # the child is killed this long before time_limit_s + GRACE_S: reaping it, the answer
+_KILL_RESERVE_S = 0.2  # the child is killed this long before time_limit_s + GRACE_S: reaping it, the answer
 DEFAULT_TIME_LIMIT_S = 60.0
 _MODULES = {"cpsat": ("ortools",), "milp": ("pyomo", "highspy")}
 _OBJECTIVES = ("min_gpus", "min_latency")

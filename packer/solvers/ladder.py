@@ -18,7 +18,6 @@ limit can still overrun it, by that one call.
 from __future__ import annotations
 
 import time
-
 from dataclasses import replace
 
 from ..predictors.base import GpuQuery, Prediction
