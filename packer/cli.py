@@ -16,6 +16,7 @@ from .errors import InputError, PackerError
 from .model import Scenario, parse_scenario
 from .predictors.base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
 from .profile import list_profiles, load_profile
+from .solvers.exact import GRACE_S
 
 __all__ = ["main"]
 
@@ -149,7 +150,9 @@ def _solver_choice(name: str) -> str:
 @click.option("--solver", default="greedy", show_default=True, help="greedy, ladder, cpsat or milp.")
 @click.option("--predictor", default="twin", show_default=True, help="Predictor behind the capacity model.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
-              help="Seconds for the exact solvers' search.")
+              help=f"Seconds for the solver phase, start-up and model building included: cpsat and milp "
+              f"return within it + {GRACE_S:g} s (with greedy's placement if they find nothing better); ladder "
+              "stops before a predictor call that would end past it.")
 @click.option("--objective", type=click.Choice(["min_gpus", "min_latency"]), default=None,
               help="Overrides the workload's objective (default min_gpus).")
 @click.option("--gpus", type=click.IntRange(min=1), default=None, help="GPU budget.")
@@ -187,6 +190,8 @@ def _placement_table(name: str, r) -> str:
             f"{'every GPU verified by the twin' if r.verified else 'NOT verified by the twin'}; "
             f"{r.wall_seconds:.1f} s")
     console.print(head)
+    for warning in r.warnings:
+        console.print(f"warning: {warning}")
     if r.message:
         console.print(r.message)
     t = Table(show_lines=False)
@@ -207,8 +212,9 @@ def _placement_table(name: str, r) -> str:
                   "util = load / the capacity model's sustainable load")
     if r.repaired_items:
         console.print(f"{r.repaired_items} adapter placement(s) moved by verification and repair")
-    console.print(f"time: capacity model {r.capacity_seconds:.1f} s, solver {r.solver_seconds:.1f} s, "
-                  f"verification {r.verify_seconds:.1f} s")
+    phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in r.phases.items())
+    console.print(f"time: capacity model {r.capacity_seconds:.1f} s, solver {r.solver_seconds:.1f} s"
+                  + (f" ({phases})" if phases else "") + f", verification {r.verify_seconds:.1f} s")
     return console.export_text()
 
 

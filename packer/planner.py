@@ -20,7 +20,7 @@ from .predictors.base import GpuQuery, Prediction, Predictor, get_predictor
 from .predictors.twin import TwinPredictor
 from .profile import load_profile
 from .solvers import bounds as _bounds
-from .solvers.base import (LOAD_UNIT, Assignment, Item, Objective, PlacementProblem, SolveStatus, get_solver,
+from .solvers.base import (Assignment, Objective, PlacementProblem, SolveStatus, get_solver, make_items,
                            utilisation)
 from .solvers.capacity import CapacityModel, ServerBase, build_capacity_model, rank_class
 from .solvers.result import AdapterShare, GpuPlan, SolveResult
@@ -49,16 +49,8 @@ def build_problem(workload: PlacementWorkload, predictor: Predictor, *, objectiv
                                     [a.rank for a in workload.adapters], len(workload.adapters),
                                     min_load_tps=min(positive) if len(positive) == len(loads) else 0.0,
                                     workers=workers, cache=cache, progress=progress)
-    items: list[Item] = []
-    for a, load in zip(workload.adapters, loads):
-        single = capacity.max_single_load(a.rank)
-        k = max(1, math.ceil(load / single)) if single > 0 else 1
-        for _ in range(k):
-            share_load = load / k
-            items.append(Item(a.id, a.rank, a.rate / k, 1.0 / k, share_load,
-                              int(math.ceil(share_load / LOAD_UNIT - 1e-9)), rank_class(a.rank)))
-    items.sort(key=lambda it: (-it.units, -it.rank, it.adapter_id))
-    return PlacementProblem(tuple(items), capacity, predictor, objective, gpus, time_limit_s, seed, workers)
+    items = make_items(((a.id, a.rank, a.rate) for a in workload.adapters), capacity)
+    return PlacementProblem(items, capacity, predictor, objective, gpus, time_limit_s, seed, workers)
 
 
 def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "greedy", predictor: Any = "twin",
@@ -68,7 +60,10 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     """Place ``workload``'s adapters on GPUs; see ``SolveResult``.
 
     ``solver`` and ``predictor`` are registered names or objects; ``objective`` and ``gpus``
-    override the workload's. ``time_limit`` bounds the exact solvers' search (seconds).
+    override the workload's. ``time_limit`` (seconds) bounds the solver phase, start-up and model
+    building included: the exact solvers return within ``time_limit`` + ``GRACE_S`` (0.5 s), with
+    greedy's placement if they find nothing better; ladder stops before a predictor call that would
+    end past it. Measuring the capacity model and verification are not part of it.
     """
     t0 = time.perf_counter()
     wl = parse_workload(workload)
@@ -86,19 +81,23 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     problem = build_problem(wl, pred, objective=Objective.MIN_GPUS, gpus=None, time_limit_s=float(time_limit),
                             seed=seed, workers=workers, cache=cache, progress=progress)
     t_cap = time.perf_counter()
+    phases: dict[str, float] = {}
     if obj is Objective.MIN_LATENCY and budget is None:
         budget = get_solver("greedy").solve(problem).num_gpus  # the fewest GPUs greedy needs
+        phases["gpu_budget"] = time.perf_counter() - t_cap
     problem = PlacementProblem(problem.items, problem.capacity, pred, obj, budget if obj is Objective.MIN_LATENCY
                                else None, float(time_limit), seed, workers)
     assignment = slv.solve(problem)
     t_solve = time.perf_counter()
+    phases.update(assignment.details.get("phases", {}))
 
     if assignment.status is SolveStatus.INFEASIBLE:
         lb = _min_gpus_bound(problem)
         return SolveResult(SolveStatus.INFEASIBLE, obj.value, 0, None, assignment.lower_bound, None, slv.name,
                            pred.name, False, (), time.perf_counter() - t0, t_cap - t0, t_solve - t_cap, 0.0, 0,
                            budget, max(0, lb - budget) if budget else None,
-                           assignment.message or f"needs at least {lb} GPUs on the capacity model")
+                           assignment.message or f"needs at least {lb} GPUs on the capacity model",
+                           phases=phases)
 
     bins = [list(b) for b in assignment.bins]
     configs = {tuple(b): c for b, c in zip(assignment.bins, assignment.configs)}
@@ -116,7 +115,7 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
                   zip(bins, pred_preds, twin_preds if twin_preds is not None else [None] * len(bins)))
     verified = twin_preds is not None and all(p.ok for p in twin_preds)
     return _result(problem, assignment, obj, slv.name, pred.name, plans, verified, moved, budget,
-                   t0, t_cap, t_solve, t_verify)
+                   t0, t_cap, t_solve, t_verify, phases)
 
 
 # ---- confirmation and repair --------------------------------------------------------------------
@@ -239,7 +238,7 @@ def _min_gpus_bound(problem: PlacementProblem) -> int:
 
 def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: str, predictor: str,
             plans: tuple[GpuPlan, ...], verified: bool, moved: int, budget: int | None,
-            t0: float, t_cap: float, t_solve: float, t_verify: float) -> SolveResult:
+            t0: float, t_cap: float, t_solve: float, t_verify: float, phases: dict[str, float]) -> SolveResult:
     n = len(plans)
     if obj is Objective.MIN_GPUS:
         lb = max(_min_gpus_bound(problem), int(math.ceil(a.lower_bound - 1e-9)) if a.lower_bound else 0)
@@ -263,7 +262,7 @@ def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: st
         status = SolveStatus.INFEASIBLE
     return SolveResult(status, obj.value, n, value, lb, gap, solver, predictor, verified, plans,
                        time.perf_counter() - t0, t_cap - t0, t_solve - t_cap, t_verify - t_solve, moved, budget,
-                       short if budget is not None else None, msg)
+                       short if budget is not None else None, msg, phases=phases)
 
 
 def _objective(value: str) -> Objective:

@@ -1,15 +1,24 @@
 """Child process of ``packer.solvers.exact``: one exact backend on one capacity-model problem.
 
-    python -m packer.solvers._exact_worker cpsat|milp  < problem.json  > answer.json
+    python -P path/to/_exact_worker.py cpsat|milp  < problem.json  > answer.json
 
 It runs in its own process because ortools and highspy bundle different HiGHS libraries under one soname
 and cannot be imported together. Only the chosen backend's libraries are imported ("cpsat": ortools;
-"milp": pyomo + highspy). Stdout carries the answer JSON and nothing else (fd 1 is pointed at stderr while
-solving, so solver logs cannot corrupt it).
+"milp": pyomo + highspy), and, run as a script, not the ``packer`` package either (its ``__init__`` imports
+the twin and numba: about a second of a time limit). Stdout carries the answer JSON and nothing else (fd 1
+is pointed at stderr while solving, so solver logs cannot corrupt it).
+
+Time: the problem's ``time_limit_s`` is what is left of the solve's limit when the parent started this
+process (and ``deadline`` the same instant on the shared ``time.monotonic`` clock). The search gets what
+remains of it after start-up, imports and the model build, less ``ANSWER_RESERVE_S`` for writing the
+answer; with less than ``MIN_SEARCH_S`` left there is no search (the parent keeps its warm start). Each
+phase is reported as it ends, as a line ``PHASE_MARK name seconds`` on stderr, so the parent knows where
+the time went even when it has to kill this process.
 
 The model (both backends): bins g < U; x[i,g] item i on bin g; z[g,c] bin g takes config c;
 y[g] = sum_c z[g,c] (bin used); each item on one bin; per bin load <= sum_c C_c z[g,c], item count
-<= sum_c n_c z[g,c], and x[i,g] <= sum of z[g,c] over the configs whose rank class holds item i. Symmetry
+<= sum_c n_c z[g,c], and x[i,g] <= sum of z[g,c] over the configs whose rank class holds item i; items of
+one ``group`` (replicas of one adapter) go on distinct bins: sum over the group of x[i,g] <= 1. Symmetry
 breaking, with items sorted by load descending: bins are labelled in the order of their smallest item
 index, so item i only goes on bins g <= i and y[g] >= y[g+1]. sum_g y[g] >= the lower bound of
 ``packer.solvers.bounds``. Objective ``min_gpus``: minimise sum_g y[g] (U = max_bins). Objective
@@ -20,17 +29,58 @@ u <= 1000 z, u <= T, u >= T - 1000 (1 - z) (so u[g,c] = T on the chosen config) 
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import sys
 import time
-from dataclasses import dataclass
 
-from packer.solvers.bounds import PERMILLE, latency_lower_bound, lower_bounds
-from packer.solvers.exact import DEFAULT_TIME_LIMIT_S
+_STARTED = time.monotonic()  # before any import: the worker's own start-up is a phase too
+
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Callable  # noqa: E402
+
+if __package__:  # imported (tests, or ``python -m``)
+    from .bounds import PERMILLE, latency_lower_bound, lower_bounds
+else:  # run by path from exact.py: bounds.py alone (numpy only), without importing packer
+    import importlib.util
+    from pathlib import Path
+
+    _spec = importlib.util.spec_from_file_location("_packer_exact_bounds", Path(__file__).with_name("bounds.py"))
+    _bounds = importlib.util.module_from_spec(_spec)
+    sys.modules[_spec.name] = _bounds  # dataclasses look their module up while the class is built
+    _spec.loader.exec_module(_bounds)
+    PERMILLE, latency_lower_bound, lower_bounds = _bounds.PERMILLE, _bounds.latency_lower_bound, _bounds.lower_bounds
 
 _EPS = 1e-6
+PHASE_MARK = "@packer-phase"
+ANSWER_RESERVE_S = 0.05  # taken off the search: reading the solution back and writing the answer
+MIN_SEARCH_S = 0.05  # less than this left after the model build: no search
+
+
+def mark(name: str, seconds: float) -> None:
+    """Report that phase ``name`` took ``seconds`` (stderr, flushed at once: it must survive a kill)."""
+    print(f"{PHASE_MARK} {name} {seconds:.6f}", file=sys.stderr, flush=True)
+
+
+class Phases:
+    """Times consecutive phases: ``done(name)`` ends the phase that began at the previous call."""
+
+    def __init__(self, start: float, report: Callable[[str, float], None] | None = None):
+        self.last = start
+        self.report = report
+        self.seconds: dict[str, float] = {}
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        took, self.last = now - self.last, now
+        self.seconds[name] = self.seconds.get(name, 0.0) + took
+        if self.report is not None:
+            self.report(name, took)
+
+
+class OutOfTime(Exception):
+    """The deadline leaves no time to search: answer with no incumbent (the parent has the warm start)."""
 
 
 @dataclass
@@ -49,8 +99,8 @@ class Prepared:
     lower_bound: int  # on sum_g y[g]
     t_lower: int  # on T (min_latency)
     hint: tuple[list[int], list[int]] | None  # (bin per sorted item, config per bin), symmetry-consistent
-    time_limit: float
-    started: float  # time.monotonic() when the worker started
+    groups: list[list[int]]  # sorted items that must go on distinct bins (replicas of one adapter)
+    deadline: float  # time.monotonic() by which the answer must be written
     workers: int
     seed: int
 
@@ -62,10 +112,15 @@ class Prepared:
         """The sorted items that may go on bin ``g``."""
         return range(g, len(self.loads))
 
-    def solver_seconds(self) -> float:
-        """The solver's own limit: what is left of ``time_limit_s`` after imports and model building
-        (at least a fifth of it, so that the warm start can still be loaded and returned)."""
-        return max(0.2 * self.time_limit, self.time_limit - (time.monotonic() - self.started))
+    def search_seconds(self) -> float:
+        """The search's own limit: what is left until the deadline, less the time to write the answer."""
+        return self.deadline - time.monotonic() - ANSWER_RESERVE_S
+
+    def check_time(self) -> None:
+        """Raise ``OutOfTime`` once no search of at least ``MIN_SEARCH_S`` can start before the deadline
+        (checked while the model is built: building a large model can take longer than the limit)."""
+        if self.search_seconds() < MIN_SEARCH_S:
+            raise OutOfTime
 
     def fits(self, s: int) -> list[int]:
         """The offered configs whose rank class holds sorted item ``s``."""
@@ -85,7 +140,7 @@ def _non_dominated(configs: list[dict]) -> list[int]:
     return keep
 
 
-def prepare(problem: dict, started: float) -> Prepared:
+def prepare(problem: dict, deadline: float) -> Prepared:
     items, configs = problem["items"], problem["configs"]
     objective = problem["objective"]
     order = sorted(range(len(items)), key=lambda i: (-int(items[i]["load"]), -int(items[i]["rank_class"]), i))
@@ -109,9 +164,23 @@ def prepare(problem: dict, started: float) -> Prepared:
         cap={c: int(cf["capacity"]) for c, cf in enumerate(configs)},
         count={c: int(cf["max_count"]) for c, cf in enumerate(configs)},
         rank={c: int(cf["rank_class"]) for c, cf in enumerate(configs)},
-        bins=bins, lower_bound=lb, t_lower=t_lower, hint=hint,
-        time_limit=float(problem.get("time_limit_s") or DEFAULT_TIME_LIMIT_S), started=started,
-        workers=int(problem.get("workers") or os.cpu_count() or 1), seed=int(problem.get("seed") or 0))
+        bins=bins, lower_bound=lb, t_lower=t_lower, hint=hint, groups=_groups(items, order),
+        deadline=deadline, workers=int(problem.get("workers") or os.cpu_count() or 1),
+        seed=int(problem.get("seed") or 0))
+
+
+def _groups(items: list[dict], order: list[int]) -> list[list[int]]:
+    """The sorted indices of the items of each ``group`` with more than one item."""
+    by_group: dict[int, list[int]] = {}
+    for s, i in enumerate(order):
+        if items[i].get("group") is not None:
+            by_group.setdefault(int(items[i]["group"]), []).append(s)
+    return [members for members in by_group.values() if len(members) > 1]
+
+
+def _apart(p: Prepared) -> list[tuple[int, list[int]]]:
+    """(bin, sorted items of one group that may go on it) where at most one of them may."""
+    return [(g, on) for grp in p.groups for g in range(p.bins) if len(on := [s for s in grp if g <= s]) > 1]
 
 
 def _hint(problem: dict, order: list[int], bins: int) -> tuple[list[int], list[int]] | None:
@@ -179,9 +248,11 @@ def _answer(p: Prepared, status: str, bin_of: list[int] | None, config_of: dict[
             "bound": bound, "wall_seconds": time.monotonic() - t0, "message": message}
 
 
-def solve_cpsat(p: Prepared, t0: float) -> dict:
+def solve_cpsat(p: Prepared, t0: float, phases: Phases) -> dict:
     from ortools.sat.python import cp_model
 
+    phases.done("import")
+    p.check_time()
     n, U = len(p.loads), p.bins
     m = cp_model.CpModel()
     x = {(s, g): m.new_bool_var(f"x{s}_{g}") for s in range(n) for g in p.slots(s)}
@@ -190,6 +261,7 @@ def solve_cpsat(p: Prepared, t0: float) -> dict:
     for s in range(n):
         m.add_exactly_one(x[s, g] for g in p.slots(s))
     for g in range(U):
+        p.check_time()
         m.add(sum(z[g, c] for c in p.configs) == y[g])
         m.add(sum(p.loads[s] * x[s, g] for s in p.members(g)) <= sum(p.cap[c] * z[g, c] for c in p.configs))
         m.add(sum(x[s, g] for s in p.members(g)) <= sum(p.count[c] * z[g, c] for c in p.configs))
@@ -197,6 +269,8 @@ def solve_cpsat(p: Prepared, t0: float) -> dict:
             m.add(x[s, g] <= sum(z[g, c] for c in p.fits(s)))
         if g + 1 < U:
             m.add(y[g] >= y[g + 1])
+    for g, on in _apart(p):
+        m.add(sum(x[s, g] for s in on) <= 1)
     m.add(sum(y) >= p.lower_bound)
     if p.objective == "min_latency":
         T = m.new_int_var(min(p.t_lower, PERMILLE + 1), PERMILLE, "T")
@@ -223,11 +297,14 @@ def solve_cpsat(p: Prepared, t0: float) -> dict:
             for key, v in u.items():
                 m.add_hint(v, hint["u"][key])
 
+    phases.done("model_build")
+    p.check_time()
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = p.solver_seconds()
+    solver.parameters.max_time_in_seconds = p.search_seconds()
     solver.parameters.num_workers = p.workers
     solver.parameters.random_seed = p.seed
     code = solver.solve(m)
+    phases.done("search")
     name = solver.status_name(code)
     has_solution = code in (cp_model.OPTIMAL, cp_model.FEASIBLE)
     status = {cp_model.OPTIMAL: "optimal", cp_model.INFEASIBLE: "infeasible",
@@ -246,11 +323,13 @@ def solve_cpsat(p: Prepared, t0: float) -> dict:
                    f"cp-sat {name} in {solver.wall_time:.2f}s, {len(x)} x vars, hint={'yes' if hint else 'no'}")
 
 
-def solve_milp(p: Prepared, t0: float) -> dict:
+def solve_milp(p: Prepared, t0: float, phases: Phases) -> dict:
     import pyomo.environ as pyo
     from pyomo.contrib.appsi.base import TerminationCondition
     from pyomo.contrib.appsi.solvers import Highs
 
+    phases.done("import")
+    p.check_time()
     n, U = len(p.loads), p.bins
     m = pyo.ConcreteModel()
     m.x = pyo.Var([(s, g) for s in range(n) for g in p.slots(s)], domain=pyo.Binary)
@@ -262,9 +341,14 @@ def solve_milp(p: Prepared, t0: float) -> dict:
         p.loads[s] * m.x[s, g] for s in p.members(g)) <= pyo.quicksum(p.cap[c] * m.z[g, c] for c in p.configs))
     m.cnt = pyo.Constraint(range(U), rule=lambda m, g: pyo.quicksum(m.x[s, g] for s in p.members(g))
                            <= pyo.quicksum(p.count[c] * m.z[g, c] for c in p.configs))
+    p.check_time()
     m.rank = pyo.Constraint(list(m.x.keys()), rule=lambda m, s, g: m.x[s, g]
                             <= pyo.quicksum(m.z[g, c] for c in p.fits(s)))
+    p.check_time()
     m.sym = pyo.Constraint(range(U - 1), rule=lambda m, g: m.y[g] >= m.y[g + 1])
+    apart = _apart(p)
+    m.apart = pyo.Constraint(range(len(apart)), rule=lambda m, k: pyo.quicksum(m.x[s, apart[k][0]]
+                                                                              for s in apart[k][1]) <= 1)
     m.lb = pyo.Constraint(expr=pyo.quicksum(m.y[g] for g in range(U)) >= p.lower_bound)
     if p.objective == "min_latency":
         m.T = pyo.Var(domain=pyo.Integers, bounds=(min(p.t_lower, PERMILLE + 1), PERMILLE))
@@ -290,6 +374,7 @@ def solve_milp(p: Prepared, t0: float) -> dict:
             for key, v in hint["u"].items():
                 m.u[key].set_value(v)
 
+    p.check_time()
     opt = Highs()
     opt.set_instance(m)  # passing the model to HiGHS takes seconds for large models: before the clock
     for key in opt.update_config:  # solve() must not rescan the unchanged model
@@ -297,12 +382,15 @@ def solve_milp(p: Prepared, t0: float) -> dict:
             setattr(opt.update_config, key, False)
     # The appsi class reads config.time_limit itself; SolverFactory('appsi_highs').solve() (the legacy
     # wrapper) overwrites it with its own ``timelimit`` argument, so we use the class directly.
-    opt.config.time_limit = p.solver_seconds()
     opt.config.load_solution = False
     opt.config.warmstart = hint is not None
     # Objectives are integral: an absolute gap below 1 proves optimality.
     opt.highs_options = {"random_seed": p.seed, "mip_rel_gap": 0.0, "mip_abs_gap": 0.99}
+    phases.done("model_build")
+    p.check_time()
+    opt.config.time_limit = p.search_seconds()
     res = opt.solve(m)
+    phases.done("search")
     tc = res.termination_condition
     has_solution = res.best_feasible_objective is not None
     if tc == TerminationCondition.optimal:
@@ -332,35 +420,59 @@ def solve_milp(p: Prepared, t0: float) -> dict:
                    f"hint={'yes' if hint else 'no'}")
 
 
-def solve(problem: dict, backend: str, started: float | None = None) -> dict:
+def solve(problem: dict, backend: str, deadline: float | None = None, phases: Phases | None = None) -> dict:
     """Build and solve the model with ``backend``; the answer's objective is the solver's (the parent
-    recomputes it from the placement). ``time_limit_s`` counts from ``started`` (default: now)."""
-    t0 = time.monotonic() if started is None else started
-    p = prepare(problem, t0)
+    recomputes it from the placement). The answer is due by ``deadline`` (``time.monotonic()``; default:
+    ``time_limit_s`` from now)."""
+    t0 = time.monotonic()
+    phases = phases or Phases(t0)
+    if deadline is None:
+        deadline = t0 + float(problem["time_limit_s"])
+    p = prepare(problem, deadline)
+    phases.done("prepare")
     if len(p.loads) == 0:
         return _answer(p, "optimal", [], {}, 0, 0, t0, "no items")
     if p.objective == "min_latency" and (p.t_lower > PERMILLE or p.lower_bound > p.bins):
         return _answer(p, "infeasible", None, None, None, None, t0, "lower bounds exceed the budget")
-    if backend == "cpsat":
-        return solve_cpsat(p, t0)
-    if backend == "milp":
-        return solve_milp(p, t0)
-    raise ValueError(f"unknown backend {backend!r}")
+    if backend not in ("cpsat", "milp"):
+        raise ValueError(f"unknown backend {backend!r}")
+    try:
+        return solve_cpsat(p, t0, phases) if backend == "cpsat" else solve_milp(p, t0, phases)
+    except OutOfTime:
+        phases.done("model_build")  # the phase it was in (or the end of the import)
+        return _answer(p, "time_limit", None, None, None, None, t0,
+                       f"no time left to search after start-up, imports and the model build "
+                       f"({time.monotonic() - t0:.2f}s in the worker)")
+
+
+def _deadline(problem: dict, started: float) -> float:
+    """When the answer is due: the parent's ``deadline`` where this process shares its clock (it is no
+    later than ``time_limit_s`` from this process's start), else ``time_limit_s`` from that start."""
+    own = started + float(problem["time_limit_s"])
+    parent = problem.get("deadline")
+    if isinstance(parent, (int, float)) and own - 60.0 < parent <= own:
+        return float(parent)
+    return own
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m packer.solvers._exact_worker cpsat|milp < problem.json", file=sys.stderr)
+        print("usage: python -P _exact_worker.py cpsat|milp < problem.json", file=sys.stderr)
         return 2
-    started = time.monotonic()
+    phases = Phases(_STARTED, mark)
+    phases.done("worker_start")  # this module's imports: numpy and the bounds
     problem = json.load(sys.stdin)
     answer_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything printed while solving goes to stderr
-    answer = solve(problem, argv[1], started)
+    answer = solve(problem, argv[1], _deadline(problem, _STARTED), phases)
     answer_out.write(json.dumps(answer))
     answer_out.flush()
+    phases.done("answer")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    code = main(sys.argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip the interpreter's teardown of the solver's objects: the answer is written

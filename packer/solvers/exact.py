@@ -2,7 +2,7 @@
 
 The capacity model is plain, JSON-serialisable data::
 
-    {"items": [{"load": int, "rank_class": int}, ...],
+    {"items": [{"load": int, "rank_class": int, "group": int (optional)}, ...],
      "configs": [{"rank_class": int, "max_count": int, "capacity": int}, ...],
      "objective": "min_gpus" | "min_latency",
      "max_bins": int,          # bins the model may use (min_gpus)
@@ -10,14 +10,22 @@ The capacity model is plain, JSON-serialisable data::
      "warm_start": {"bins": [bin per item], "configs": [config per bin]} | None,
      "time_limit_s": float, "workers": int, "seed": int}
 
+(``solve_exact`` adds ``lower_bound`` and the child's ``deadline`` when it hands the problem on.)
+
 A bin takes one config and holds items of rank class <= the config's, at most ``max_count`` of them and
-at most ``capacity`` load. ``min_gpus`` minimises the bins; ``min_latency`` minimises, on at most G bins,
-the max per-mille utilisation T = ceil(1000 load / capacity) over the used bins.
+at most ``capacity`` load, and at most one item of each ``group`` (the replicas of one adapter).
+``min_gpus`` minimises the bins; ``min_latency`` minimises, on at most G bins, the max per-mille
+utilisation T = ceil(1000 load / capacity) over the used bins.
 
 ortools 9.15 and highspy 1.15 bundle different HiGHS libraries under one soname, so they cannot be loaded
-in one process: this module imports neither (nor pyomo) and runs ``packer.solvers._exact_worker`` in a
+in one process: this module imports neither (nor pyomo) and runs ``packer/solvers/_exact_worker.py`` in a
 child process per solve, problem JSON on stdin, answer JSON on stdout. Every answer is checked here before
 it is returned; a placement that breaks a rule is never passed on as feasible.
+
+``time_limit_s`` bounds the whole call, not only the search: the child's start-up, imports (about 1 s
+for ortools or pyomo), model build and answer come out of it, and a call returns within
+``time_limit_s + GRACE_S`` (the stated margin): a child still running then is killed and the warm start
+is the answer (status "time_limit").
 """
 
 from __future__ import annotations
@@ -32,17 +40,20 @@ import time
 from pathlib import Path
 
 from packer.errors import InputError
+from packer.solvers._exact_worker import PHASE_MARK
 from packer.solvers.bounds import PERMILLE, latency_lower_bound, lower_bounds, unplaceable_items
 
 __all__ = ["BACKENDS", "GRACE_S", "DEFAULT_TIME_LIMIT_S", "solve_exact", "backend_available", "check_placement",
            "placement_objective"]
 
 BACKENDS = ("cpsat", "milp")
-GRACE_S = 10.0  # on top of time_limit_s before the child is killed: start-up, presolve and answer overrun
+GRACE_S = 0.5  # the stated margin: a call returns within time_limit_s + GRACE_S (see solve_exact)
+_KILL_RESERVE_S = 0.2  # the child is killed this long before time_limit_s + GRACE_S: reaping it, the answer
 DEFAULT_TIME_LIMIT_S = 60.0
 _MODULES = {"cpsat": ("ortools",), "milp": ("pyomo", "highspy")}
 _OBJECTIVES = ("min_gpus", "min_latency")
-_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the ``packer`` package
+_WORKER = Path(__file__).resolve().with_name("_exact_worker.py")
+_WORKER_PHASES = ("worker_start", "prepare", "import", "model_build", "search", "answer")
 
 
 def backend_available(backend: str) -> bool:
@@ -80,6 +91,12 @@ def check_placement(problem: dict, bins: list[int], configs: list[int]) -> str |
             return f"bin {g} carries load {load[g]}, config {c} has capacity {cf['capacity']}"
         if rank[g] > int(cf["rank_class"]):
             return f"bin {g} holds rank class {rank[g]}, config {c} allows {cf['rank_class']}"
+    seen: set[tuple[int, int]] = set()
+    for it, b in zip(items, bins):
+        if it.get("group") is not None:
+            if (int(it["group"]), b) in seen:
+                return f"bin {b} holds two items of group {it['group']}"
+            seen.add((int(it["group"]), b))
     return None
 
 
@@ -134,61 +151,127 @@ def _result(status: str, placement: tuple[list[int], list[int]] | None, objectiv
             "wall_seconds": time.monotonic() - t0, "message": message}
 
 
-def solve_exact(problem: dict, backend: str) -> dict:
+def solve_exact(problem: dict, backend: str, started: float | None = None) -> dict:
     """Solve the capacity-model ``problem`` with ``backend`` ("cpsat" or "milp") in a child process.
 
-    Returns {"status", "bins", "configs", "objective", "bound", "wall_seconds", "message"}; status is
-    "optimal", "feasible", "time_limit" (incumbent not proven optimal), "infeasible" (proven) or "error".
-    On time-out or a failed/invalid answer the valid warm start (if any) is returned as the incumbent.
+    Returns {"status", "bins", "configs", "objective", "bound", "wall_seconds", "message", "phases",
+    "lower_bounds"}; status is "optimal", "feasible", "time_limit" (incumbent not proven optimal),
+    "infeasible" (proven) or "error". On time-out or a failed/invalid answer the valid warm start (if any)
+    is returned as the incumbent.
+
+    ``time_limit_s`` counts from ``started`` (``time.monotonic()``; default: now) and bounds the whole
+    call: the child gets what is left of it and is killed just before ``time_limit_s + GRACE_S``. ``phases`` says
+    where the time went, in seconds: ``bounds`` (checks and lower bounds here), then the child's
+    ``worker_start`` (its imports), ``prepare``, ``import`` (the backend), ``model_build``, ``search`` and
+    ``answer``, ``process`` (interpreter start and exit, pipes) and ``check`` (the answer checked here).
+    A killed child's unreported time goes to the phase it was in (``killed_in``).
     """
-    t0 = time.monotonic()
+    t0 = time.monotonic() if started is None else started
+    phases: dict[str, float] = {}
+    out = _solve_exact(problem, backend, t0, phases)
+    out["phases"] = phases
+    return out
+
+
+def _solve_exact(problem: dict, backend: str, t0: float, phases: dict[str, float]) -> dict:
+    t_call = time.monotonic()
     _validate(problem, backend)
     items = problem.get("items", [])
     warm = _normalised_warm_start(problem)
     warm_obj = placement_objective(problem, *warm) if warm else None
     note = "" if warm or not problem.get("warm_start") else "; the warm start was invalid and is ignored"
 
+    def result(*args) -> dict:
+        phases.setdefault("bounds", time.monotonic() - t_call)
+        return _result(*args)
+
     bad = unplaceable_items(problem)
     if bad:
-        return _result("infeasible", None, None, None, t0, f"item {bad[0]} fits no config" + note)
-    lb = lower_bounds(problem)["best"]
+        return result("infeasible", None, None, None, t0, f"item {bad[0]} fits no config" + note)
+    bounds = lower_bounds(problem)
+    lb = bounds["best"]
     if problem["objective"] == "min_gpus":
         bound = lb
         if warm and warm_obj == lb:
-            return _result("optimal", warm, warm_obj, lb, t0, "warm start meets the lower bound; no solver run")
+            return dict(result("optimal", warm, warm_obj, lb, t0, "warm start meets the lower bound; no solver run"),
+                        lower_bounds=bounds)
         if lb > int(problem["max_bins"]):
-            return _result("infeasible", None, None, lb, t0,
-                           f"at least {lb} bins are needed, max_bins is {problem['max_bins']}" + note)
+            return dict(result("infeasible", None, None, lb, t0,
+                               f"at least {lb} bins are needed, max_bins is {problem['max_bins']}" + note),
+                        lower_bounds=bounds)
     else:
         t_lb = latency_lower_bound(problem)
         if t_lb is None:
-            return _result("infeasible", None, None, None, t0,
-                           f"no placement on {problem['gpus']} GPUs (at least {lb} bins are needed)" + note)
+            return result("infeasible", None, None, None, t0,
+                          f"no placement on {problem['gpus']} GPUs (at least {lb} bins are needed)" + note)
         bound = t_lb
         if warm and warm_obj == t_lb:
-            return _result("optimal", warm, warm_obj, t_lb, t0, "warm start meets the lower bound; no solver run")
+            return result("optimal", warm, warm_obj, t_lb, t0, "warm start meets the lower bound; no solver run")
     if not items:
-        return _result("optimal", ([], []), 0, 0, t0, "no items")
+        return result("optimal", ([], []), 0, 0, t0, "no items")
 
-    payload = dict(problem, warm_start={"bins": warm[0], "configs": warm[1]} if warm else None, lower_bound=lb)
-    payload.setdefault("workers", os.cpu_count() or 1)
     time_limit = float(problem.get("time_limit_s") or DEFAULT_TIME_LIMIT_S)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")])))
+    deadline = t0 + time_limit
+    phases["bounds"] = time.monotonic() - t_call
+    spawned = time.monotonic()
+    if spawned >= deadline:
+        return dict(_result("time_limit", warm, warm_obj, bound, t0, f"{backend}: the time limit was spent before "
+                            "the solver could start; returning the warm start" + note), lower_bounds=bounds)
+    payload = dict(problem, warm_start={"bins": warm[0], "configs": warm[1]} if warm else None, lower_bound=lb,
+                   time_limit_s=deadline - spawned, deadline=deadline)
+    payload.setdefault("workers", os.cpu_count() or 1)
+    # -P: the worker's directory must not shadow other modules; run by path, it does not import packer.
+    proc = subprocess.Popen([sys.executable, "-P", str(_WORKER), backend], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = False
     try:
-        proc = subprocess.run([sys.executable, "-m", "packer.solvers._exact_worker", backend],
-                              input=json.dumps(payload), capture_output=True, text=True, env=env,
-                              timeout=time_limit + GRACE_S)
-    except subprocess.TimeoutExpired:  # subprocess.run kills the child before raising
-        return _result("time_limit", warm, warm_obj, bound, t0,
-                       f"{backend} worker killed after {time_limit + GRACE_S:.0f}s; returning the warm start" + note)
+        stdout, stderr = proc.communicate(json.dumps(payload),
+                                          timeout=max(0.0, deadline + GRACE_S - _KILL_RESERVE_S - spawned))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        killed = True
+    worker_wall = time.monotonic() - spawned
+    marks, stderr = _phase_marks(stderr)
+    phases.update(marks)
+    reported = [k for k, name in enumerate(_WORKER_PHASES) if name in marks]
+    in_progress = (_WORKER_PHASES + ("process",))[max(reported) + 1 if reported else 0]
+    rest = max(0.0, worker_wall - sum(marks.values()))
+    t_check = time.monotonic()
+    if killed:
+        phases[in_progress] = phases.get(in_progress, 0.0) + rest
+        out = _result("time_limit", warm, warm_obj, bound, t0, f"{backend} worker killed during {in_progress} near "
+                      f"the time limit + {GRACE_S:g}s ({time.monotonic() - t0:.2f}s); returning the warm start" + note)
+        return dict(out, killed_in=in_progress, lower_bounds=bounds)
+    phases["process"] = rest
     try:
         if proc.returncode != 0:
             raise ValueError(f"exit code {proc.returncode}")
-        answer = json.loads(proc.stdout)
+        answer = json.loads(stdout)
     except ValueError as exc:
-        tail = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "(no stderr)"
-        return _result("error", warm, warm_obj, bound, t0, f"{backend} worker failed ({exc}): {tail}" + note)
-    return _checked(problem, backend, answer, warm, warm_obj, bound, t0, note)
+        tail = stderr.strip().splitlines()[-1] if stderr.strip() else "(no stderr)"
+        out = _result("error", warm, warm_obj, bound, t0, f"{backend} worker failed ({exc}): {tail}" + note)
+    else:
+        out = _checked(problem, backend, answer, warm, warm_obj, bound, t0, note)
+    phases["check"] = time.monotonic() - t_check
+    out["wall_seconds"] = time.monotonic() - t0
+    return dict(out, lower_bounds=bounds)
+
+
+def _phase_marks(stderr: str) -> tuple[dict[str, float], str]:
+    """The worker's phase reports (see ``_exact_worker.mark``) and the rest of its stderr."""
+    marks: dict[str, float] = {}
+    rest = []
+    for line in stderr.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == PHASE_MARK:
+            try:
+                marks[parts[1]] = marks.get(parts[1], 0.0) + float(parts[2])
+                continue
+            except ValueError:
+                pass
+        rest.append(line)
+    return marks, "\n".join(rest)
 
 
 def _checked(problem: dict, backend: str, answer: dict, warm: tuple[list[int], list[int]] | None,
@@ -215,8 +298,9 @@ def _checked(problem: dict, backend: str, answer: dict, warm: tuple[list[int], l
                            f"{msg}; rejected an invalid placement: {issue}")
     objective = placement_objective(problem, *placement) if placement else None
     if warm and (objective is None or warm_obj < objective):
+        msg += ("; no incumbent, returning the warm start" if objective is None
+                else "; the warm start is better than the solver's incumbent")
         placement, objective = warm, warm_obj
-        msg += "; the warm start is better than the solver's incumbent"
     if objective is None:
         return _result("time_limit" if status == "time_limit" else "error", None, None, bound, t0,
                        msg + "; no incumbent")

@@ -26,16 +26,19 @@ class _ExactSolver(Solver):
 
     def solve(self, problem: PlacementProblem) -> Assignment:
         t0 = time.perf_counter()
+        started = time.monotonic()  # the time limit counts from here: the warm start comes out of it too
         warm = GreedySolver().solve(problem)
         if warm.status is SolveStatus.INFEASIBLE:
             warm = None
         plain = problem.to_plain(warm)
-        answer = solve_exact(plain, self.backend)
+        t_warm = time.monotonic()
+        answer = solve_exact(plain, self.backend, started=started)
         status = answer.get("status")
-        details = {"wall_seconds": time.perf_counter() - t0, "backend": self.backend,
+        phases = {"warm_start": t_warm - started, **answer.get("phases", {})}
+        details = {"wall_seconds": time.perf_counter() - t0, "backend": self.backend, "phases": phases,
                    "solver_wall_seconds": answer.get("wall_seconds"), "message": answer.get("message", "")}
         if problem.objective is Objective.MIN_GPUS:
-            details["bounds"] = lower_bounds(plain)
+            details["bounds"] = answer.get("lower_bounds") or lower_bounds(plain)
         if status == "infeasible":
             return Assignment((), (), SolveStatus.INFEASIBLE, lower_bound=answer.get("bound"),
                               message=answer.get("message", ""), details=details)

@@ -22,21 +22,29 @@ __all__ = ["GreedySolver", "CapacityLookup"]
 
 
 class CapacityLookup:
-    """Dense capacity (load units) by rank-class index and adapter count: O(1) fit checks."""
+    """Dense capacity (``PlacementProblem.config_units``) by rank-class index and adapter count: O(1)
+    fit checks that agree with ``PlacementProblem.fits``. ``NO_FIT`` (-1): no config holds that count."""
+
+    NO_FIT = -1
 
     def __init__(self, problem: PlacementProblem):
         self.problem = problem
         self.classes = list(problem.capacity.rank_classes)
         max_n = max(len(problem.items), 1)
-        self.units = np.zeros((len(self.classes), max_n + 1), dtype=np.int64)  # 0: does not fit
+        self.units = np.full((len(self.classes), max_n + 1), self.NO_FIT, dtype=np.int64)
         for k, R in enumerate(self.classes):
             for n in range(1, max_n + 1):
                 c = problem.config_for(R, n)
-                self.units[k, n] = problem.config_units(c) if c is not None else 0
+                self.units[k, n] = problem.config_units(c) if c is not None else self.NO_FIT
         self.item_class = [self.classes.index(it.rank_class) for it in problem.items]
 
     def cap(self, k: int, n: int) -> int:
-        return int(self.units[k, n]) if n < self.units.shape[1] else 0
+        return int(self.units[k, n]) if n < self.units.shape[1] else self.NO_FIT
+
+    def fits(self, k: int, n: int, units: int) -> bool:
+        """Whether ``n`` items of largest rank-class index ``k`` and total ``units`` fit one GPU."""
+        cap = self.cap(k, n)
+        return cap != self.NO_FIT and units <= cap
 
 
 class GreedySolver(Solver):
@@ -47,7 +55,16 @@ class GreedySolver(Solver):
     def solve(self, problem: PlacementProblem) -> Assignment:
         t0 = time.perf_counter()
         look = CapacityLookup(problem)
+        t_look = time.perf_counter()
         n = len(problem.items)
+        too_big = next((i for i in range(n) if not look.fits(look.item_class[i], 1, problem.items[i].units)), None)
+        if too_big is not None:
+            it = problem.items[too_big]
+            alone = max(look.cap(look.item_class[too_big], 1), 0)
+            return Assignment((), (), SolveStatus.INFEASIBLE, message=(
+                f"item {it.adapter_id} ({it.units} load units) exceeds one GPU of max_lora_rank {it.rank_class} "
+                f"({alone} units) on the capacity model; it needs more replicas"),
+                details=_details(t0, t_look))
         by_load = list(range(n))  # items come sorted by load, descending
         by_rank = sorted(by_load, key=lambda i: (-look.item_class[i], -problem.items[i].units, i))
         if problem.objective is Objective.MIN_LATENCY:
@@ -60,15 +77,15 @@ class GreedySolver(Solver):
                 bins = _improve_balance(look, bins, budget)
             if bins is None:
                 return Assignment((), (), SolveStatus.INFEASIBLE, message=f"the items do not fit on {budget} GPUs "
-                                  "on the capacity model", details={"wall_seconds": time.perf_counter() - t0})
-            return _assignment(problem, bins, SolveStatus.FEASIBLE, t0)
+                                  "on the capacity model", details=_details(t0, t_look))
+            return _assignment(problem, bins, SolveStatus.FEASIBLE, t0, t_look)
         best = None
         for order in (by_load, by_rank):
             for best_fit in (False, True):
                 bins = _pack(look, order, best_fit)
                 if best is None or len(bins) < len(best):
                     best = bins
-        return _assignment(problem, best, SolveStatus.FEASIBLE, t0)
+        return _assignment(problem, best, SolveStatus.FEASIBLE, t0, t_look)
 
 
 def _pack(look: CapacityLookup, order: list[int], best_fit: bool) -> list[list[int]]:
@@ -84,15 +101,13 @@ def _pack(look: CapacityLookup, order: list[int], best_fit: bool) -> list[list[i
             kk = max(cls[g], k)
             cap = look.cap(kk, len(bins[g]) + 1)
             slack = cap - load[g] - u
-            if cap > 0 and slack >= 0:
+            if cap != look.NO_FIT and slack >= 0:
                 if not best_fit:
                     chosen = g
                     break
                 if slack < slack_best:
                     chosen, slack_best = g, slack
-        if chosen < 0:
-            if look.cap(k, 1) <= 0 or look.cap(k, 1) < u:
-                raise ValueError(f"item {items[i].adapter_id} exceeds one GPU; it should have been replicated")
+        if chosen < 0:  # a new GPU: GreedySolver.solve has checked that every item fits one alone
             bins.append([i])
             cls.append(k)
             load.append(u)
@@ -115,9 +130,9 @@ def _balance(look: CapacityLookup, order: list[int], budget: int) -> list[list[i
         for g in range(budget):
             kk = max(cls[g], k) if bins[g] else k
             cap = look.cap(kk, len(bins[g]) + 1)
-            if cap <= 0 or load[g] + u > cap:
+            if not look.fits(kk, len(bins[g]) + 1, load[g] + u):
                 continue
-            util = (load[g] + u) / cap
+            util = (load[g] + u) / max(cap, 1)
             if util < util_best - 1e-12:
                 chosen, util_best = g, util
         if chosen < 0:
@@ -132,9 +147,8 @@ def _bin_util(look: CapacityLookup, members: list[int]) -> float:
     if not members:
         return 0.0
     k = max(look.item_class[i] for i in members)
-    cap = look.cap(k, len(members))
     load = sum(look.problem.items[i].units for i in members)
-    return load / cap if cap > 0 and load <= cap else math.inf
+    return load / max(look.cap(k, len(members)), 1) if look.fits(k, len(members), load) else math.inf
 
 
 def _improve_balance(look: CapacityLookup, bins: list[list[int]], budget: int) -> list[list[int]]:
@@ -164,14 +178,21 @@ def _improve_balance(look: CapacityLookup, bins: list[list[int]], budget: int) -
     return [b for b in bins if b]
 
 
-def _assignment(problem: PlacementProblem, bins: list[list[int]], status: SolveStatus, t0: float) -> Assignment:
+def _details(t0: float, t_look: float) -> dict:
+    """Wall time and phases: ``lookup`` (the capacity lookup table) and ``search`` (the packing passes)."""
+    now = time.perf_counter()
+    return {"wall_seconds": now - t0, "phases": {"lookup": t_look - t0, "search": now - t_look}}
+
+
+def _assignment(problem: PlacementProblem, bins: list[list[int]], status: SolveStatus, t0: float,
+                t_look: float) -> Assignment:
     configs = tuple(bin_config(problem, b) for b in bins)
     if any(c is None for c in configs):  # pragma: no cover - the packers only build fitting bins
         raise AssertionError("greedy built a GPU that does not fit the capacity model")
     value = (len(bins) if problem.objective is Objective.MIN_GPUS
              else max((utilisation(problem, b) for b in bins), default=0.0))
     return Assignment(tuple(tuple(b) for b in bins), configs, status, objective_value=value,
-                      details={"wall_seconds": time.perf_counter() - t0})
+                      details=_details(t0, t_look))
 
 
 SOLVERS.register("greedy", GreedySolver, summary="first-fit/best-fit decreasing on the capacity model (default)")

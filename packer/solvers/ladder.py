@@ -8,15 +8,22 @@ serves more; the predictor then accepts or rejects the GPU. On rejection the ada
 the last accepted checkpoint go to the next GPU. It uses the predictor directly, not the capacity
 model, with the capacity model's acceptance rule (``keeps_up``) so its GPUs are judged like the
 others'. It is a min-GPUs method only.
+
+The time limit bounds the solve: before each predictor call the ladder checks that the call, as long
+as the longest one so far, still ends within the limit; if not, it stops, and greedy places the adapters
+it has not placed yet on the capacity model (status ``time_limit``). A first call longer than the whole
+limit can still overrun it, by that one call.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
-from ..predictors.base import GpuQuery
+from ..predictors.base import GpuQuery, Prediction
 from .base import SOLVERS, Assignment, Objective, PlacementProblem, Solver, SolveStatus
 from .capacity import keeps_up, rank_class
+from .greedy import GreedySolver
 
 __all__ = ["LadderSolver", "checkpoints"]
 
@@ -35,6 +42,31 @@ def checkpoints(limit: int) -> list[int]:
     return out
 
 
+class _OutOfTime(Exception):
+    """The next predictor call would end past the time limit."""
+
+
+class _Budget:
+    """Predictor calls against the time limit: the time they take and the longest one."""
+
+    def __init__(self, t0: float, limit_s: float):
+        self.deadline = t0 + limit_s
+        self.longest = 0.0
+        self.seconds = 0.0
+        self.calls = 0
+
+    def predict(self, problem: PlacementProblem, query: GpuQuery) -> Prediction:
+        start = time.perf_counter()
+        if start + self.longest > self.deadline:
+            raise _OutOfTime
+        pred = problem.predictor.predict(query)
+        took = time.perf_counter() - start
+        self.longest = max(self.longest, took)
+        self.seconds += took
+        self.calls += 1
+        return pred
+
+
 class LadderSolver(Solver):
     """The published checkpoint greedy with the max_loras ladder."""
 
@@ -47,57 +79,80 @@ class LadderSolver(Solver):
             raise InputError("objective", "the ladder solver only minimises GPUs; use greedy, cpsat or milp "
                              "for min_latency")
         order = _interleaved(problem)
+        budget = _Budget(t0, problem.time_limit_s)
         bins, configs = [], []
-        calls = 0
         pos = 0
-        while pos < len(order):
-            accepted, accepted_a = 0, 0
-            a_max = 8
-            remaining = len(order) - pos
-            for cp in checkpoints(remaining):
-                members = order[pos:pos + cp]
-                R = rank_class(max(problem.items[i].rank for i in members))
-                limit = _memory_limit(problem, R)
-                a = min(a_max, limit, cp)
-                nxt = min(_ladder_next(a_max), limit, cp)
-                pred = self._predict(problem, members, a, R)
-                calls += 1
-                if nxt > a:
-                    up = self._predict(problem, members, nxt, R)
-                    calls += 1
-                    if (up.throughput_tps or 0) > (pred.throughput_tps or 0):
-                        a_max, a, pred = _ladder_next(a_max), nxt, up
-                if keeps_up(pred):
-                    accepted, accepted_a = cp, a
-                else:
-                    break
-            if accepted == 0:
-                # Not even the first checkpoint: fall back to the largest prefix that keeps up alone.
-                accepted, accepted_a, extra = self._shrink(problem, order[pos:pos + min(8, remaining)])
-                calls += extra
-            members = order[pos:pos + accepted]
-            bins.append(tuple(members))
-            configs.append(_config(problem, members, accepted_a))
-            pos += accepted
-        return Assignment(tuple(bins), tuple(configs), SolveStatus.FEASIBLE, objective_value=len(bins),
-                          details={"wall_seconds": time.perf_counter() - t0, "predictor_calls": calls})
+        status, message, t_fallback = SolveStatus.FEASIBLE, "", None
+        try:
+            while pos < len(order):
+                accepted, accepted_a = 0, 0
+                a_max = 8
+                remaining = len(order) - pos
+                for cp in checkpoints(remaining):
+                    members = order[pos:pos + cp]
+                    R = rank_class(max(problem.items[i].rank for i in members))
+                    limit = _memory_limit(problem, R)
+                    a = min(a_max, limit, cp)
+                    nxt = min(_ladder_next(a_max), limit, cp)
+                    pred = self._predict(problem, budget, members, a, R)
+                    if nxt > a:
+                        up = self._predict(problem, budget, members, nxt, R)
+                        if (up.throughput_tps or 0) > (pred.throughput_tps or 0):
+                            a_max, a, pred = _ladder_next(a_max), nxt, up
+                    if keeps_up(pred):
+                        accepted, accepted_a = cp, a
+                    else:
+                        break
+                if accepted == 0:
+                    # Not even the first checkpoint: fall back to the largest prefix that keeps up alone.
+                    accepted, accepted_a = self._shrink(problem, budget, order[pos:pos + min(8, remaining)])
+                members = order[pos:pos + accepted]
+                bins.append(tuple(members))
+                configs.append(_config(problem, members, accepted_a))
+                pos += accepted
+        except _OutOfTime:
+            t_fallback = time.perf_counter()
+            rest = sorted(order[pos:])  # the items' order: by load, descending, as greedy expects
+            placed_by_ladder = len(bins)
+            for members, config in _greedy_rest(problem, rest):
+                bins.append(members)
+                configs.append(config)
+            status = SolveStatus.TIME_LIMIT
+            message = (f"ladder stopped at the time limit ({problem.time_limit_s:g}s) after {placed_by_ladder} "
+                       f"GPUs and {budget.calls} predictor calls; greedy placed the other {len(rest)} items")
+        end = time.perf_counter()
+        phases = {"predict": budget.seconds, "search": (t_fallback or end) - t0 - budget.seconds}
+        if t_fallback is not None:
+            phases["fallback"] = end - t_fallback
+        return Assignment(tuple(bins), tuple(configs), status, objective_value=len(bins), message=message,
+                          details={"wall_seconds": end - t0, "predictor_calls": budget.calls, "phases": phases})
 
-    def _predict(self, problem: PlacementProblem, members, max_loras: int, R: int):
+    def _predict(self, problem: PlacementProblem, budget: _Budget, members, max_loras: int, R: int) -> Prediction:
         its = [problem.items[i] for i in members]
         cm = problem.capacity
         q = GpuQuery(cm.profile, cm.base.server(max_loras, R, max(max_loras, len(its))),
                      tuple(it.rank for it in its), tuple(it.rate for it in its), cm.lengths, cm.arrivals)
-        return problem.predictor.predict(q)
+        return budget.predict(problem, q)
 
-    def _shrink(self, problem: PlacementProblem, members) -> tuple[int, int, int]:
-        calls = 0
+    def _shrink(self, problem: PlacementProblem, budget: _Budget, members) -> tuple[int, int]:
         for k in range(len(members), 0, -1):
             R = rank_class(max(problem.items[i].rank for i in members[:k]))
             a = min(k, _memory_limit(problem, R))
-            calls += 1
-            if keeps_up(self._predict(problem, members[:k], a, R)):
-                return k, a, calls
-        return 1, 1, calls  # a single item always goes somewhere; verification reports it
+            if keeps_up(self._predict(problem, budget, members[:k], a, R)):
+                return k, a
+        return 1, 1  # a single item always goes somewhere; verification reports it
+
+
+def _greedy_rest(problem: PlacementProblem, rest: list[int]):
+    """(members, config) per GPU for the items ``rest`` (indices into ``problem.items``), placed by greedy
+    on the capacity model; one item per GPU where greedy finds no placement (verification reports it)."""
+    if not rest:
+        return []
+    sub = replace(problem, items=tuple(problem.items[i] for i in rest))
+    a = GreedySolver().solve(sub)
+    if a.status is SolveStatus.INFEASIBLE:
+        return [((i,), _config(problem, [i], 1)) for i in rest]
+    return [(tuple(rest[j] for j in members), config) for members, config in zip(a.bins, a.configs)]
 
 
 def _interleaved(problem: PlacementProblem) -> list[int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from ..files import json_ready
 from .base import SolveStatus
@@ -55,6 +55,10 @@ class SolveResult:
     ``lower_bound`` and ``gap`` are on the capacity model: no placement keeps every GPU within the
     model with fewer than ``lower_bound`` GPUs (``min_gpus``), or with a lower worst utilisation
     (``min_latency``); ``gap`` = (objective - bound) / objective.
+
+    ``phases`` splits ``solver_seconds`` into the solver's own phases (seconds, in order; e.g. the
+    exact solvers' ``warm_start``, ``import``, ``model_build``, ``search``, ``answer``). ``warnings``
+    are things the caller should know about the answer, one line each.
     """
 
     status: SolveStatus
@@ -75,6 +79,8 @@ class SolveResult:
     gpu_budget: int | None
     short_by: int | None          # GPUs beyond the budget that the workload needs (None: within it)
     message: str = ""
+    phases: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
+    warnings: tuple[str, ...] = ()
 
     @property
     def max_predicted_itl_ms(self) -> float | None:
@@ -93,7 +99,8 @@ class SolveResult:
         d = {k: getattr(self, k) for k in ("objective", "num_gpus", "objective_value", "lower_bound", "gap", "solver",
                                            "predictor", "verified", "wall_seconds", "capacity_seconds",
                                            "solver_seconds", "verify_seconds", "repaired_items", "gpu_budget",
-                                           "short_by", "message")}
+                                           "short_by", "message", "phases")}
+        d["warnings"] = list(self.warnings)
         d["status"] = self.status.value
         d["max_predicted_itl_ms"] = self.max_predicted_itl_ms
         d["gpus"] = [g.to_dict() for g in self.gpus]
