@@ -91,3 +91,34 @@ def test_pool_workers_do_their_work_and_end_with_the_pool():
         pids = set(pool.map(_sleep_and_report, [0.2] * 4))
     assert pids and os.getpid() not in pids
     assert _wait_for(lambda: not any(_alive(p) for p in pids), 10)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_killing_an_exact_solve_takes_its_solver_process_with_it(tmp_path):
+    from packer.solvers import SOLVERS
+
+    if not SOLVERS.available("cpsat"):
+        pytest.skip("cpsat not installed")
+    # Zipf rates on the shipped tables: greedy misses the bound, so the CP-SAT worker searches for a minute.
+    rates = [200.0 / (i + 1) ** 1.1 / sum(1.0 / (k + 1) ** 1.1 for k in range(400)) for i in range(400)]
+    wl = {"profile": "llama-3.1-8b-instruct@h100-64gb",
+          "adapters": [{"id": f"a{i}", "rank": (8, 16, 32)[i % 3], "rate": r} for i, r in enumerate(rates)]}
+    (tmp_path / "w.json").write_text(json.dumps(wl))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PACKER_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "packer.cli", "solve", "w.json", "--solver", "cpsat",
+                             "--time-limit", "60", "--no-verify"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    try:
+        assert _wait_for(lambda: len(_children(proc.pid)) >= 1, 60), "the solver process never started"
+        time.sleep(6.0)  # past its start-up and model build, into the search (it writes nothing until the end)
+        workers = _children(proc.pid)
+        proc.kill()
+        proc.wait(timeout=30)
+        assert _wait_for(lambda: not any(_alive(w) for w in workers), 10), "the solver outlived packer"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)

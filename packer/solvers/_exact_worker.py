@@ -41,16 +41,22 @@ from dataclasses import dataclass  # noqa: E402
 from typing import Callable  # noqa: E402
 
 if __package__:  # imported (tests, or ``python -m``)
+    from ..executor import die_with_parent
     from .bounds import PERMILLE, latency_lower_bound, lower_bounds
-else:  # run by path from exact.py: bounds.py alone (numpy only), without importing packer
+else:  # run by path from exact.py: bounds.py and executor.py alone (stdlib and numpy), without importing packer
     import importlib.util
     from pathlib import Path
 
-    _spec = importlib.util.spec_from_file_location("_packer_exact_bounds", Path(__file__).with_name("bounds.py"))
-    _bounds = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = _bounds  # dataclasses look their module up while the class is built
-    _spec.loader.exec_module(_bounds)
+    def _load(name: str, path: Path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
+        return module
+
+    _bounds = _load("_packer_exact_bounds", Path(__file__).with_name("bounds.py"))
     PERMILLE, latency_lower_bound, lower_bounds = _bounds.PERMILLE, _bounds.latency_lower_bound, _bounds.lower_bounds
+    die_with_parent = _load("_packer_executor", Path(__file__).parents[1] / "executor.py").die_with_parent
 
 _EPS = 1e-6
 PHASE_MARK = "@packer-phase"
@@ -472,6 +478,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    die_with_parent()  # a solve killed by SIGTERM or SIGKILL takes its solver with it
     code = main(sys.argv)
     sys.stdout.flush()
     sys.stderr.flush()
