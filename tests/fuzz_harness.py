@@ -5,7 +5,7 @@ driver: it imports ``packer.cli`` once and calls the real click ``main`` for eac
 stdout and stderr captured, exactly as ``python -m packer.cli`` would run it except that an uncaught
 exception is recorded (with the traceback Python would have printed) instead of ending the process.
 
-    python tests/fuzz_harness.py CASES.json
+    python tests/fuzz_harness.py CASES.json      (env: FUZZ_CASE_LIMIT_S, FUZZ_MEMORY_LIMIT in bytes)
 
 CASES.json is a list of argument lists. For each case the driver prints one protocol line
 ``@@fuzz begin I`` before running it and ``@@fuzz result I {json}`` after; the runner in
@@ -19,6 +19,7 @@ import contextlib
 import io
 import json
 import os
+import resource
 import signal
 import sys
 import time
@@ -68,6 +69,9 @@ def run_case(main, argv: list[str], limit_s: int) -> dict:
 def main() -> None:
     cases = json.loads(open(sys.argv[1], encoding="utf-8").read())
     limit_s = int(os.environ.get("FUZZ_CASE_LIMIT_S", "30"))
+    memory = int(os.environ.get("FUZZ_MEMORY_LIMIT", "0"))
+    if memory:  # a units mistake must be refused, not allocated until the machine runs out
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     proto = sys.stdout
     signal.signal(signal.SIGALRM, _on_alarm)
     from packer.cli import main as cli_main

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import queue
-import resource
 import signal
 import subprocess
 import sys
@@ -565,8 +564,11 @@ def verdict(argv: list[str], rc: int, stdout: str, stderr: str, *, ended: str = 
 # Running the CLI
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+# `python -m packer.cli ARGS` with its address space limited first (set in the child itself: a preexec_fn is not
+# safe in a parent with threads, and run_batch's readers are threads).
+LIMITED_CLI = ("import resource, runpy, sys; limit = int(sys.argv.pop(1)); "
+               "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); sys.argv[0] = 'packer'; "
+               "runpy.run_module('packer.cli', run_name='__main__', alter_sys=True)")
 
 
 def cli_env(cache: str) -> dict[str, str]:
@@ -574,16 +576,17 @@ def cli_env(cache: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PACKER_CACHE_DIR"] = cache
     env["FUZZ_CASE_LIMIT_S"] = str(CASE_LIMIT_S)
+    env["FUZZ_MEMORY_LIMIT"] = str(MEMORY_LIMIT)
     return env
 
 
 def run_cli(argv: list[str], cache: str, cwd: Path) -> dict:
-    """``python -m packer.cli ARGV`` in its own process: rc, stdout, stderr, how it ended and its seconds."""
+    """``python -m packer.cli ARGV`` in its own process (memory-limited): rc, stdout, stderr, how it ended, seconds."""
     t0 = time.perf_counter()
     try:
-        r = subprocess.run([sys.executable, "-m", "packer.cli", *argv], capture_output=True, text=True,
-                           errors="replace", timeout=CASE_LIMIT_S, env=cli_env(cache), cwd=cwd,
-                           preexec_fn=_limit_memory, stdin=subprocess.DEVNULL)
+        r = subprocess.run([sys.executable, "-c", LIMITED_CLI, str(MEMORY_LIMIT), *argv], capture_output=True,
+                           text=True, errors="replace", timeout=CASE_LIMIT_S, env=cli_env(cache), cwd=cwd,
+                           stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return {"rc": -1, "stdout": "", "stderr": "", "ended": "timeout", "seconds": time.perf_counter() - t0}
     killed = r.returncode < 0
@@ -605,7 +608,7 @@ def run_batch(cases: list[list[str]], cache: str, cwd: Path) -> list[dict]:
             json.dump(cases[start:], f)
         proc = subprocess.Popen([sys.executable, str(HARNESS), f.name], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, errors="replace", env=cli_env(cache), cwd=cwd,
-                                preexec_fn=_limit_memory, stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL)
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put(None)], daemon=True).start()
         errors: list[str] = []
