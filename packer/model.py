@@ -31,6 +31,7 @@ __all__ = [
     "MAX_ADAPTER_RATE",
     "MAX_TWIN_REQUESTS",
     "MAX_CLOCK_PERIODS",
+    "MAX_REQUEST_TOKENS",
     "MAX_FLEET_GPUS",
     "BURSTY_RANGES",
     "UNITS_HINT",
@@ -46,6 +47,8 @@ MAX_TWIN_REQUESTS = 20_000_000
 # One adapter at ten million requests per second is beyond any fleet packer plans (a GPU serves
 # hundreds); a larger number is a unit mistake (tokens/s for req/s) or a typo.
 MAX_ADAPTER_RATE = 1e7
+# Tokens of one request: beyond any model's context window, and the twin keeps lengths as int32.
+MAX_REQUEST_TOKENS = 1 << 21
 # Rate periods of a bursty run's operational clock (one random multiplier each).
 MAX_CLOCK_PERIODS = 1_000_000
 # The largest fleet a placement may ask for (PlacementWorkload.gpus).
@@ -92,6 +95,14 @@ class LengthSpec(_Frozen):
     min_input: int = Field(default=4, ge=1)
     max_input: int = Field(default=1024, ge=1)
     max_total: int = Field(default=2048, ge=2)
+
+    @field_validator("min_input", "max_input", "max_total")
+    @classmethod
+    def _plausible_tokens(cls, v: int) -> int:
+        if v > MAX_REQUEST_TOKENS:
+            raise ValueError(f"must be at most {MAX_REQUEST_TOKENS:,} tokens per request (beyond any model's "
+                             "context); lengths are tokens per request")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "LengthSpec":

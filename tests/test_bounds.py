@@ -18,8 +18,8 @@ import pytest
 
 from conftest import LLAMA, llama_scenario
 from packer.errors import InputError
-from packer.model import (BURSTY_RANGES, MAX_ADAPTER_RATE, MAX_FLEET_GPUS, MAX_TWIN_REQUESTS, UNITS_HINT,
-                          BurstyArrivals, check_placement_load, gpu_token_ceiling, parse_scenario)
+from packer.model import (BURSTY_RANGES, MAX_ADAPTER_RATE, MAX_FLEET_GPUS, MAX_REQUEST_TOKENS, MAX_TWIN_REQUESTS,
+                          UNITS_HINT, BurstyArrivals, check_placement_load, gpu_token_ceiling, parse_scenario)
 from packer.planner import parse_workload
 from packer.predictors.dataset import SweepSpec, sample_query
 from packer.profile import load_profile
@@ -105,6 +105,15 @@ def test_every_float_field_refuses_non_finite_strings():
                          "server.gpu_memory_utilization")):
         with pytest.raises(InputError, match=f"^{field}: must be a finite number"):
             parse_scenario(llama_scenario(**over))
+
+
+def test_request_lengths_beyond_any_context_are_refused():
+    # 5e9-token prompts overflowed the twin's int32 lengths: a negative offered load that "keeps up"
+    huge = {"input_mean": 5e9, "output_mean": 100, "max_input": 10 ** 10, "max_total": 2 * 10 ** 10}
+    with pytest.raises(InputError, match=f"^lengths.max_input: must be at most {MAX_REQUEST_TOKENS:,} tokens"):
+        parse_scenario(llama_scenario(lengths=huge))
+    long = {"input_mean": 100_000, "output_mean": 1000, "max_input": 200_000, "max_total": MAX_REQUEST_TOKENS}
+    assert parse_scenario(llama_scenario(lengths=long)).workload.lengths.max_total == MAX_REQUEST_TOKENS
 
 
 # ---- units mistakes -------------------------------------------------------------------------------
