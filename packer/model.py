@@ -328,8 +328,8 @@ class PlacementWorkload(_Frozen):
 
 def _seconds(wl: Workload) -> str:
     if wl.warmup_s:
-        return f"(warmup_s {wl.warmup_s:,.6g} + duration_s {wl.duration_s:,.6g}) s"
-    return f"{wl.duration_s:,.6g} s"
+        return f"(warmup_s {wl.warmup_s:,.10g} + duration_s {wl.duration_s:,.10g}) s"
+    return f"{wl.duration_s:,.10g} s"
 
 
 def check_twin_requests(expected: float, how: str, field: str) -> None:

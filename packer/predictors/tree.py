@@ -318,10 +318,9 @@ class TreeModel:
 
     def domain_check(self) -> DomainCheck:
         """``domain`` compiled for this model's features (kept until ``training`` is replaced)."""
-        cached = self.__dict__.get("_domain_check")
+        cached = getattr(self, "_domain_check", None)
         if cached is None or cached[0] is not self.training:
-            cached = (self.training, self.domain.check(self.feature_names))
-            self.__dict__["_domain_check"] = cached
+            cached = self._domain_check = (self.training, self.domain.check(self.feature_names))
         return cached[1]
 
     def apply(self, name: str, raw):

@@ -198,7 +198,7 @@ def _trace_arrivals(spec: TraceArrivals, rates: np.ndarray, duration: float, nee
     copies = max(1, math.ceil(horizon / trace.period_s)) if spec.loop else 1
     expected = len(trace.arrived_at) * min(copies, horizon / trace.period_s)
     check_twin_requests(expected, f"trace {spec.trace} replayed at {expected / duration:.3g} req/s for "
-                        f"{duration:,.6g} s", "arrivals.trace")
+                        f"{duration:,.10g} s", "arrivals.trace")
     times = (trace.arrived_at[None, :] + trace.period_s * np.arange(copies)[:, None]).ravel()
     n = int(np.searchsorted(times, horizon, side="left"))
     rows = np.tile(np.arange(len(trace.arrived_at)), copies)[:n]
