@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Mapping, Sequence
 
 import numba as nb
@@ -28,6 +29,7 @@ from .kernels import _S_N, N_FEATURES, _fill, predict_outcomes_row
 
 __all__ = ["Domain", "DomainCheck", "default_domain", "domain_flags", "predict_packed_row_checked"]
 
+_KIND, _LORA = attrgetter("arrivals.kind"), attrgetter("server.enable_lora")
 # Bounds are widened by this relative margin, so that a sample the sweep drew exactly at a bound
 # (a knee load factor of 0.4, recomputed from rescaled rates) is inside.
 _MARGIN = 1e-9
@@ -141,36 +143,39 @@ def default_domain() -> Domain:
 
 
 @nb.njit(cache=True, nogil=True)
-def _row_flags(x, cols, lo, hi, group, all_groups):
+def _row_flags(x, intervals):
     inside = np.int64(0)
-    for j in range(cols.shape[0]):
-        v = x[cols[j]]
-        if v >= lo[j] and v <= hi[j]:
-            inside |= np.int64(1) << group[j]
-    return all_groups & ~inside
+    groups = np.int64(0)
+    for j in range(intervals.shape[1]):
+        g = np.int64(intervals[3, j])
+        groups |= np.int64(1) << g
+        v = x[np.int64(intervals[0, j])]
+        if v >= intervals[1, j] and v <= intervals[2, j]:
+            inside |= np.int64(1) << g
+    return groups & ~inside
 
 
 @nb.njit(cache=True, nogil=True)
-def domain_flags(X, cols, lo, hi, group, all_groups):
-    """Per row of ``X``, a bit mask of the groups none of whose intervals holds the row's value
-    (interval j: lo[j] <= X[row, cols[j]] <= hi[j], in group group[j]); NaN is outside."""
+def domain_flags(X, intervals):
+    """Per row of ``X``, a bit mask of the groups none of whose intervals holds the row's value.
+    ``intervals`` (4, k): interval j is feature column intervals[0, j] in [intervals[1, j],
+    intervals[2, j]], in group intervals[3, j] (``DomainCheck.intervals``); NaN is outside."""
     out = np.zeros(X.shape[0], dtype=np.int64)
     for i in range(X.shape[0]):
-        out[i] = _row_flags(X[i], cols, lo, hi, group, all_groups)
+        out[i] = _row_flags(X[i], intervals)
     return out
 
 
 @nb.njit(cache=True, nogil=True)
 def predict_packed_row_checked(v, xs, ys, c, nodes, node_values, roots, heads, bias, plan, output_len_scale,
-                               cols, lo, hi, group, all_groups):
-    """``kernels.predict_packed_row`` (one packed query's four outcomes) and a fifth value, 1.0 when
-    the query's features leave the domain (``domain_flags``), else 0.0: the single-query path in
-    one call."""
-    x = np.empty(N_FEATURES, dtype=np.float64)
+                               intervals):
+    """The single-query path in one call: [the four outcomes of ``kernels.predict_packed_row``, the
+    ``domain_flags`` mask (as a float; exact, masks have at most 52 bits), the feature row]."""
+    out = np.empty(5 + N_FEATURES, dtype=np.float64)
+    x = out[5:]
     _fill(x, v[:_S_N], v[_S_N:], xs, ys, c)
-    out = np.empty(5, dtype=np.float64)
     out[:4] = predict_outcomes_row(x, nodes, node_values, roots, heads, bias, plan, output_len_scale)
-    out[4] = 1.0 if _row_flags(x, cols, lo, hi, group, all_groups) != 0 else 0.0
+    out[4] = float(_row_flags(x, intervals))
     return out
 
 
@@ -180,35 +185,34 @@ class DomainCheck:
 
     domain: Domain
     feature_names: tuple[str, ...]
-    _arrays: tuple = field(init=False, repr=False, compare=False)
+    intervals: np.ndarray = field(init=False, repr=False, compare=False)  # domain_flags' (4, k) argument
     _groups: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = {n: i for i, n in enumerate(self.feature_names)}
         cols, lo, hi, grp, groups = [], [], [], [], []
-        for name, alts in self.domain.ranges:
+        for _name, alts in self.domain.ranges:
             alts = tuple(a for a in alts if a[0] in index)
             if not alts:
                 continue
             g = len(groups)
-            if g >= 63:
-                raise InputError("model", "a training domain has more than 63 groups")
-            groups.append((name, tuple((f, index[f], a, b) for f, a, b in alts)))
+            if g >= 52:  # the single-row kernel returns the mask as a float64
+                raise InputError("model", "a training domain has more than 52 groups")
+            # the message's fixed part, once: the features it names and the trained ranges
+            features = tuple(dict.fromkeys((f, index[f]) for f, _, _ in alts))
+            trained = " or ".join((f"{f} " if len(features) > 1 else "") + _interval(a, b) for f, a, b in alts)
+            verb = "are" if len(features) > 1 else "is"
+            notes = "".join(_NOTES.get(f, "") for f, _ in features)
+            groups.append((features, f" {verb} outside the trained range {trained}{notes}"))
             for f, a, b in alts:
                 cols.append(index[f])
                 lo.append(a - _MARGIN * abs(a))
                 hi.append(b + _MARGIN * abs(b))
                 grp.append(g)
-        arrays = (np.asarray(cols, dtype=np.int64), np.asarray(lo, dtype=np.float64),
-                  np.asarray(hi, dtype=np.float64), np.asarray(grp, dtype=np.int64),
-                  np.int64((1 << len(groups)) - 1))
-        object.__setattr__(self, "_arrays", arrays)
+        intervals = np.array([cols, lo, hi, grp], dtype=np.float64).reshape(4, len(cols))
+        intervals.setflags(write=False)
+        object.__setattr__(self, "intervals", intervals)
         object.__setattr__(self, "_groups", tuple(groups))
-
-    @property
-    def arrays(self) -> tuple:
-        """The kernel arguments (cols, lo, hi, group, all_groups) of ``domain_flags``."""
-        return self._arrays
 
     def plain(self, query: Any) -> bool:
         """Whether ``query``'s arrival kind and LoRA setting (not feature columns) are trained ones."""
@@ -217,34 +221,35 @@ class DomainCheck:
     def flags(self, X: np.ndarray) -> np.ndarray:
         """``domain_flags`` of feature rows (a 2-D array, or one row)."""
         X2 = X.reshape(1, -1) if X.ndim == 1 else X
-        return domain_flags(X2, *self._arrays)
+        return domain_flags(X2, self.intervals)
 
     def warnings(self, X: np.ndarray, queries: Sequence[Any]) -> list[tuple[str, ...]]:
         """For each feature row (and its ``GpuQuery``), the ranges it leaves, as messages naming the
         feature, its value and the trained range; ``()`` for a row inside the domain."""
         X2 = X.reshape(1, -1) if X.ndim == 1 else X
         flags = self.flags(X2)
-        kinds, lora = self.domain.arrival_kinds, self.domain.enable_lora
         out: list[tuple[str, ...]] = [()] * len(queries)
-        odd = [i for i, q in enumerate(queries) if not self.plain(q)]
+        kinds, loras = list(map(_KIND, queries)), list(map(_LORA, queries))
+        odd: list[int] = []
+        if not (set(kinds) <= set(self.domain.arrival_kinds) and set(loras) <= set(self.domain.enable_lora)):
+            odd = [i for i, q in enumerate(queries) if not self.plain(q)]
         for row in sorted(set(np.flatnonzero(flags).tolist()).union(odd)):
-            mask, q = int(flags[row]), queries[row]
-            msgs = [self._message(g, X2[row]) for g in range(len(self._groups)) if mask >> g & 1]
-            if q.arrivals.kind not in kinds:
-                msgs.append(f"arrivals kind {q.arrivals.kind!r} is outside the trained kinds ({', '.join(kinds)})")
-            if q.server.enable_lora not in lora:
-                msgs.append(f"server.enable_lora={q.server.enable_lora} is outside the trained settings "
-                            f"({', '.join(str(x) for x in lora)})")
-            out[row] = tuple(f"extrapolating: {m}" for m in msgs)
+            out[row] = self.messages(int(flags[row]), X2[row], queries[row])
         return out
 
-    def _message(self, g: int, x: np.ndarray) -> str:
-        _name, alts = self._groups[g]
-        features = list(dict.fromkeys((f, col) for f, col, _, _ in alts))
-        values = " and ".join(f"{f} = {_num(float(x[col]))}" for f, col in features)
-        trained = " or ".join((f"{f} " if len(features) > 1 else "") + _interval(a, b) for f, _, a, b in alts)
-        notes = "".join(_NOTES.get(f, "") for f, _ in features)
-        return f"{values} {'are' if len(features) > 1 else 'is'} outside the trained range {trained}{notes}"
+    def messages(self, mask: int, x: np.ndarray, query: Any) -> tuple[str, ...]:
+        """The warnings of one query from its ``domain_flags`` mask and feature row."""
+        msgs = []
+        for g, (features, fixed) in enumerate(self._groups):
+            if mask >> g & 1:
+                msgs.append(" and ".join(f"{f} = {_num(float(x[col]))}" for f, col in features) + fixed)
+        kinds, lora = self.domain.arrival_kinds, self.domain.enable_lora
+        if query.arrivals.kind not in kinds:
+            msgs.append(f"arrivals kind {query.arrivals.kind!r} is outside the trained kinds ({', '.join(kinds)})")
+        if query.server.enable_lora not in lora:
+            msgs.append(f"server.enable_lora={query.server.enable_lora} is outside the trained settings "
+                        f"({', '.join(str(x) for x in lora)})")
+        return tuple(f"extrapolating: {m}" for m in msgs)
 
 
 def _interval(a: float, b: float) -> str:

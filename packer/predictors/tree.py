@@ -63,8 +63,8 @@ from .base import PREDICTORS, GpuQuery, Prediction, Predictor
 from .domain import Domain, DomainCheck, default_domain, predict_packed_row_checked
 from .features import FEATURE_NAMES, _consts, features_many, pack, profile_of
 from .kernels import (_C_OUT_SCALE, _P_INPUT_MEAN, _P_ITL, _P_ITL_T, _P_LOAD_FACTOR, _P_N, _P_OUTPUT_MEAN, _P_RATIO_T,
-                      _P_SERVED, _P_STARVED, _P_STARVED_T, _P_TOTAL_RATE, _TRANSFORM_CODES, features_packed,
-                      predict_nodes, predict_nodes_row, predict_outcomes, predict_outcomes_row)
+                      _P_SERVED, _P_STARVED, _P_STARVED_T, _P_TOTAL_RATE, _TRANSFORM_CODES, predict_nodes,
+                      predict_nodes_row, predict_outcomes, predict_outcomes_row)
 
 __all__ = ["Tree", "Head", "TreeModel", "head_from_sklearn", "predict_nodes", "predict_nodes_row", "predict_outcomes",
            "predict_outcomes_row", "load_model", "save_model",
@@ -561,12 +561,10 @@ class TreePredictor(Predictor):
         key = self.profile if self.profile is not None else query.profile
         xs, ys, c, _ = _consts(key)
         check = m.domain_check()
-        v = pack(query, key)
-        thr, offered, starved, itl, outside = predict_packed_row_checked(v, xs, ys, c, *m.arrays, m.plan,
-                                                                         c[_C_OUT_SCALE], *check.arrays).tolist()
-        warnings = ()
-        if outside or not check.plain(query):  # the messages need the feature row: rare, computed again
-            warnings = check.warnings(features_packed(v, xs, ys, c), (query,))[0]
+        r = predict_packed_row_checked(pack(query, key), xs, ys, c, *m.arrays, m.plan, c[_C_OUT_SCALE],
+                                       check.intervals)
+        thr, offered, starved, itl, mask = r[:5].tolist()
+        warnings = check.messages(int(mask), r[5:], query) if mask or not check.plain(query) else ()
         if warnings and self.extrapolation != "warn":
             return self._outside([query], [warnings])[0]
         return Prediction(predictor=self.name, starved=starved != 0.0, memory_error=None, throughput_tps=thr,
