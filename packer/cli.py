@@ -260,6 +260,8 @@ def _prediction_table(name: str, p, wall_seconds: float) -> str:
         t.add_row("ITL mean (ms)", "-" if p.mean_itl_ms is None else f"{p.mean_itl_ms:.1f}")
         if p.p99_ttft_ms is not None:
             t.add_row("TTFT p99 (ms)", f"{p.p99_ttft_ms:,.0f}")
+    for w in p.warnings:
+        t.add_row("warning", w)
     t.add_row("prediction time", f"{wall_seconds * 1e3:,.3f} ms" if wall_seconds < 1 else f"{wall_seconds:,.2f} s")
     console = Console(width=100, record=True, file=io.StringIO())
     console.print(f"{name} — predictor {p.predictor}", soft_wrap=True, markup=False, highlight=False)

@@ -7,9 +7,12 @@ scenario file is an error rather than a silently ignored setting.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from .profile import Profile
 
 __all__ = [
     "Adapter",
@@ -25,11 +28,38 @@ __all__ = [
     "PlacementWorkload",
     "parse_scenario",
     "parse_model",
+    "MAX_ADAPTER_RATE",
+    "MAX_TWIN_REQUESTS",
+    "MAX_CLOCK_PERIODS",
+    "MAX_REQUEST_TOKENS",
+    "MAX_FLEET_GPUS",
+    "BURSTY_RANGES",
+    "UNITS_HINT",
+    "check_twin_requests",
+    "gpu_token_ceiling",
+    "check_placement_load",
 ]
+
+# Bounds that catch unit mistakes before anything is allocated. A twin run keeps about 120 bytes per
+# request at its peak (the request arrays, their generation and the kernel's per-request state,
+# measured on 1-5 million requests), so 20 million requests stay under about 2.5 GB.
+MAX_TWIN_REQUESTS = 20_000_000
+# One adapter at ten million requests per second is beyond any fleet packer plans (a GPU serves
+# hundreds); a larger number is a unit mistake (tokens/s for req/s) or a typo.
+MAX_ADAPTER_RATE = 1e7
+# Tokens of one request: beyond any model's context window, and the twin keeps lengths as int32.
+MAX_REQUEST_TOKENS = 1 << 21
+# Rate periods of a bursty run's operational clock (one random multiplier each).
+MAX_CLOCK_PERIODS = 1_000_000
+# The largest fleet a placement may ask for (PlacementWorkload.gpus).
+MAX_FLEET_GPUS = 100_000
+UNITS_HINT = "rates are requests per second, not tokens per second"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: NaN and infinities, also as strings ("inf", "nan", "1e400"), are refused by
+    # every float field before its range checks run.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Adapter(_Frozen):
@@ -39,11 +69,11 @@ class Adapter(_Frozen):
     rank: int = Field(gt=0, le=512)
     rate: float = Field(ge=0.0)
 
-    @field_validator("rate", mode="before")
+    @field_validator("rate")
     @classmethod
-    def _finite_rate(cls, v):
-        if isinstance(v, (int, float)) and not math.isfinite(v):
-            raise ValueError("must be a finite number of requests per second (got NaN or inf)")
+    def _plausible_rate(cls, v: float) -> float:
+        if v > MAX_ADAPTER_RATE:
+            raise ValueError(f"must be at most {MAX_ADAPTER_RATE:.0e} requests per second; {UNITS_HINT}")
         return v
 
 
@@ -65,6 +95,14 @@ class LengthSpec(_Frozen):
     min_input: int = Field(default=4, ge=1)
     max_input: int = Field(default=1024, ge=1)
     max_total: int = Field(default=2048, ge=2)
+
+    @field_validator("min_input", "max_input", "max_total")
+    @classmethod
+    def _plausible_tokens(cls, v: int) -> int:
+        if v > MAX_REQUEST_TOKENS:
+            raise ValueError(f"must be at most {MAX_REQUEST_TOKENS:,} tokens per request (beyond any model's "
+                             "context); lengths are tokens per request")
+        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "LengthSpec":
@@ -94,9 +132,30 @@ class BurstyArrivals(_Frozen):
     log-normal with standard deviation ``multiplier_sigma`` (mean 1, so the long-run rate is kept)."""
 
     kind: Literal["bursty"] = "bursty"
-    cv: float = Field(default=2.0, gt=0)
-    period_s: float = Field(default=300.0, gt=0)
-    multiplier_sigma: float = Field(default=0.5, ge=0)
+    cv: float = 2.0
+    period_s: float = 300.0
+    multiplier_sigma: float = 0.5
+
+    @field_validator("cv", "period_s", "multiplier_sigma")
+    @classmethod
+    def _plausible(cls, v: float, info) -> float:
+        lo, hi, meaning = BURSTY_RANGES[info.field_name]
+        if not lo <= v <= hi:
+            where = f"at least {lo:g}" if hi == math.inf else f"in [{lo:g}, {hi:g}]"
+            raise ValueError(f"must be {where}: {meaning}")
+        return v
+
+
+# Plausible bursty traffic, which the generator also draws exactly: gamma gaps of shape 1/cv^2 (cv 0.1:
+# nearly periodic; 10: a few huge clumps), a multiplier redrawn at most once a second, and a log-normal
+# sigma up to 2 (above it almost every period is silent and the mean rate lives in rare spikes, so a
+# finite run sees far less traffic than its rates say). The training sweep (cv 1-3, sigma 0-1,
+# periods 60-300 s) lies inside.
+BURSTY_RANGES = {
+    "cv": (0.1, 10.0, "the coefficient of variation of each adapter's inter-arrival gaps (1 is Poisson)"),
+    "period_s": (1.0, math.inf, "seconds between redraws of the global rate multiplier"),
+    "multiplier_sigma": (0.0, 2.0, "the log-normal sigma of the global rate multiplier (0: constant rate)"),
+}
 
 
 class TraceArrivals(_Frozen):
@@ -167,6 +226,16 @@ class Workload(_Frozen):
     @model_validator(mode="after")
     def _checks(self) -> "Workload":
         _check_adapters_and_lengths(self.adapters, self.lengths, self.arrivals)
+        if isinstance(self.arrivals, BurstyArrivals):
+            periods = self.horizon_s / self.arrivals.period_s
+            if periods > MAX_CLOCK_PERIODS:
+                raise ValueError(
+                    f"arrivals.period_s: {_seconds(self)} / period_s {self.arrivals.period_s:g} s = {periods:.3g} "
+                    f"rate periods, more than {MAX_CLOCK_PERIODS:,}; use a longer period_s")
+        if not (isinstance(self.arrivals, TraceArrivals) and not self.arrivals.scale_to_rates):
+            # an unscaled trace replays at its own rate: workload_gen checks its count
+            check_twin_requests(self.expected_requests,
+                                f"total rate {self.total_rate:.3g} req/s x {_seconds(self)}", "adapters")
         return self
 
     @property
@@ -177,6 +246,11 @@ class Workload(_Frozen):
     def horizon_s(self) -> float:
         """Simulated seconds: the warm-up and the measured window."""
         return self.warmup_s + self.duration_s
+
+    @property
+    def expected_requests(self) -> float:
+        """The mean number of requests a twin run draws: total rate x (warm-up + duration)."""
+        return self.total_rate * self.horizon_s
 
 
 class Scenario(_Frozen):
@@ -238,7 +312,7 @@ class PlacementWorkload(_Frozen):
     arrivals: ArrivalSpec = PoissonArrivals()
     server: ServerDefaults = ServerDefaults()
     objective: Literal["min_gpus", "min_latency"] = "min_gpus"
-    gpus: int | None = Field(default=None, gt=0, le=100_000)
+    gpus: int | None = Field(default=None, gt=0, le=MAX_FLEET_GPUS)
 
     _arrivals_shorthand = field_validator("arrivals", mode="before")(Workload._arrivals_shorthand.__func__)
 
@@ -250,6 +324,48 @@ class PlacementWorkload(_Frozen):
     @property
     def total_rate(self) -> float:
         return float(sum(a.rate for a in self.adapters))
+
+
+def _seconds(wl: Workload) -> str:
+    if wl.warmup_s:
+        return f"(warmup_s {wl.warmup_s:,.10g} + duration_s {wl.duration_s:,.10g}) s"
+    return f"{wl.duration_s:,.10g} s"
+
+
+def check_twin_requests(expected: float, how: str, field: str) -> None:
+    """Refuse a twin run of more than ``MAX_TWIN_REQUESTS`` expected requests (``how`` says where
+    the number comes from), before anything is allocated."""
+    if expected > MAX_TWIN_REQUESTS:
+        from .errors import InputError
+
+        raise InputError(field, f"expected {expected:.3g} requests in one twin run ({how}), more than the "
+                         f"{MAX_TWIN_REQUESTS:.0e} it can hold; {UNITS_HINT}: check the units, or simulate "
+                         "a shorter duration_s")
+
+
+def gpu_token_ceiling(profile: "Profile", max_num_batched_tokens: int) -> float:
+    """A generous upper bound on the tokens per second one GPU of ``profile`` serves: a full token
+    budget in every step, each step as fast as the profile's fastest (its smallest ``decode_ms``).
+    Infinite when the profile's step times give no bound."""
+    fastest_ms = min(profile.step.decode_ms, default=0.0)
+    if not (math.isfinite(fastest_ms) and fastest_ms > 0):
+        return math.inf
+    return max_num_batched_tokens * 1000.0 / fastest_ms
+
+
+def check_placement_load(workload: "PlacementWorkload", profile: "Profile") -> None:
+    """Refuse a placement whose offered token rate is beyond what the largest fleet
+    (``MAX_FLEET_GPUS`` GPUs of ``profile``, ``gpu_token_ceiling`` each) could serve: a unit
+    mistake, which would otherwise end in a placement of absurd size."""
+    from .errors import InputError
+
+    tokens = workload.lengths.input_mean + workload.lengths.output_mean
+    offered = workload.total_rate * tokens
+    ceiling = MAX_FLEET_GPUS * gpu_token_ceiling(profile, workload.server.max_num_batched_tokens)
+    if offered > ceiling:
+        raise InputError("adapters", f"the offered load, {offered:.3g} tokens/s ({workload.total_rate:.3g} req/s x "
+                         f"{tokens:g} tokens per request), is more than {MAX_FLEET_GPUS:,} GPUs of "
+                         f"{profile.name} could serve (at most {ceiling:.3g} tokens/s); {UNITS_HINT}")
 
 
 def parse_scenario(data) -> Scenario:
@@ -270,14 +386,20 @@ def parse_model(cls, data):
     try:
         return cls.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = _field_path(err.get("loc", ()))
+        errors = e.errors()
+        err = errors[0]
+        raw_loc = tuple(err.get("loc", ()))
+        loc = _field_path(raw_loc)
         msg = err.get("msg", "invalid value").removeprefix("Value error, ")
         value = err.get("input")
         shown = "" if err.get("type") == "missing" or isinstance(value, (dict, list)) else f" (got {value!r})"
         if err.get("type") == "extra_forbidden":
             msg, shown = "unknown field; check the spelling against the documented fields", ""
-        more = f" [+{e.error_count() - 1} more]" if e.error_count() > 1 else ""
+        elif err.get("type") == "finite_number":
+            msg = "must be a finite number" + (" of requests per second" if raw_loc[-1:] == ("rate",) else "")
+        # a container that failed because its item failed (an empty tuple after a bad adapter) is no news
+        others = [x for x in errors[1:] if tuple(x.get("loc", ())) != raw_loc[:len(x.get("loc", ()))]]
+        more = f" [+{len(others)} more]" if others else ""
         raise InputError(loc, f"{msg}{shown}{more}") from None
 
 

@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import InputError
-from .model import PlacementWorkload, parse_model
+from .model import PlacementWorkload, check_placement_load, parse_model
 from .predictors.base import GpuQuery, Prediction, Predictor, get_predictor
 from .predictors.twin import TwinPredictor
 from .profile import load_profile
@@ -33,7 +33,7 @@ MAX_REPAIR_ROUNDS = 8
 def parse_workload(data: PlacementWorkload | Mapping[str, Any]) -> PlacementWorkload:
     """A validated ``PlacementWorkload`` (errors name the field); checks the profile exists."""
     wl = data if isinstance(data, PlacementWorkload) else parse_model(PlacementWorkload, data)
-    load_profile(wl.profile)
+    check_placement_load(wl, load_profile(wl.profile))
     return wl
 
 

@@ -78,7 +78,11 @@ class GpuQuery:
 
 @dataclass(frozen=True)
 class Prediction:
-    """What a predictor says about one GPU. Fields a backend does not predict are ``None``."""
+    """What a predictor says about one GPU. Fields a backend does not predict are ``None``.
+
+    ``warnings`` are caveats that come with the numbers, e.g. that a data-driven model extrapolates
+    outside its training domain (each names the feature, its value and the trained range); empty
+    when the prediction is within what the predictor knows."""
 
     predictor: str
     starved: bool
@@ -87,6 +91,7 @@ class Prediction:
     offered_tps: float
     mean_itl_ms: float | None = None
     p99_ttft_ms: float | None = None
+    warnings: tuple[str, ...] = ()
 
     @property
     def throughput_ratio(self) -> float | None:

@@ -80,6 +80,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
 import warnings
 import zipfile
@@ -652,20 +653,25 @@ def _ray_pool(n_workers: int):
 
 
 class _progress:
-    """A rich progress bar over samples (or nothing); ``advance(n)`` moves it."""
+    """A rich progress bar over samples on stderr (or nothing); ``advance(n)`` moves it.
+
+    Shown only when asked for and stderr is a terminal: stdout carries results (``packer train
+    --json``), and a bar redrawn into a log file or a pipe is noise."""
 
     def __init__(self, show: bool, spec: SweepSpec, total: int, done: int, what: str = ""):
         self.show, self.spec, self.total, self.done, self.what = show, spec, total, done, what
         self._p = None
 
     def __enter__(self):
-        if not self.show:
+        if not (self.show and sys.stderr.isatty()):
             return lambda n: None
+        from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
         self._p = Progress(TextColumn("[bold]twin sweep[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+                           TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+                           console=Console(file=sys.stderr))
         self._p.__enter__()
         task = self._p.add_task(f"{self.spec.profile} {self.what}".strip(), total=self.total, completed=self.done)
         return lambda n: self._p.advance(task, n)

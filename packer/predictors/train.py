@@ -48,6 +48,7 @@ from ..profile import load_profile
 from ..twin.workload_gen import shipped_length_shapes
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
 from .dataset import ReplicateSpec, SweepSpec, consensus_labels, generate, load_dataset, replicate, sample_query
+from .domain import Domain
 from .features import FEATURE_NAMES, expected_offered, features_many, served_base
 from .tree import Head, TreeModel, head_from_sklearn, save_model
 
@@ -200,7 +201,8 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
                                           "spec_seed": spec.seed, "replicated": n_rep,
                                           "replicate_spec": replicate_spec},
                               "split": {"seed": seed, "train": int(len(tr)), "validation": int(len(va)),
-                                        "test": int(len(te))}}
+                                        "test": int(len(te))},
+                              "domain": Domain.from_sweep(spec_d).to_dict()}
     # The noise floor: at light load the throughput is what the twin drew, not its expectation.
     kept = te[~starved[te]]
     report["noise_floor_test"] = {"offered_draw_mare_not_starved": mare(off[kept], twin_off[kept])}
@@ -420,7 +422,8 @@ def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_it
     rep = {"families": {h: best[h][1] for h in best}, "capped_trees": n_trees, "capped_depth": depth,
            "capped_min_leaf": forest_min_leaf,
            "test": scores, "sizes": model.sizes(), "out_path": str(out)}
-    model.training = {"profile": prof.name, "forest": rep}
+    model.training = {"profile": prof.name, "forest": rep,
+                      "domain": Domain.from_sweep(json.loads(str(ds["spec_json"]))).to_dict()}
     save_model(model, out)
     say(f"  wrote {out}")
     return rep

@@ -38,11 +38,13 @@ profile's early-EOS output scale), ``throughput_tps`` = the ratio head x a base,
 (the model's ``ratio_base``: ``served`` multiplies min(offered, the fluid model's capacity),
 ``features.served_base``, so that the prediction extrapolates to heavy overload; ``offered``, the
 first models' target, multiplies the offered load), ``starved`` = P(starved) > 0.5 and
-``mean_itl_ms``.
+``mean_itl_ms``. A query outside the model's training domain (``domain.py``: the ranges its sweep
+drew) carries ``Prediction.warnings``, or is answered by the twin or refused (``extrapolation``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -58,18 +60,20 @@ from ..files import dumps, read_json, read_json_text, read_npz
 from ..profile import Profile, load_profile
 from ..twin.workload_gen import shipped_length_shapes
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
+from .domain import Domain, DomainCheck, default_domain, predict_packed_row_checked
 from .features import FEATURE_NAMES, _consts, features_many, pack, profile_of
 from .kernels import (_C_OUT_SCALE, _P_INPUT_MEAN, _P_ITL, _P_ITL_T, _P_LOAD_FACTOR, _P_N, _P_OUTPUT_MEAN, _P_RATIO_T,
                       _P_SERVED, _P_STARVED, _P_STARVED_T, _P_TOTAL_RATE, _TRANSFORM_CODES, predict_nodes,
-                      predict_nodes_row, predict_outcomes, predict_outcomes_row, predict_packed_row)
+                      predict_nodes_row, predict_outcomes, predict_outcomes_row)
 
 __all__ = ["Tree", "Head", "TreeModel", "head_from_sklearn", "predict_nodes", "predict_nodes_row", "predict_outcomes",
            "predict_outcomes_row", "load_model", "save_model",
-           "model_path", "tree_from_sklearn", "TreePredictor", "ForestPredictor", "HEADS", "FORMAT"]
+           "model_path", "tree_from_sklearn", "TreePredictor", "ForestPredictor", "HEADS", "FORMAT", "EXTRAPOLATION"]
 
 FORMAT = "packer-tree-model"
 VERSION = 1
 HEADS = ("ratio", "starved", "itl")
+EXTRAPOLATION = ("warn", "twin", "error")  # what TreePredictor does with a query outside the training domain
 _TRANSFORMS = ("identity", "exp", "sigmoid")
 _RATIO_BASES = ("offered", "served")
 # Each head transform for one float and for an array (``TreeModel.apply``); the kernels use the codes.
@@ -305,6 +309,20 @@ class TreeModel:
         self.plan = plan
         self._decodable = bool(np.all(plan[[_P_TOTAL_RATE, _P_INPUT_MEAN, _P_OUTPUT_MEAN, _P_LOAD_FACTOR]] >= 0))
 
+    @property
+    def domain(self) -> Domain:
+        """The training domain: ``training["domain"]`` (written by ``packer train``), else that of the
+        default ``SweepSpec`` (the shipped models, trained before domains were recorded)."""
+        d = self.training.get("domain")
+        return Domain.from_dict(d) if d is not None else default_domain()
+
+    def domain_check(self) -> DomainCheck:
+        """``domain`` compiled for this model's features (kept until ``training`` is replaced)."""
+        cached = getattr(self, "_domain_check", None)
+        if cached is None or cached[0] is not self.training:
+            cached = self._domain_check = (self.training, self.domain.check(self.feature_names))
+        return cached[1]
+
     def apply(self, name: str, raw):
         """Head ``name``'s transform on raw kernel output (a float or an array)."""
         scalar, array = self._fns[self.index[name]]
@@ -521,20 +539,44 @@ class TreePredictor(Predictor):
     ``model`` is a model file to use instead of the shipped one (for every profile); ``profile``
     overrides the query's profile (a custom, unshipped ``Profile``) for the features and the memory
     check. Memory errors come from the profile's exact start-up memory check, not from a model.
+
+    A query outside the model's training domain (``TreeModel.domain``: adapter count, load, lengths,
+    ranks, server flags, arrivals) is, by ``extrapolation``: ``"warn"`` (default) predicted by the
+    tree with ``Prediction.warnings`` naming each feature, its value and the trained range;
+    ``"twin"`` answered by ``twin`` (default: a ``TwinPredictor`` on the same profile), the
+    warnings saying so; ``"error"`` refused with an ``InputError``.
     """
 
     name = "tree"
     kind = "tree"
 
-    def __init__(self, model: str | Path | None = None, profile: Profile | None = None):
+    def __init__(self, model: str | Path | None = None, profile: Profile | None = None, extrapolation: str = "warn",
+                 twin: Predictor | None = None):
         self.model_file = Path(model) if model is not None else None
         if self.model_file is not None and not self.model_file.is_file():
             raise InputError("model", f"no model file at {self.model_file}")
+        if extrapolation not in EXTRAPOLATION:
+            raise InputError("extrapolation", f"unknown mode {extrapolation!r}; valid: {', '.join(EXTRAPOLATION)}")
         self.profile = profile
+        self.extrapolation = extrapolation
+        self._twin = twin
         self._models: dict[str | None, TreeModel] = {}
+
+    @property
+    def twin(self) -> Predictor:
+        """The predictor behind ``extrapolation="twin"``."""
+        if self._twin is None:
+            from .twin import TwinPredictor
+
+            self._twin = TwinPredictor(profile=self.profile)
+        return self._twin
 
     def describe(self) -> dict:
         d: dict[str, Any] = {"name": self.name}
+        if self.extrapolation != "warn":  # "warn" only adds warnings; the others change answers
+            d["extrapolation"] = self.extrapolation
+            if self.extrapolation == "twin":
+                d["twin"] = self.twin.describe()
         if self.model_file is not None:
             d["model"] = _file_hash(str(self.model_file.resolve()), self.model_file.stat().st_mtime_ns)
         else:
@@ -588,10 +630,15 @@ class TreePredictor(Predictor):
         m = self.model_for(query.profile)
         key = self.profile if self.profile is not None else query.profile
         xs, ys, c, _ = _consts(key)
-        thr, offered, starved, itl = predict_packed_row(pack(query, key), xs, ys, c, *m.arrays, m.plan,
-                                                        c[_C_OUT_SCALE]).tolist()
+        check = m.domain_check()
+        r = predict_packed_row_checked(pack(query, key), xs, ys, c, *m.arrays, m.plan, c[_C_OUT_SCALE],
+                                       check.intervals)
+        thr, offered, starved, itl, mask = r[:5].tolist()
+        warnings = check.messages(int(mask), r[5:], query) if mask or not check.plain(query) else ()
+        if warnings and self.extrapolation != "warn":
+            return self._outside([query], [warnings])[0]
         return Prediction(predictor=self.name, starved=starved != 0.0, memory_error=None, throughput_tps=thr,
-                          offered_tps=offered, mean_itl_ms=itl if m.has_itl else None)
+                          offered_tps=offered, mean_itl_ms=itl if m.has_itl else None, warnings=warnings)
 
     def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
         """``predict`` on every query, the features and trees of each profile's queries in one batch."""
@@ -604,17 +651,38 @@ class TreePredictor(Predictor):
                                     offered_tps=q.offered_tps)
             else:
                 by_profile.setdefault(q.profile, []).append(i)
+        outside: list[int] = []
+        outside_warnings: list[tuple[str, ...]] = []
         for profile, idx in by_profile.items():
             m = self.model_for(profile)
-            X = features_many([queries[i] for i in idx], self.profile)
+            group = [queries[i] for i in idx]
+            X = features_many(group, self.profile)
+            warnings = m.domain_check().warnings(X, group)
             c = _consts(self.profile if self.profile is not None else profile)[2]
             res = m.outcomes(X, float(c[_C_OUT_SCALE]))
             itl = res[:, 3].tolist() if m.has_itl else [None] * len(idx)
             name = self.name
-            for i, t, o, st, il in zip(idx, res[:, 0].tolist(), res[:, 1].tolist(), (res[:, 2] != 0.0).tolist(), itl):
+            for i, t, o, st, il, w in zip(idx, res[:, 0].tolist(), res[:, 1].tolist(), (res[:, 2] != 0.0).tolist(),
+                                          itl, warnings):
                 out[i] = Prediction(predictor=name, starved=st, memory_error=None, throughput_tps=t, offered_tps=o,
-                                    mean_itl_ms=il)
+                                    mean_itl_ms=il, warnings=w)
+                if w and self.extrapolation != "warn":
+                    outside.append(i)
+                    outside_warnings.append(w)
+        if outside:
+            for i, p in zip(outside, self._outside([queries[i] for i in outside], outside_warnings)):
+                out[i] = p
         return out  # type: ignore[return-value]
+
+    def _outside(self, queries: Sequence[GpuQuery], warnings: Sequence[tuple[str, ...]]) -> list[Prediction]:
+        """Queries outside the training domain, by ``extrapolation``: refused, or answered by the twin."""
+        if self.extrapolation == "error":
+            raise InputError("extrapolation", f"the {self.name} model would extrapolate: "
+                             f"{warnings[0][0].removeprefix('extrapolating: ')}; use predictor 'twin', or "
+                             "extrapolation='twin' (the twin answers such queries) or 'warn'")
+        note = f"answered by the twin: the query is outside the {self.name} model's training domain"
+        return [dataclasses.replace(p, warnings=(*w, note))
+                for p, w in zip(self.twin.predict_many(list(queries)), warnings)]
 
 
 class ForestPredictor(TreePredictor):
@@ -635,8 +703,8 @@ def _startup_error(profile: str | Profile, max_loras: int, max_lora_rank: int, u
 def code_files() -> tuple[Path, ...]:
     """The source files whose code turns a query into a tree prediction (features, kernels, this
     module): ``describe()`` hashes them, so caches keyed on it notice a change in any of them."""
-    from . import features, kernels
-    return tuple(Path(m.__file__) for m in (features, kernels)) + (Path(__file__),)
+    from . import domain, features, kernels
+    return tuple(Path(m.__file__) for m in (features, kernels, domain)) + (Path(__file__),)
 
 
 @lru_cache(maxsize=1)

@@ -65,12 +65,14 @@ class Twin:
         sc, prof = self.scenario, self.profile
         kv_tokens = self.kv_capacity_tokens()
         err = self.memory_error()
-        if err is not None:
-            return SimulationResult(profile=prof.name, memory_error=err, kv_capacity_tokens=kv_tokens,
-                                    sim_seconds=0.0, wall_seconds=time.perf_counter() - t0)
         if requests is None:
             requests = generate_requests(sc.workload)
         output_len = _scaled_outputs(requests.output_len, prof.client.output_len_scale)
+        if err is not None:  # the server does not start; the load it was offered is still reported
+            generated, offered_tps, offered_rps = _offered(sc, requests, output_len)
+            return SimulationResult(profile=prof.name, memory_error=err, kv_capacity_tokens=kv_tokens,
+                                    offered_tps=offered_tps, offered_rps=offered_rps, generated=generated,
+                                    sim_seconds=0.0, wall_seconds=time.perf_counter() - t0)
         gpu_ms, disk_ms = self._load_costs()
         out = K.simulate_kernel(
             requests.arrival_s, requests.adapter, requests.prompt_len, output_len, gpu_ms, disk_ms,
@@ -168,10 +170,9 @@ def _summarise(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, outpu
     in_window = req.arrival_s >= W
     k0 = min(len(waiting_s), int(round(W / SERIES_BUCKET_S)))
     waiting_s, running_s, kv_s = waiting_s[k0:], running_s[k0:], kv_s[k0:]
-    generated = int(np.count_nonzero(in_window))
+    generated, offered, offered_rps = _offered(sc, req, output_len)
     not_sent = int(np.count_nonzero(in_window & (state == K.S_DROPPED)))
     arrived = int(np.count_nonzero(in_window & (state != K.S_DROPPED) & (state != K.S_FUTURE)))
-    offered = float(req.prompt_len[in_window].sum() + output_len[in_window].sum()) / T
     in_tok = float(req.prompt_len[done].sum())
     out_tok = float(output_len[done].sum())
 
@@ -191,7 +192,7 @@ def _summarise(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, outpu
     return SimulationResult(
         profile=prof.name, memory_error=None, kv_capacity_tokens=kv_tokens,
         throughput_tps=thr, input_tps=in_tok / T, output_tps=out_tok / T,
-        offered_tps=offered, offered_rps=generated / T, throughput_ratio=ratio,
+        offered_tps=offered, offered_rps=offered_rps, throughput_ratio=ratio,
         generated=generated, arrived=arrived, not_sent=not_sent, finished=int(done.sum()),
         mean_ttft_ms=_stat(ttft, np.mean), p50_ttft_ms=_pct(ttft, 50), p99_ttft_ms=_pct(ttft, 99),
         mean_itl_ms=mean_itl, p50_tpot_ms=_pct(tpot, 50), p99_tpot_ms=_pct(tpot, 99),
@@ -210,6 +211,15 @@ def _summarise(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, outpu
         sim_seconds=W + T, wall_seconds=time.perf_counter() - t0,
         adapters=adapters, waiting_series=tuple(float(x) for x in waiting_s), series_bucket_s=SERIES_BUCKET_S,
     )
+
+
+def _offered(sc: Scenario, req: Requests, output_len: np.ndarray) -> tuple[int, float, float]:
+    """The measured window's drawn load: requests that arrived in it, their tokens per second (prompt +
+    output) and requests per second."""
+    T, W = sc.workload.duration_s, sc.workload.warmup_s
+    in_window = req.arrival_s >= W
+    generated = int(np.count_nonzero(in_window))
+    return generated, float(req.prompt_len[in_window].sum() + output_len[in_window].sum()) / T, generated / T
 
 
 def _queue_trend(waiting_s: np.ndarray, arrival_s: np.ndarray, T: float) -> tuple[float, bool]:

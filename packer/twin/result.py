@@ -55,6 +55,9 @@ class SimulationResult:
     it; offered load and counts from arrivals in it), which removes the start-up and end-of-window
     bias of a short run; the engine's own counters (max running / waiting, preemptions, adapter
     loads, steps) cover the whole run, and ``sim_seconds`` is W + duration_s.
+
+    With a ``memory_error`` the server does not start: nothing is served, but the load it was offered
+    (``offered_tps``, ``offered_rps``, ``generated``) is still drawn and reported.
     """
 
     profile: str

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import read_csv, read_json_text
-from ..model import BurstyArrivals, LengthSpec, TraceArrivals, Workload
+from ..model import BurstyArrivals, LengthSpec, TraceArrivals, Workload, check_twin_requests
 
 __all__ = ["Requests", "generate_requests", "LengthShape", "length_shape", "shipped_length_shapes", "lognormal_lengths",
            "truncated_length_moments", "SHIPPED_TRACES"]
@@ -198,6 +198,9 @@ def _trace_arrivals(spec: TraceArrivals, rates: np.ndarray, duration: float, nee
     stretch = trace_rate / total if spec.scale_to_rates else 1.0
     horizon = duration / stretch  # the window in trace time
     copies = max(1, math.ceil(horizon / trace.period_s)) if spec.loop else 1
+    expected = len(trace.arrived_at) * min(copies, horizon / trace.period_s)
+    check_twin_requests(expected, f"trace {spec.trace} replayed at {expected / duration:.3g} req/s for "
+                        f"{duration:,.10g} s", "arrivals.trace")
     times = (trace.arrived_at[None, :] + trace.period_s * np.arange(copies)[:, None]).ravel()
     n = int(np.searchsorted(times, horizon, side="left"))
     rows = np.tile(np.arange(len(trace.arrived_at)), copies)[:n]
