@@ -54,6 +54,7 @@ def _summary(name: str, r) -> str:
     t.add_column(justify="right")
     if r.memory_error:
         t.add_row("memory error", r.memory_error)
+        t.add_row("offered (tok/s)", f"{r.offered_tps:,.0f} ({r.offered_rps:,.2f} req/s)")
     else:
         verdict = "STARVED" if r.starved else "keeps up"
         why = []
@@ -274,8 +275,12 @@ def _prediction_table(name: str, p, wall_seconds: float) -> str:
 @click.option("--predictor", default="tree", show_default=True, help="tree, forest or twin.")
 @click.option("--model", default=None, metavar="PATH",
               help="Model file (.json / .npz, from `packer train`) for tree / forest instead of the shipped one.")
+@click.option("--extrapolation", type=click.Choice(["warn", "twin", "error"]), default="warn", show_default=True,
+              help="tree / forest on a query outside their training domain: answer with a warning, answer with "
+                   "the twin instead, or refuse.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per scenario, one per line.")
-def predict(scenarios: tuple[str, ...], predictor: str, model: str | None, as_json: bool) -> None:
+def predict(scenarios: tuple[str, ...], predictor: str, model: str | None, extrapolation: str,
+            as_json: bool) -> None:
     """Predict each SCENARIO.json's throughput, starvation and ITL with a fast predictor.
 
     Same scenario files as `packer simulate`; `--predictor twin` runs the twin with each scenario's
@@ -291,7 +296,11 @@ def predict(scenarios: tuple[str, ...], predictor: str, model: str | None, as_js
         if predictor == "twin":
             _fail("--model: applies to the tree and forest predictors, not twin")
         _check_model_file(model)
-    options = {} if model is None else {"model": model}
+    if extrapolation != "warn" and predictor == "twin":
+        _fail("--extrapolation: applies to the tree and forest predictors, not twin")
+    options: dict[str, Any] = {} if model is None else {"model": model}
+    if extrapolation != "warn":
+        options["extrapolation"] = extrapolation
 
     def make(**extra):
         try:

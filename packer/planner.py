@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -114,8 +115,34 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     plans = tuple(_plan(problem, b, configs, p, tp) for b, p, tp in
                   zip(bins, pred_preds, twin_preds if twin_preds is not None else [None] * len(bins)))
     verified = twin_preds is not None and all(p.ok for p in twin_preds)
-    return _result(problem, assignment, obj, slv.name, pred.name, plans, verified, moved, budget,
-                   t0, t_cap, t_solve, t_verify, phases)
+    result = _result(problem, assignment, obj, slv.name, pred.name, plans, verified, moved, budget,
+                     t0, t_cap, t_solve, t_verify, phases)
+    return dataclasses.replace(result, warnings=result.warnings + _warnings(pred.name, pred_preds, twin_preds))
+
+
+def _warnings(predictor: str, preds: Sequence[Prediction], twin_preds: Sequence[Prediction] | None) -> tuple[str, ...]:
+    """What a user must know before deploying: an unverified plan, GPUs that fail the twin, and every
+    predictor warning (an extrapolating tree), each naming the GPUs it concerns."""
+    out: list[str] = []
+    if twin_preds is None:
+        out.append(f"not verified: every GPU was checked by the {predictor} predictor only; solve without "
+                   "--no-verify (verify=True) to check each GPU with the twin before deploying")
+    else:
+        failing = [g for g, p in enumerate(twin_preds) if not p.ok]
+        if failing:
+            out.append(f"GPU{'s' if len(failing) > 1 else ''} {_gpu_list(failing)} failed the twin's verification "
+                       "(starved or out of memory) and could not be repaired; do not deploy this plan as it is")
+    by_message: dict[str, list[int]] = {}
+    for g, p in enumerate(preds):
+        for w in p.warnings:
+            by_message.setdefault(w, []).append(g)
+    out += [f"{predictor} predictor, GPU{'s' if len(gs) > 1 else ''} {_gpu_list(gs)}: {w}" for w, gs in by_message.items()]
+    return tuple(out)
+
+
+def _gpu_list(gpus: Sequence[int], shown: int = 8) -> str:
+    head = ", ".join(str(g) for g in gpus[:shown])
+    return head + (f" and {len(gpus) - shown} more" if len(gpus) > shown else "")
 
 
 # ---- confirmation and repair --------------------------------------------------------------------

@@ -6,12 +6,12 @@ on a ``GpuQuery`` and is registered by name in ``PREDICTORS``.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
-from ..model import ArrivalSpec, LengthSpec, PoissonArrivals, Scenario, ServerConfig, Workload
+from ..files import json_ready
+from ..model import ArrivalSpec, LengthSpec, PoissonArrivals, Scenario, ServerConfig, Workload, parse_model
 from ..profile import Profile, load_profile
 from ..registry import Registry
 
@@ -63,9 +63,9 @@ class GpuQuery:
     def scenario(self, duration_s: float, seed: int, warmup_s: float = 0.0) -> Scenario:
         """This query as a twin scenario (adapters named a0, a1, ...); run it on ``self.profile``
         (the scenario names the profile only)."""
-        adapters = tuple({"id": f"a{i}", "rank": r, "rate": q} for i, (r, q) in enumerate(zip(self.ranks, self.rates)))
-        wl = Workload(adapters=adapters, lengths=self.lengths, arrivals=self.arrivals, duration_s=duration_s, seed=seed,
-                      warmup_s=warmup_s)
+        adapters = [{"id": f"a{i}", "rank": r, "rate": q} for i, (r, q) in enumerate(zip(self.ranks, self.rates))]
+        wl = parse_model(Workload, {"adapters": adapters, "lengths": self.lengths, "arrivals": self.arrivals,
+                                    "duration_s": duration_s, "seed": seed, "warmup_s": warmup_s})
         return Scenario(profile=self.profile.name, server=self.server, workload=wl)
 
     @classmethod
@@ -105,8 +105,7 @@ class Prediction:
         return self.memory_error is None and not self.starved
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+        return json_ready(asdict(self))
 
 
 class Predictor(ABC):
