@@ -227,7 +227,7 @@ def test_reported_workload_is_replicated_and_placed(name):
 
 def test_cli_names_the_adapter_that_cannot_be_planned(tmp_path):
     path = tmp_path / "w.json"
-    path.write_text('{"profile": "%s", "adapters": [{"id": "flood", "rank": 8, "rate": 1e9}]}' % PROFILE)
+    path.write_text('{"profile": "%s", "adapters": [{"id": "flood", "rank": 8, "rate": 1e6}]}' % PROFILE)
     proc = subprocess.run([sys.executable, "-m", "packer.cli", "solve", str(path), "--no-verify"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr

@@ -54,6 +54,7 @@ SHIPPED_TRACES = {"azure-conv": "azure2023_conv.npz", "azure-code": "azure2023_c
 # A trace row's prompt or output length is at most this (above any model's context window); 0 is
 # read as 1 (an output of no tokens still takes a step).
 MAX_TRACE_TOKENS = 1 << 20
+MAX_TRACE_TIME_S = 1e9  # about 32 years: arrival times beyond are a unit mistake (ms or ns, not s)
 
 _QUAD_NODES = 2049  # odd: composite Simpson over log(prompt)
 _MIN_ACCEPTANCE = 0.01  # below this, rejection sampling would need > 100 draws per request
@@ -243,7 +244,7 @@ def _csv_trace(name: str) -> _Trace:
             f"{name!r} is neither a shipped trace ({', '.join(SHIPPED_TRACES)}) nor an existing file; "
             "give one of those names or the path of a CSV with an 'arrived_at' column")
     table = read_csv(path, field="arrivals.trace", required=("arrived_at",))
-    column = {"arrived_at": table.numbers("arrived_at", minimum=0.0)}
+    column = {"arrived_at": table.numbers("arrived_at", minimum=0.0, maximum=MAX_TRACE_TIME_S)}
     for name in ("num_prefill_tokens", "num_decode_tokens"):
         if name in table.header:
             column[name] = table.numbers(name, minimum=0, maximum=MAX_TRACE_TOKENS, integer=True)
