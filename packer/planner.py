@@ -94,11 +94,13 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
 
     if assignment.status is SolveStatus.INFEASIBLE:
         lb = _min_gpus_bound(problem)
-        return SolveResult(SolveStatus.INFEASIBLE, obj.value, 0, None, assignment.lower_bound, None, slv.name,
-                           pred.name, False, (), time.perf_counter() - t0, t_cap - t0, t_solve - t_cap, 0.0, 0,
-                           budget, max(0, lb - budget) if budget else None,
-                           assignment.message or f"needs at least {lb} GPUs on the capacity model",
-                           phases=phases)
+        return SolveResult(status=SolveStatus.INFEASIBLE, objective=obj, num_gpus=0, objective_value=None,
+                           lower_bound=assignment.lower_bound, gap=None, solver=slv.name, predictor=pred.name,
+                           verified=False, gpus=(), wall_seconds=time.perf_counter() - t0,
+                           capacity_seconds=t_cap - t0, solver_seconds=t_solve - t_cap, verify_seconds=0.0,
+                           repaired_items=0, gpu_budget=budget, short_by=max(0, lb - budget) if budget else None,
+                           message=assignment.message or f"needs at least {lb} GPUs on the capacity model",
+                           phases=phases, seed=seed, solver_stats=_solver_stats(assignment))
 
     bins = [list(b) for b in assignment.bins]
     configs = {tuple(b): c for b, c in zip(assignment.bins, assignment.configs)}
@@ -287,9 +289,17 @@ def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: st
         msg = (msg + "; " if msg else "") + f"needs {n} GPUs, {short} more than the budget of {budget}"
     if budget is not None and short:
         status = SolveStatus.INFEASIBLE
-    return SolveResult(status, obj.value, n, value, lb, gap, solver, predictor, verified, plans,
-                       time.perf_counter() - t0, t_cap - t0, t_solve - t_cap, t_verify - t_solve, moved, budget,
-                       short if budget is not None else None, msg, phases=phases)
+    return SolveResult(status=status, objective=obj, num_gpus=n, objective_value=value, lower_bound=lb, gap=gap,
+                       solver=solver, predictor=predictor, verified=verified, gpus=plans,
+                       wall_seconds=time.perf_counter() - t0, capacity_seconds=t_cap - t0,
+                       solver_seconds=t_solve - t_cap, verify_seconds=t_verify - t_solve, repaired_items=moved,
+                       gpu_budget=budget, short_by=short if budget is not None else None, message=msg,
+                       phases=phases, seed=problem.seed, solver_stats=_solver_stats(a))
+
+
+def _solver_stats(a: Assignment) -> dict[str, Any]:
+    """What the solver reported about its own run, less the phases (kept in ``SolveResult.phases``)."""
+    return {k: v for k, v in a.details.items() if k != "phases"}
 
 
 def _objective(value: str) -> Objective:

@@ -121,9 +121,10 @@ class Predictor(ABC):
         """Predict many GPUs (backends may batch or parallelise this)."""
         return [self.predict(q) for q in queries]
 
+    @abstractmethod
     def describe(self) -> dict:
-        """Settings that change this predictor's answers (used as a cache key by the capacity model)."""
-        return {"name": self.name}
+        """Every setting that changes this predictor's answers, with its ``name``: the capacity model's
+        on-disk cache is keyed on it, so a backend that leaves one out gets stale tables."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.describe().items() if k != 'name')})"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ..files import json_ready
-from .base import SolveStatus
+from .base import Objective, SolveStatus
 
 __all__ = ["AdapterShare", "GpuPlan", "SolveResult"]
 
@@ -48,7 +49,7 @@ class GpuPlan:
         return json_ready(d)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SolveResult:
     """A placement and how good it is.
 
@@ -58,11 +59,13 @@ class SolveResult:
 
     ``phases`` splits ``solver_seconds`` into the solver's own phases (seconds, in order; e.g. the
     exact solvers' ``warm_start``, ``import``, ``model_build``, ``search``, ``answer``). ``warnings``
-    are things the caller should know about the answer, one line each.
+    are things the caller should know about the answer, one line each. ``solver_stats`` keeps what the
+    solver reported about its own run (its bounds, backend, predictor calls); ``seed`` is the seed the
+    solve ran with.
     """
 
     status: SolveStatus
-    objective: str
+    objective: Objective
     num_gpus: int
     objective_value: float | None
     lower_bound: float | None
@@ -81,6 +84,8 @@ class SolveResult:
     message: str = ""
     phases: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
     warnings: tuple[str, ...] = ()
+    seed: int = 0
+    solver_stats: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def max_predicted_itl_ms(self) -> float | None:
@@ -99,7 +104,7 @@ class SolveResult:
         d = {k: getattr(self, k) for k in ("objective", "num_gpus", "objective_value", "lower_bound", "gap", "solver",
                                            "predictor", "verified", "wall_seconds", "capacity_seconds",
                                            "solver_seconds", "verify_seconds", "repaired_items", "gpu_budget",
-                                           "short_by", "message", "phases")}
+                                           "short_by", "message", "phases", "seed", "solver_stats")}
         d["warnings"] = list(self.warnings)
         d["status"] = self.status.value
         d["max_predicted_itl_ms"] = self.max_predicted_itl_ms
