@@ -31,15 +31,17 @@ def main() -> None:
     from packer.model import LengthSpec, PoissonArrivals
     from packer.predictors import TwinPredictor
     from packer.profile import list_profiles
-    from packer.solvers.capacity import ServerBase, _cache_dir, build_capacity_model
+    from packer.capacity import build_capacity_model
+    from packer.capacity.cache import cache_dir
+    from packer.model import ServerDefaults
 
     out = ROOT / "packer" / "data" / "capacity"
     out.mkdir(parents=True, exist_ok=True)
     for name in list_profiles():
         t0 = time.perf_counter()
-        cm = build_capacity_model(TwinPredictor(), name, LengthSpec(), PoissonArrivals(), ServerBase(),
+        cm = build_capacity_model(TwinPredictor(), name, LengthSpec(), PoissonArrivals(), ServerDefaults(),
                                   [8, 16, 32, 64], args.max_adapters, workers=args.workers, progress=print)
-        for f in _cache_dir().glob("*.json"):
+        for f in cache_dir().glob("*.json"):
             f.replace(out / f.name)
         print(f"{name}: {len(cm.configs)} entries in {time.perf_counter() - t0:.0f} s")
     (ROOT / "packer" / "data" / "_ship" / "capacity").rmdir()

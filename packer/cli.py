@@ -437,7 +437,7 @@ def train(profile_name: str, samples: int, dataset: str | None, out: str | None,
         _fail(f"--dataset: {dataset} is not a directory")
     if importlib.util.find_spec("sklearn") is None:  # before a long sweep, not after it
         _fail("training needs scikit-learn; install it with: pip install scikit-learn")
-    from .predictors.train import build
+    from .capacity.training import build
 
     log = None if as_json else (lambda msg: click.echo(msg, err=True))
     t0, started = time.perf_counter(), time.time()

@@ -25,6 +25,8 @@ __all__ = [
     "Workload",
     "Scenario",
     "ServerDefaults",
+    "VLLM_MAX_LORA_RANKS",
+    "rank_class",
     "PlacementWorkload",
     "parse_scenario",
     "parse_model",
@@ -289,6 +291,19 @@ class Scenario(_Frozen):
         return max(self.server.max_loras, len(self.workload.adapters))
 
 
+VLLM_MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the values vLLM accepts for --max-lora-rank
+
+
+def rank_class(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts that holds an adapter of ``rank``."""
+    for r in VLLM_MAX_LORA_RANKS:
+        if rank <= r:
+            return r
+    from .errors import InputError
+
+    raise InputError("rank", f"rank {rank} is above vLLM's largest max_lora_rank ({VLLM_MAX_LORA_RANKS[-1]})")
+
+
 class ServerDefaults(_Frozen):
     """Server settings a placement keeps the same on every GPU (the solver picks the LoRA flags).
 
@@ -297,6 +312,12 @@ class ServerDefaults(_Frozen):
     max_num_seqs: int = Field(default=2048, gt=0, le=65536)
     max_num_batched_tokens: int = Field(default=2048, gt=0, le=1 << 20)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+
+    def server(self, max_loras: int, max_lora_rank: int, max_cpu_loras: int | None = None) -> ServerConfig:
+        """One GPU's full server config: these settings and the LoRA flags the solver chose."""
+        return ServerConfig(max_loras=max_loras, max_lora_rank=max_lora_rank, max_cpu_loras=max_cpu_loras,
+                            max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_num_batched_tokens,
+                            gpu_memory_utilization=self.gpu_memory_utilization)
 
 
 class PlacementWorkload(_Frozen):

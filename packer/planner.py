@@ -1,7 +1,7 @@
 """``packer.solve``: how many GPUs, which adapters where, and which vLLM flags on each.
 
 1. Validate the workload; split adapters too hot for one GPU into equal replicas.
-2. Build (or load from the cache) the capacity model from the predictor (``solvers/capacity.py``).
+2. Build (or load from the cache) the capacity model from the predictor (``packer.capacity``).
 3. Run the solver on the capacity model.
 4. Confirm every GPU with the predictor and, unless ``verify=False``, with the twin; a GPU that
    fails sheds its lightest adapters until it passes, and the shed adapters are re-placed (on GPUs
@@ -23,7 +23,8 @@ from .profile import load_profile
 from .solvers import bounds as _bounds
 from .solvers.base import (Assignment, Objective, PlacementProblem, SolveStatus, get_solver, make_items,
                            utilisation)
-from .solvers.capacity import CapacityModel, ServerBase, build_capacity_model, rank_class
+from .capacity import CapacityModel, build_capacity_model
+from .model import rank_class
 from .solvers.result import AdapterShare, GpuPlan, SolveResult
 
 __all__ = ["solve", "parse_workload", "build_problem"]
@@ -45,7 +46,7 @@ def build_problem(workload: PlacementWorkload, predictor: Predictor, *, objectiv
     tokens = workload.lengths.input_mean + workload.lengths.output_mean
     loads = [a.rate * tokens for a in workload.adapters]
     positive = [x for x in loads if x > 0]
-    base = ServerBase(**workload.server.model_dump())
+    base = workload.server
     capacity = build_capacity_model(predictor, workload.profile, workload.lengths, workload.arrivals, base,
                                     [a.rank for a in workload.adapters], len(workload.adapters),
                                     min_load_tps=min(positive) if len(positive) == len(loads) else 0.0,

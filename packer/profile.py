@@ -167,6 +167,18 @@ class MemoryModel:
         blocks = int(max(b, 0.0) // (self.kv_bytes_per_token * self.block_size))
         return blocks * self.block_size
 
+    def max_loras_that_start(self, max_lora_rank: int, gpu_memory_utilization: float = 0.9, limit: int = 4096) -> int:
+        """The most LoRA slots at ``max_lora_rank`` with which vLLM starts (at most ``limit``; 0 if even one
+        slot does not): a bisection, since more slots only take memory."""
+        best, lo, hi = 0, 1, limit
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if self.startup_error(mid, max_lora_rank, gpu_memory_utilization, True) is None:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        return best
+
     def startup_error(self, max_loras: int, max_lora_rank: int, gpu_memory_utilization: float = 0.9,
                       enable_lora: bool = True) -> str | None:
         """The reason vLLM would refuse to start with this config, or None if it starts."""

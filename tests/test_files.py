@@ -26,7 +26,9 @@ from packer.model import LengthSpec, PoissonArrivals, Workload
 from packer.predictors import TwinPredictor
 from packer.predictors.tree import load_model, model_path
 from packer.profile import Profile, list_profiles, load_profile
-from packer.solvers import capacity as cap
+from packer.capacity import cache as cap
+from packer.capacity import CapacityModel, search
+from packer.model import ServerDefaults
 from packer.twin.workload_gen import MAX_TRACE_TOKENS, generate_requests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -324,22 +326,22 @@ def test_trace_csv_in_range_is_replayed(tmp_path):
 
 TINY = tiny_profile(step_ms=10.0)
 LENGTHS = LengthSpec(distribution="fixed", input_mean=16, output_mean=4)
-BASE = cap.ServerBase(max_num_seqs=256)
+BASE = ServerDefaults(max_num_seqs=256)
 
 
 def _build(max_count: int = 3):
     """A small real capacity build (the twin on the tiny profile); returns (model, twin calls)."""
     twin = TwinPredictor(duration_s=5.0, warmup_s=0.0, profile=TINY)
-    model = cap.build_capacity_model(twin, TINY, LENGTHS, PoissonArrivals(), BASE, [8], max_count, workers=1)
+    model = search.build_capacity_model(twin, TINY, LENGTHS, PoissonArrivals(), BASE, [8], max_count, workers=1)
     return model, twin.calls
 
 
 def _cache_file() -> Path:
-    (path,) = cap._cache_dir().glob("*.json")
+    (path,) = cap.cache_dir().glob("*.json")
     return path
 
 
-def _same(a: cap.CapacityModel, b: cap.CapacityModel) -> bool:
+def _same(a: CapacityModel, b: CapacityModel) -> bool:
     """The same table, up to the last bits of a capacity (a re-measurement starts from a capacity
     divided back into a rate, which may differ from the rate first found by an ulp)."""
     return a.table.keys() == b.table.keys() and all(
@@ -408,22 +410,22 @@ def test_zero_capacity_is_trusted_only_where_no_server_starts():
     starved = dataclasses.replace(TINY, memory=dataclasses.replace(TINY.memory, slot_mib_per_rank=128.0))
     assert starved.memory.startup_error(1, 8, BASE.gpu_memory_utilization, True) is not None
     zeros = [[8, 1, 1, 0.0], [8, 2, 1, 0.0]]
-    assert set(cap._trusted_rows(zeros, 8, starved, BASE)) == {1, 2}
-    assert cap._trusted_rows([[8, 1, 1, 500.0]], 8, starved, BASE) == {}  # capacity where nothing starts
-    assert cap._trusted_rows(zeros, 8, TINY, BASE) == {}  # a server starts: a zero must be measured
+    assert set(cap.trusted_rows(zeros, 8, starved, BASE)) == {1, 2}
+    assert cap.trusted_rows([[8, 1, 1, 500.0]], 8, starved, BASE) == {}  # capacity where nothing starts
+    assert cap.trusted_rows(zeros, 8, TINY, BASE) == {}  # a server starts: a zero must be measured
     # more slots than the memory model lets start
     huge = dataclasses.replace(TINY, memory=dataclasses.replace(TINY.memory, slot_mib_per_rank=4.0))
-    assert set(cap._trusted_rows([[8, 20, 2, 10.0], [8, 40, 40, 10.0]], 8, huge, BASE)) == {20}
+    assert set(cap.trusted_rows([[8, 20, 2, 10.0], [8, 40, 40, 10.0]], 8, huge, BASE)) == {20}
 
 
 @pytest.mark.parametrize("name", list_profiles())
 def test_every_shipped_capacity_row_passes_the_checks(name):
     prof = load_profile(name)
     for R in (8, 16, 32, 64):
-        key = cap._cache_key(TwinPredictor(), prof, LengthSpec(), PoissonArrivals(), cap.ServerBase(), R, 0.02)
+        key = cap.cache_key(TwinPredictor(), prof, LengthSpec(), PoissonArrivals(), ServerDefaults(), R, 0.02)
         path = cap._shipped_dir() / f"{key}.json"
         rows = json.loads(path.read_text(encoding="utf-8"))["entries"]
-        trusted = cap._trusted_rows(rows, R, prof, cap.ServerBase())
+        trusted = cap.trusted_rows(rows, R, prof, ServerDefaults())
         assert len(rows) > 10 and len(trusted) == len(rows), f"{name} rank {R}: a shipped row fails the checks"
 
 

@@ -22,7 +22,8 @@ from packer.predictors import TwinPredictor
 from packer.solvers import SOLVERS, Objective, PlacementProblem, SolveStatus, get_solver
 from packer.solvers.base import (LOAD_UNIT, MAX_REPLICAS, Item, capacity_units, load_units, make_items,
                                  replica_count)
-from packer.solvers.capacity import CapacityModel, GpuConfig, ServerBase, keeps_up, rank_class
+from packer.capacity import CapacityModel, GpuConfig
+from packer.model import ServerDefaults, rank_class
 
 PROFILE = "llama-3.1-8b-instruct@h100-64gb"
 TOKENS = LengthSpec().input_mean + LengthSpec().output_mean
@@ -48,7 +49,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
 def table_model(caps: dict[int, list[float]]) -> CapacityModel:
     """A capacity model from explicit (non-increasing) capacities per rank class on ``COUNTS``."""
     table = {R: tuple(GpuConfig(R, n, n, c) for n, c in zip(COUNTS, cs)) for R, cs in caps.items()}
-    return CapacityModel(PROFILE, LengthSpec(), PoissonArrivals(), ServerBase(), TOKENS, table)
+    return CapacityModel(PROFILE, LengthSpec(), PoissonArrivals(), ServerDefaults(), TOKENS, table)
 
 
 @st.composite
@@ -90,7 +91,7 @@ def check_answer(name: str, p: PlacementProblem, adapters: list[tuple[str, int, 
                 q = packer.GpuQuery(PROFILE, p.capacity.base.server(c.max_loras, R, len(b)),
                                     tuple(p.items[i].rank for i in b), tuple(p.items[i].rate for i in b),
                                     p.capacity.lengths, p.capacity.arrivals)
-                assert keeps_up(FAST_TWIN.predict(q))
+                assert FAST_TWIN.predict(q).keeps_up
             continue
         ids = [p.items[i].adapter_id for i in b]
         assert len(ids) == len(set(ids)), "two replicas of one adapter share a GPU"

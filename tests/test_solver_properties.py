@@ -14,7 +14,8 @@ from packer.predictors import TwinPredictor
 from packer.solvers import Objective, PlacementProblem, SolveStatus, get_solver
 from packer.solvers.base import LOAD_UNIT, Item, bin_config
 from packer.solvers.bounds import lower_bounds
-from packer.solvers.capacity import CapacityModel, GpuConfig, ServerBase, count_grid, keeps_up
+from packer.capacity import CapacityModel, GpuConfig, count_grid
+from packer.model import ServerDefaults
 
 PROFILE = "llama-3.1-8b-instruct@h100-64gb"
 
@@ -27,7 +28,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
 def table_model(caps: dict[int, list[float]], counts: list[int]) -> CapacityModel:
     """A capacity model from explicit (non-increasing) capacities per rank class."""
     table = {R: tuple(GpuConfig(R, n, min(n, 64), c) for n, c in zip(counts, cs)) for R, cs in caps.items()}
-    return CapacityModel(PROFILE, LengthSpec(), PoissonArrivals(), ServerBase(), 418.8, table)
+    return CapacityModel(PROFILE, LengthSpec(), PoissonArrivals(), ServerDefaults(), 418.8, table)
 
 
 def problem_from(loads: list[float], ranks: list[int], model: CapacityModel, objective=Objective.MIN_GPUS,
@@ -106,8 +107,8 @@ def test_capacity_model_brackets_what_the_twin_sustains():
         rate = c.capacity_tps / p.capacity.tokens_per_request
         at = twin.predict(_uniform_query(p, c, rate))
         above = twin.predict(_uniform_query(p, c, rate * 1.15))
-        assert keeps_up(at)
-        assert not keeps_up(above)
+        assert at.keeps_up
+        assert not above.keeps_up
 
 
 def _uniform_query(p, c, total_rate):

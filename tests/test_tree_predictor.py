@@ -589,7 +589,7 @@ def test_shipped_tree_follows_the_twin_into_heavy_overload(profile):
 
 
 def test_capacity_check_compares_with_the_twin():
-    from packer.predictors.train import capacity_check
+    from packer.capacity.training import capacity_check
 
     if model_path(LLAMA, "tree") is None:
         pytest.skip("no tree model shipped")

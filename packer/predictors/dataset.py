@@ -94,7 +94,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import dumps, read_json, read_npz, write_json_atomic
-from ..model import ArrivalSpec, BurstyArrivals, LengthSpec, PoissonArrivals, ServerConfig
+from ..model import VLLM_MAX_LORA_RANKS, ArrivalSpec, BurstyArrivals, LengthSpec, PoissonArrivals, ServerConfig, rank_class
 from ..profile import load_profile
 from ..executor import process_pool
 from ..twin.workload_gen import shipped_length_shapes
@@ -104,7 +104,7 @@ from .features import FEATURE_NAMES, feature_index, features, features_code, fea
 __all__ = ["SweepSpec", "ReplicateSpec", "sample_queries", "generate", "replicate", "load_dataset",
            "consensus_labels", "query_from_dataset", "run_query", "FAMILIES", "VLLM_RANK_CLASSES"]
 
-VLLM_RANK_CLASSES = (8, 16, 32, 64, 128, 256, 320, 512)
+VLLM_RANK_CLASSES = VLLM_MAX_LORA_RANKS  # the sweep's rank classes are vLLM's --max-lora-rank values
 FAMILIES = ("equal", "zipf", "dirichlet", "azure", "uniform", "mix3")
 DEFAULT_LENGTHS = (222.7, 196.1)
 _SEED_MULT = 1_000_003
@@ -245,7 +245,7 @@ def sample_query(spec: SweepSpec, i: int) -> GpuQuery:
         subset = pool[[rng.integers(len(pool))]]
     w = rng.dirichlet(np.ones(len(subset)))
     ranks = tuple(int(r) for r in rng.choice(subset, n, p=w))
-    R = _rank_class(max(ranks))
+    R = rank_class(max(ranks))
     if rng.random() < spec.rank_bump_share and R != VLLM_RANK_CLASSES[-1]:
         R = VLLM_RANK_CLASSES[VLLM_RANK_CLASSES.index(R) + 1]
 
@@ -310,27 +310,10 @@ def sample_query(spec: SweepSpec, i: int) -> GpuQuery:
     return q
 
 
-def _rank_class(rank: int) -> int:
-    for r in VLLM_RANK_CLASSES:
-        if rank <= r:
-            return r
-    raise InputError("rank", f"rank {rank} is above vLLM's largest max_lora_rank ({VLLM_RANK_CLASSES[-1]})")
-
-
 @lru_cache(maxsize=256)
 def _memory_limit(profile: str, fingerprint: str, R: int, util: float) -> int:
     """The most GPU slots at max_lora_rank R that still start (0 if even one does not)."""
-    mem = load_profile(profile).memory
-    if mem.startup_error(1, R, util, True) is not None:
-        return 0
-    lo, hi, best = 1, 4096, 1
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if mem.startup_error(mid, R, util, True) is None:
-            best, lo = mid, mid + 1
-        else:
-            hi = mid - 1
-    return best
+    return load_profile(profile).memory.max_loras_that_start(R, util)
 
 
 @lru_cache(maxsize=1)

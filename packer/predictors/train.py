@@ -25,11 +25,9 @@
    models themselves for the ``forest`` predictor (gradient boosting exported tree by tree; a random
    forest or extra trees refitted with at most ``forest_trees`` trees of depth ``forest_depth``).
 
-``build(profile, samples, dataset_dir, out_path)`` generates the sweep and its replicates (resumable), trains, and
-compares the capacity tables built with the exported models against the twin's (``capacity_check``:
-the test split scores random GPUs, while solvers only ask near the keep-up knee).
-From a shell: ``python -m packer.predictors.train --profile NAME --samples N --dataset DIR --out FILE``.
-scikit-learn is needed only here, not by the predictors.
+The whole job (sweep, replicates, training, the capacity check of the exported models) is
+``packer.capacity.training.build``, behind ``packer train``: the capacity check builds capacity tables, a
+layer above the predictors. scikit-learn is needed only here, not by the predictors.
 """
 
 from __future__ import annotations
@@ -43,16 +41,15 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ..errors import InputError
-from ..files import dumps
 from ..profile import load_profile
 from ..twin.workload_gen import shipped_length_shapes
-from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
-from .dataset import ReplicateSpec, SweepSpec, consensus_labels, generate, load_dataset, replicate, sample_query
+from .base import KEEP_UP_RATIO
+from .dataset import SweepSpec, consensus_labels, load_dataset, sample_query
 from .domain import Domain
 from .features import FEATURE_NAMES, expected_offered, features_many, served_base
 from .tree import Head, TreeModel, head_from_sklearn, save_model
 
-__all__ = ["train", "build", "capacity_check", "mare", "f1"]
+__all__ = ["train", "mare", "f1"]
 
 
 def mare(pred: np.ndarray, true: np.ndarray) -> float:
@@ -360,8 +357,7 @@ def _scores(ratio_pred: np.ndarray, starved_pred: np.ndarray, itl_pred: np.ndarr
     thr, off, starved = ds["throughput_tps"][rows], bases["offered"][rows], ds["starved"][rows].astype(bool)
     twin_off = ds["twin_offered_tps"][rows]
     twin_ratio = thr / twin_off
-    # the capacity model's criterion (solvers/capacity.py): not starved and ratio >= KEEP_UP_RATIO
-    from ..solvers.capacity import KEEP_UP_RATIO
+    # the capacity model's criterion (Prediction.keeps_up): not starved and ratio >= KEEP_UP_RATIO
     keep_true = ~starved & (twin_ratio >= KEEP_UP_RATIO)
     bursty = ds["features"][rows, FEATURE_NAMES.index("arrival_sigma")] > 0
     bursty |= ds["features"][rows, FEATURE_NAMES.index("arrival_cv")] != 1.0
@@ -427,94 +423,3 @@ def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_it
     save_model(model, out)
     say(f"  wrote {out}")
     return rep
-
-
-def capacity_check(profile: str, models: dict[str, Any], ranks: Iterable[int] = (8, 32), max_count: int = 256,
-                   workers: int | None = None, duration_s: float = DEFAULT_DURATION_S,
-                   warmup_s: float = DEFAULT_WARMUP_S) -> dict[str, Any]:
-    """Compare the capacity tables (``solvers/capacity.py``, default lengths, Poisson, default server)
-    built with each of ``models`` (name -> ``Predictor``) against the twin's.
-
-    Per model: the mean and largest absolute relative difference of the capacity over every
-    (rank class, adapter count) grid entry, and the mean signed difference (negative: pessimistic)."""
-    from ..model import LengthSpec, PoissonArrivals
-    from ..solvers.capacity import ServerBase, build_capacity_model
-    from .twin import TwinPredictor
-
-    def table(pred) -> dict:
-        cm = build_capacity_model(pred, profile, LengthSpec(), PoissonArrivals(), ServerBase(), list(ranks), max_count,
-                                  workers=workers, cache=False)
-        return {(c.max_lora_rank, c.max_adapters): c.capacity_tps for c in cm.configs}
-
-    t0 = time.perf_counter()
-    ref = table(TwinPredictor(duration_s=duration_s, warmup_s=warmup_s))
-    out: dict[str, Any] = {"ranks": list(ranks), "max_count": max_count, "twin_seconds": time.perf_counter() - t0}
-    for name, pred in models.items():
-        t0 = time.perf_counter()
-        got = table(pred)
-        rel = np.array([got.get(k, 0.0) / v - 1.0 for k, v in ref.items() if v > 0])
-        out[name] = {"mean_abs_rel_diff": float(np.mean(np.abs(rel))), "max_abs_rel_diff": float(np.max(np.abs(rel))),
-                     "mean_rel_diff": float(np.mean(rel)), "entries": int(len(rel)),
-                     "seconds": time.perf_counter() - t0}
-    return out
-
-
-def build(profile: str, samples: int, dataset_dir: str | Path, out_path: str | Path, *, seed: int = 0,
-          workers: int | None = None, forest_out: str | Path | None = None,
-          duration_s: float = DEFAULT_DURATION_S, warmup_s: float = DEFAULT_WARMUP_S,
-          chunk_size: int = 256, executor: str = "process", progress: bool = True, check_capacity: bool = True,
-          replicates: int = 4, **train_kw) -> dict[str, Any]:
-    """Generate (or resume) the sweep for ``profile`` in ``dataset_dir``, run ``replicates`` more
-    seeds of its ambiguous samples (``dataset.ReplicateSpec``; 0: none), ``train`` on it and (with
-    ``check_capacity``) compare the capacity tables of the exported models with the twin's."""
-    if replicates < 0:
-        raise InputError("replicates", f"must be >= 0 extra seeds (got {replicates})")
-    spec = SweepSpec(profile=load_profile(profile).name, n_samples=samples, seed=seed, duration_s=duration_s,
-                     warmup_s=warmup_s)
-    gen = generate(spec, dataset_dir, workers=workers, chunk_size=chunk_size, executor=executor, progress=progress)
-    if replicates:
-        gen["replicates"] = replicate(spec, dataset_dir, ReplicateSpec(seeds=replicates), workers=workers,
-                                      executor=executor, progress=progress, chunk_size=chunk_size)
-    rep = train(dataset_dir, spec.profile, out_path, seed=seed, forest_out=forest_out, use_replicates=replicates > 0,
-                **train_kw)
-    rep["generation"] = gen
-    if check_capacity:
-        from .tree import ForestPredictor, TreePredictor, load_model
-
-        models = {"tree": TreePredictor(model=out_path)}
-        if forest_out is not None:
-            models["forest"] = ForestPredictor(model=forest_out)
-        rep["capacity_check"] = capacity_check(spec.profile, models, workers=workers, duration_s=duration_s,
-                                               warmup_s=warmup_s)
-        m = load_model(out_path)
-        m.training = {**m.training, "generation": gen, "capacity_check": rep["capacity_check"]}
-        save_model(m, out_path)
-    return rep
-
-
-def _cli(argv: Iterable[str] | None = None) -> None:
-    import argparse
-
-    ap = argparse.ArgumentParser(description="Generate a twin sweep and train the tree predictor on it.")
-    ap.add_argument("--profile", required=True)
-    ap.add_argument("--samples", type=int, default=8000)
-    ap.add_argument("--dataset", required=True, help="sweep directory (created / resumed)")
-    ap.add_argument("--out", required=True, help="model file to write (.json)")
-    ap.add_argument("--forest-out", default=None, help="also write the forest model here (.npz)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--jobs", type=int, default=1, help="scikit-learn n_jobs")
-    ap.add_argument("--extra-rows", type=int, default=300000)
-    ap.add_argument("--replicates", type=int, default=4, help="extra twin seeds for ambiguous samples (0: none)")
-    ap.add_argument("--report", default=None, help="write the report JSON here")
-    ap.add_argument("--no-capacity-check", action="store_true", help="skip the capacity-table comparison")
-    a = ap.parse_args(list(argv) if argv is not None else None)
-    rep = build(a.profile, a.samples, a.dataset, a.out, seed=a.seed, workers=a.workers, forest_out=a.forest_out,
-                n_jobs=a.jobs, extra_rows=a.extra_rows, check_capacity=not a.no_capacity_check,
-                replicates=a.replicates)
-    if a.report:
-        Path(a.report).write_text(dumps(rep, indent=1), encoding="utf-8")
-
-
-if __name__ == "__main__":
-    _cli()

@@ -6,12 +6,11 @@
 """
 
 from .base import (SOLVERS, Assignment, Item, Objective, PlacementProblem, Solver, SolveStatus, get_solver)
-from .capacity import CapacityModel, GpuConfig, ServerBase, build_capacity_model
 from .exact_solvers import CpSatSolver, MilpSolver
 from .greedy import GreedySolver
 from .ladder import LadderSolver
 from .result import AdapterShare, GpuPlan, SolveResult
 
 __all__ = ["SOLVERS", "get_solver", "Solver", "SolveStatus", "Objective", "Item", "PlacementProblem", "Assignment",
-           "CapacityModel", "GpuConfig", "ServerBase", "build_capacity_model", "GreedySolver", "LadderSolver",
+           "GreedySolver", "LadderSolver",
            "CpSatSolver", "MilpSolver", "AdapterShare", "GpuPlan", "SolveResult"]

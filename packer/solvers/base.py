@@ -15,7 +15,8 @@ from typing import Iterable, Sequence
 from ..errors import InputError
 from ..predictors.base import Predictor
 from ..registry import Registry
-from .capacity import CapacityModel, GpuConfig, rank_class
+from ..capacity import CapacityModel, GpuConfig
+from ..model import rank_class
 
 __all__ = ["Objective", "SolveStatus", "Item", "PlacementProblem", "Assignment", "Solver", "SOLVERS", "get_solver",
            "LOAD_UNIT", "MAX_REPLICAS", "load_units", "capacity_units", "replica_count", "make_items"]

@@ -6,7 +6,7 @@ when the adapters run out). At each checkpoint ``max_loras`` may move one step u
 32, 64, 96, 128, ... (bounded by the memory limit for the GPU's rank) if the predictor says that
 serves more; the predictor then accepts or rejects the GPU. On rejection the adapters added since
 the last accepted checkpoint go to the next GPU. It uses the predictor directly, not the capacity
-model, with the capacity model's acceptance rule (``keeps_up``) so its GPUs are judged like the
+model, with the capacity model's acceptance rule (``Prediction.keeps_up``) so its GPUs are judged like the
 others'. It is a min-GPUs method only.
 
 The time limit bounds the solve: before each predictor call the ladder checks that the call, as long
@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from ..predictors.base import GpuQuery, Prediction
 from .base import SOLVERS, Assignment, Objective, PlacementProblem, Solver, SolveStatus
-from .capacity import keeps_up, rank_class
+from ..model import rank_class
 from .greedy import GreedySolver
 
 __all__ = ["LadderSolver", "checkpoints"]
@@ -99,7 +99,7 @@ class LadderSolver(Solver):
                         up = self._predict(problem, budget, members, nxt, R)
                         if (up.throughput_tps or 0) > (pred.throughput_tps or 0):
                             a_max, a, pred = _ladder_next(a_max), nxt, up
-                    if keeps_up(pred):
+                    if pred.keeps_up:
                         accepted, accepted_a = cp, a
                     else:
                         break
@@ -138,7 +138,7 @@ class LadderSolver(Solver):
         for k in range(len(members), 0, -1):
             R = rank_class(max(problem.items[i].rank for i in members[:k]))
             a = min(k, _memory_limit(problem, R))
-            if keeps_up(self._predict(problem, budget, members[:k], a, R)):
+            if self._predict(problem, budget, members[:k], a, R).keeps_up:
                 return k, a
         return 1, 1  # a single item always goes somewhere; verification reports it
 
@@ -193,7 +193,7 @@ def _memory_limit(problem: PlacementProblem, R: int) -> int:
 
 
 def _config(problem: PlacementProblem, members, max_loras: int):
-    from .capacity import GpuConfig
+    from ..capacity import GpuConfig
     R = rank_class(max(problem.items[i].rank for i in members))
     return GpuConfig(R, len(members), max(1, max_loras), float("nan"))
 
