@@ -22,9 +22,9 @@ R, with equal rates, keeps up with, and the ``max_loras`` that achieves it:
   the twin on the real rates catches the rest.
 
 Tables are cached on disk (``$PACKER_CACHE_DIR``, default ``~/.cache/packer``) under a key made of
-everything that changes them: the profile's fingerprint, lengths, arrivals, base server settings,
-the predictor's settings and ``cache.MODEL_VERSION`` (bump it when the twin's behaviour or this
-search changes). packer ships tables for the default settings of both profiles (``packer/data/capacity``,
+everything that changes them: the twin's fingerprint (its code, its data files and the profile's
+numbers, ``packer.twin.fingerprint``), the search's code, lengths, arrivals, base server settings and
+the predictor's settings; no version number to bump. packer ships tables for the default settings of both profiles (``packer/data/capacity``,
 made by ``calibrate/ship_capacity.py``), found under the same keys.
 """
 

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError
@@ -16,12 +17,10 @@ from ..files import read_json, read_json_text, write_json_atomic
 from ..model import ArrivalSpec, LengthSpec, ServerDefaults
 from ..predictors.base import KEEP_UP_RATIO, Predictor
 from ..profile import Profile
-from ..twin.workload_gen import shipped_length_shapes
+from ..twin.fingerprint import twin_fingerprint
 from .table import GpuConfig
 
-__all__ = ["MODEL_VERSION", "cache_dir", "cache_key", "read_cached", "write_cached", "trusted_rows"]
-
-MODEL_VERSION = 1
+__all__ = ["cache_dir", "cache_key", "search_code_hash", "read_cached", "write_cached", "trusted_rows"]
 
 
 def cache_dir() -> Path:
@@ -30,11 +29,19 @@ def cache_dir() -> Path:
 
 def cache_key(predictor: Predictor, prof: Profile, lengths: LengthSpec, arrivals: ArrivalSpec, base: ServerDefaults,
                R: int, tol: float) -> str:
-    blob = json.dumps({"v": MODEL_VERSION, "profile": prof.fingerprint(), "length_shapes": shipped_length_shapes(),
+    blob = json.dumps({"twin": twin_fingerprint(prof), "search": search_code_hash(),
                        "lengths": lengths.model_dump(),
                        "arrivals": arrivals.model_dump(), "base": base.model_dump(), "rank": R, "tol": tol,
                        "keep_up": KEEP_UP_RATIO, "predictor": predictor.describe()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@lru_cache(maxsize=1)
+def search_code_hash() -> str:
+    """A hash of the code that measures a table (``search.py``, ``table.py``): a change to the search
+    makes every cached table stale, as a change to the twin does (``twin_fingerprint``)."""
+    here = Path(__file__).resolve().parent
+    return hashlib.sha256(b"".join((here / f).read_bytes() for f in ("search.py", "table.py"))).hexdigest()[:16]
 
 
 def _shipped_dir():

@@ -97,7 +97,7 @@ from ..files import dumps, read_json, read_npz, write_json_atomic
 from ..model import VLLM_MAX_LORA_RANKS, ArrivalSpec, BurstyArrivals, LengthSpec, PoissonArrivals, ServerConfig, rank_class
 from ..profile import load_profile
 from ..executor import process_pool
-from ..twin.workload_gen import shipped_length_shapes
+from ..twin.fingerprint import twin_fingerprint
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, GpuQuery
 from .features import FEATURE_NAMES, feature_index, features, features_code, features_many
 
@@ -171,12 +171,12 @@ class SweepSpec:
         return d
 
     def fingerprint(self) -> str:
-        """A hash of everything that changes a sample (not n_samples): the spec, the profile's numbers
-        and the shipped length shapes.
+        """A hash of everything that changes a sample (not n_samples): the spec and the twin's
+        fingerprint (its code and data files, the profile's numbers).
 
         Features are not part of it: they are recomputed from the stored queries when they change."""
-        blob = json.dumps({"spec": self.to_dict(with_size=False), "profile": load_profile(self.profile).fingerprint(),
-                           "length_shapes": shipped_length_shapes()}, sort_keys=True)
+        blob = json.dumps({"spec": self.to_dict(with_size=False), "twin": twin_fingerprint(load_profile(self.profile))},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

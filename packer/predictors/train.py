@@ -42,6 +42,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..profile import load_profile
+from ..twin.fingerprint import twin_fingerprint
 from ..twin.workload_gen import shipped_length_shapes
 from .base import KEEP_UP_RATIO
 from .dataset import SweepSpec, consensus_labels, load_dataset, sample_query
@@ -321,7 +322,7 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
         "itl": head_from_sklearn(trees["itl"][2], "exp"),
     }
     model = TreeModel(prof.name, FEATURE_NAMES, heads, "tree", prof.fingerprint(), ratio_base="served",
-                      length_shapes=shipped_length_shapes())
+                      length_shapes=shipped_length_shapes(), twin_fingerprint=twin_fingerprint(prof))
 
     # -- test scores -----------------------------------------------------------------------------
     te_i = te[has_itl[te]]
@@ -409,7 +410,7 @@ def _export_forest(best, tr, tr_i, X, ratio, starved, itl, log_ratio, te, has_it
         "itl": export("itl", "exp", tr_i, np.log(itl[tr_i]), False),
     }
     model = TreeModel(prof.name, FEATURE_NAMES, heads, "forest", prof.fingerprint(), ratio_base="served",
-                      length_shapes=shipped_length_shapes())
+                      length_shapes=shipped_length_shapes(), twin_fingerprint=twin_fingerprint(prof))
     te_i = te[has_itl[te]]
     o = model.predict_batch(X[te])
     scores = _scores(o["ratio"], o["starved"] > 0.5, model.predict_batch(X[te_i])["itl"], te, te_i, ds, bases)

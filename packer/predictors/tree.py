@@ -58,6 +58,7 @@ import numpy as np
 from ..errors import InputError
 from ..files import dumps, read_json, read_json_text, read_npz
 from ..profile import Profile, load_profile
+from ..twin.fingerprint import twin_fingerprint
 from ..twin.workload_gen import shipped_length_shapes
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
 from .domain import Domain, DomainCheck, default_domain, predict_packed_row_checked
@@ -265,6 +266,7 @@ class TreeModel:
     source: str = ""
     ratio_base: str = "offered"  # what the ratio head's output multiplies: "offered" or "served" (features.served_base)
     length_shapes: dict[str, list[float]] = field(default_factory=dict)  # the twin's shapes it was trained on
+    twin_fingerprint: str = ""  # ``packer.twin.fingerprint`` of the twin runs it was trained on
 
     def __post_init__(self) -> None:
         if "ratio" not in self.heads:
@@ -365,6 +367,7 @@ class TreeModel:
         return {"format": FORMAT, "version": VERSION, "kind": self.kind, "profile": self.profile,
                 "profile_fingerprint": self.profile_fingerprint, "feature_names": list(self.feature_names),
                 "ratio_base": self.ratio_base, "length_shapes": self.length_shapes,
+                "twin_fingerprint": self.twin_fingerprint,
                 "training": self.training, "head_settings": {n: h.settings() for n, h in self.heads.items()}}
 
     def to_json(self) -> dict:
@@ -505,7 +508,8 @@ def _load_cached(path: str, mtime_ns: int) -> TreeModel:
     try:
         return TreeModel(d["profile"], tuple(d["feature_names"]), heads, d.get("kind", "tree"),
                          d.get("profile_fingerprint", ""), d.get("training", {}), source=str(p),
-                         ratio_base=d.get("ratio_base", "offered"), length_shapes=d.get("length_shapes", {}))
+                         ratio_base=d.get("ratio_base", "offered"), length_shapes=d.get("length_shapes", {}),
+                         twin_fingerprint=d.get("twin_fingerprint", ""))
     except (KeyError, TypeError) as e:
         raise InputError("model", f"{p}: not a packer tree model (its metadata lacks {e}); "
                          "write the model again") from None
@@ -614,6 +618,9 @@ class TreePredictor(Predictor):
         if m.length_shapes and m.length_shapes != shipped_length_shapes():
             raise InputError("model", f"{path} was trained on other request-length shapes than packer/data now "
                              "ships; retrain it with `packer train`")
+        if m.twin_fingerprint != twin_fingerprint(prof):
+            raise InputError("model", f"{path} was trained on runs of another twin than this packer's (its code, its "
+                             "data files or the profile changed since); retrain it with `packer train`")
         self._models[key] = m
         return m
 
