@@ -6,8 +6,9 @@ Default settings: the twin predictor (300 s warm-up, then a 600 s window; seed 0
 lengths with the calibration runs' means (222.7 / 196.1), Poisson arrivals, max_num_seqs 2048, a
 2048-token budget, gpu_memory_utilization 0.9, ranks 8-64. The files land in packer/data/capacity
 under the same keys the user cache uses, so `packer solve` on default settings needs no measuring.
-Rerun after changing a profile, the twin or the capacity search (and bump capacity.MODEL_VERSION for
-the latter two).
+Rerun after changing a profile, the twin or the capacity search: the keys cover all three (the twin's
+fingerprint and the search's code), so until then `packer solve` measures the tables again itself, and
+tests/test_twin_fingerprint.py fails on the shipped files.
 """
 
 from __future__ import annotations
