@@ -70,10 +70,13 @@ def test_imports_point_one_way(path):
 # twin against measured runs: they sit on the twin, like the predictors.)
 SHARED = {"errors", "files", "executor", "registry", "model", "profile"}
 BESIDE_TWIN = {"validation", "replay"}
+# The contract kit checks solvers and predictors, like a test: it may import every layer, none imports it.
+KIT = {"testing"}
 
 
 @pytest.mark.parametrize("path", [p for p in MODULES if _layer(_module_name(p)) is None and p.stem != "__init__"
-                                  and p.stem != "__main__"], ids=lambda p: str(p.relative_to(PACKAGE)))
+                                  and p.stem != "__main__" and p.stem not in KIT],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_shared_modules_import_no_layer(path):
     allowed = {"twin"} if path.stem in BESIDE_TWIN else set()
     assert path.stem in SHARED | BESIDE_TWIN, f"{path.name}: a new root module: put it in a layer or in SHARED"
@@ -87,3 +90,9 @@ def test_the_walk_sees_relative_imports_inside_functions():
     inner = [ln for ln, mod in found if mod == "packer.capacity.training"]
     text = (PACKAGE / "cli.py").read_text().splitlines()
     assert all(text[ln - 1].startswith(" ") for ln in inner)  # indented: inside a function
+
+
+def test_nothing_in_packer_imports_the_contract_kit():
+    users = [f"{p.relative_to(PACKAGE)}: line {ln}" for p in MODULES if p.stem not in KIT
+             for ln, mod in _imports(p) if mod == "packer.testing" or mod.startswith("packer.testing.")]
+    assert users == []
