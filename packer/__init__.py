@@ -13,13 +13,20 @@ The public API:
 """
 
 from .errors import InputError, PackerError
-from .model import (Adapter, BurstyArrivals, LengthSpec, PlacementWorkload, PoissonArrivals, Scenario,
-                    ServerConfig, TraceArrivals, Workload)
-from .planner import solve
-from .predictors import GpuQuery, Prediction, get_predictor
-from .solvers import GpuPlan, SolveResult, SolveStatus, get_solver
-from .profile import Profile, list_profiles, load_profile
-from .twin import AdapterStats, SimulationResult, Twin, simulate
+from .lazy import lazy_exports
+
+# Where each public name lives; it is imported on first use, so ``import packer`` (and the CLI's
+# start-up) loads no numpy, numba or pydantic until a name that needs them is used.
+_WHERE = {
+    "solve": ".planner",
+    "simulate": ".twin", "Twin": ".twin", "SimulationResult": ".twin", "AdapterStats": ".twin",
+    **dict.fromkeys(["Scenario", "ServerConfig", "Workload", "PlacementWorkload", "Adapter", "LengthSpec",
+                     "PoissonArrivals", "BurstyArrivals", "TraceArrivals"], ".model"),
+    "Profile": ".profile", "load_profile": ".profile", "list_profiles": ".profile",
+    "SolveResult": ".solvers", "GpuPlan": ".solvers", "SolveStatus": ".solvers", "get_solver": ".solvers",
+    "get_predictor": ".predictors", "GpuQuery": ".predictors", "Prediction": ".predictors",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
 
 __all__ = [
     "solve",

@@ -7,16 +7,18 @@ import sys
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+# Only click and light packer modules here (no numpy, numba, pydantic, rich or solvers): each
+# command imports what it needs, so `packer --help` and `packer profiles` start fast.
 from . import files
+from .defaults import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, GRACE_S
 from .errors import InputError, PackerError
-from .model import Scenario, parse_scenario
-from .predictors.base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
-from .profile import list_profiles, load_profile
-from .solvers.exact import GRACE_S
+
+if TYPE_CHECKING:
+    from .model import Scenario
 
 __all__ = ["main"]
 
@@ -36,6 +38,9 @@ def _read_json(path: str) -> Any:
 
 
 def _load_scenario(path: str) -> Scenario:
+    from .model import parse_scenario
+    from .profile import load_profile
+
     data = _read_json(path)
     try:
         sc = parse_scenario(data)
@@ -423,6 +428,8 @@ def train(profile_name: str, samples: int, dataset: str | None, out: str | None,
     import importlib.util
     import time
 
+    from .profile import load_profile
+
     try:
         prof = load_profile(profile_name)
     except InputError as e:
@@ -463,6 +470,8 @@ def train(profile_name: str, samples: int, dataset: str | None, out: str | None,
 @main.command()
 def profiles() -> None:
     """List the shipped performance profiles."""
+    from .profile import list_profiles, load_profile
+
     for name in list_profiles():
         p = load_profile(name)
         click.echo(f"{name}\t{p.description}")

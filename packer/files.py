@@ -6,7 +6,8 @@ through here, so a bad file always ends in one ``InputError`` whose message is o
 ``dumps``, which turns NaN and infinities into ``null`` (so the output is always valid JSON), and
 ``write_json_atomic`` never leaves a half-written file behind.
 
-A root-level utility: it imports only the standard library, numpy and ``packer.errors``.
+A root-level utility: it imports only the standard library and ``packer.errors`` (numpy only in the
+functions that read CSV numbers and NPZ files, so the CLI starts without it).
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ import os
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = ["MAX_FILE_BYTES", "read_text", "read_json", "read_json_text", "read_csv", "CsvTable", "read_npz",
-           "write_json_atomic", "json_ready", "dumps"]
+           "write_json_atomic", "json_ready", "dumps", "loaded_numpy"]
 
 MAX_FILE_BYTES = 256 << 20  # far above any file packer reads; a bigger one is a wrong path, not data
 
@@ -149,6 +151,8 @@ class CsvTable:
                 integer: bool = False) -> np.ndarray:
         """Column ``name`` as float64, every value finite, in [minimum, maximum] and (``integer``) whole;
         the error names the file, line, column and value."""
+        import numpy as np
+
         j = self.header.index(name)
         values = np.empty(len(self.rows))
         for i, row in enumerate(self.rows):
@@ -204,6 +208,8 @@ def read_csv(path: str | os.PathLike, *, field: str = "file", required: Sequence
 
 def read_npz(path: str | os.PathLike, *, field: str = "file", required: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file (never unpickling), which must hold the ``required`` names."""
+    import numpy as np
+
     p = Path(path)
     data = _read_bytes(p, field, "NPZ")
     try:
@@ -220,6 +226,12 @@ def read_npz(path: str | os.PathLike, *, field: str = "file", required: Sequence
 
 # ---- writing ------------------------------------------------------------------------------------
 
+def loaded_numpy() -> Any:
+    """numpy if some module has imported it, else None. A value can be a numpy object only then, so
+    a check for numpy types needs no import of its own (which would slow down the CLI's start-up)."""
+    return sys.modules.get("numpy")
+
+
 def json_ready(x: Any, *, digits: int | None = None) -> Any:
     """``x`` as plain JSON values: numpy scalars and arrays as Python numbers and lists, non-finite
     floats as None, tuples as lists, enums as their values, dataclasses as dicts, paths as strings,
@@ -235,9 +247,10 @@ def json_ready(x: Any, *, digits: int | None = None) -> Any:
         if not math.isfinite(x):
             return None
         return float(f"{x:.{digits}g}") if digits is not None and x != 0 else float(x)
-    if isinstance(x, np.generic):
+    np = loaded_numpy()
+    if np is not None and isinstance(x, np.generic):
         return json_ready(x.item(), digits=digits)
-    if isinstance(x, np.ndarray):
+    if np is not None and isinstance(x, np.ndarray):
         return json_ready(x.tolist(), digits=digits)
     if isinstance(x, dict):
         return {_json_key(k): json_ready(v, digits=digits) for k, v in x.items()}
@@ -253,7 +266,8 @@ def json_ready(x: Any, *, digits: int | None = None) -> Any:
 def _json_key(k: Any) -> Any:
     if isinstance(k, enum.Enum):
         k = k.value
-    if isinstance(k, np.generic):
+    np = loaded_numpy()
+    if np is not None and isinstance(k, np.generic):
         k = k.item()
     if k is None or isinstance(k, (str, bool, int)) or (isinstance(k, float) and math.isfinite(k)):
         return k  # json.dumps writes these keys itself

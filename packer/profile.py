@@ -18,10 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from .errors import InputError
-from .files import read_json, read_json_text
+from .files import loaded_numpy, read_json, read_json_text
 
 __all__ = [
     "MemoryModel",
@@ -96,8 +94,9 @@ def _check_section(obj: Any, section: str) -> None:
         if isinstance(spec, _Num):
             _check_number(path, v, spec)
             continue
-        if isinstance(v, (list, np.ndarray)):
-            v = tuple(v.tolist() if isinstance(v, np.ndarray) else v)
+        np = loaded_numpy()  # (not imported here: listing the profiles needs no numpy)
+        if isinstance(v, list) or (np is not None and isinstance(v, np.ndarray)):
+            v = tuple(v if isinstance(v, list) else v.tolist())
             object.__setattr__(obj, name, v)  # hashable, as a frozen dataclass's fields must be
         if not isinstance(v, tuple) or not 1 <= len(v) <= spec.max_len:
             raise InputError(path, f"must be a list of 1 to {spec.max_len} numbers, got {_shown(v)}; "
@@ -291,9 +290,13 @@ class LoadingModel:
         _same_length("loading", "ranks", "disk_to_cpu_ms", self)
 
     def cpu_to_gpu(self, rank: int) -> float:
+        import numpy as np
+
         return float(np.interp(rank, self.ranks, self.cpu_to_gpu_ms))
 
     def disk_to_cpu(self, rank: int) -> float:
+        import numpy as np
+
         return float(np.interp(rank, self.ranks, self.disk_to_cpu_ms))
 
 

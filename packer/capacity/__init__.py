@@ -28,7 +28,9 @@ the predictor's settings; no version number to bump. packer ships tables for the
 made by ``calibrate/ship_capacity.py``), found under the same keys.
 """
 
-from .table import CapacityModel, GpuConfig, count_grid
-from .search import build_capacity_model
+from ..lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {  # imported on first use (pydantic, numpy, the predictors)
+    "CapacityModel": ".table", "GpuConfig": ".table", "count_grid": ".table", "build_capacity_model": ".search"})
 
 __all__ = ["CapacityModel", "GpuConfig", "count_grid", "build_capacity_model"]

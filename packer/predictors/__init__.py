@@ -5,9 +5,11 @@ Backends are registered by name in ``PREDICTORS``: ``twin`` (the Digital Twin, c
 tree ensemble, same kernel). ``features.py``, ``dataset.py`` and ``train.py`` build the models.
 """
 
-from .base import PREDICTORS, GpuQuery, Prediction, Predictor, get_predictor
-from .tree import ForestPredictor, TreePredictor
-from .twin import TwinPredictor
+from ..lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {  # imported on first use: tree and twin load numba
+    **dict.fromkeys(["PREDICTORS", "GpuQuery", "Prediction", "Predictor", "get_predictor"], ".base"),
+    "TwinPredictor": ".twin", "TreePredictor": ".tree", "ForestPredictor": ".tree"})
 
 __all__ = ["GpuQuery", "Prediction", "Predictor", "PREDICTORS", "get_predictor", "TwinPredictor", "TreePredictor",
            "ForestPredictor"]

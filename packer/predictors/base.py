@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
+from ..defaults import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
 from ..files import json_ready
 from ..model import ArrivalSpec, LengthSpec, PoissonArrivals, Scenario, ServerConfig, Workload, parse_model
 from ..profile import Profile, load_profile
@@ -18,15 +19,9 @@ from ..registry import Registry
 __all__ = ["GpuQuery", "Prediction", "Predictor", "PREDICTORS", "get_predictor", "DEFAULT_DURATION_S",
            "DEFAULT_WARMUP_S", "KEEP_UP_RATIO"]
 
-# A twin run that stands for a GPU in steady state: 300 simulated seconds of warm-up, then a measured
-# 600 s window. Without the warm-up a short window loses the requests still in flight at its end and
-# sees a queue that has not settled; on the real runs that costs 5 points of throughput error and 14
-# of starvation agreement (issue 4 notes). The twin predictor, the sweeps and the capacity tables use it.
-DEFAULT_DURATION_S = 600.0
 # "Keeps up": starts, is not starved and serves at least this share of the offered tokens. Stricter than
 # the 90 % starvation line, so a placement packed to the capacity tables passes verification with margin.
 KEEP_UP_RATIO = 0.95
-DEFAULT_WARMUP_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +135,10 @@ class Predictor(ABC):
 
 
 PREDICTORS: Registry[Predictor] = Registry("predictor", Predictor)
+# The shipped backends, imported (with their numba kernels) only when one is asked for.
+PREDICTORS.declare("twin", "packer.predictors.twin")
+PREDICTORS.declare("tree", "packer.predictors.tree")
+PREDICTORS.declare("forest", "packer.predictors.tree")
 
 
 def get_predictor(spec: "str | Predictor" = "twin", **options) -> Predictor:

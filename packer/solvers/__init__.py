@@ -5,12 +5,13 @@
 - ``cpsat``: OR-Tools CP-SAT, exact; ``milp``: Pyomo + HiGHS, exact (each in its own process).
 """
 
-from .base import (SOLVERS, Assignment, Item, Objective, PlacementProblem, Solver, SolveStatus, get_solver)
-from .exact_solvers import CpSatSolver, MilpSolver
-from .greedy import GreedySolver
-from .ladder import LadderSolver
-from .result import AdapterShare, GpuPlan, SolveResult
+from ..lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {  # imported on first use (numpy, the capacity model, the twin)
+    **dict.fromkeys(["SOLVERS", "Assignment", "Item", "Objective", "PlacementProblem", "Solver", "SolveStatus",
+                     "get_solver"], ".base"),
+    "CpSatSolver": ".exact_solvers", "MilpSolver": ".exact_solvers", "GreedySolver": ".greedy",
+    "LadderSolver": ".ladder", **dict.fromkeys(["AdapterShare", "GpuPlan", "SolveResult"], ".result")})
 
 __all__ = ["SOLVERS", "get_solver", "Solver", "SolveStatus", "Objective", "Item", "PlacementProblem", "Assignment",
-           "GreedySolver", "LadderSolver",
-           "CpSatSolver", "MilpSolver", "AdapterShare", "GpuPlan", "SolveResult"]
+           "GreedySolver", "LadderSolver", "CpSatSolver", "MilpSolver", "AdapterShare", "GpuPlan", "SolveResult"]

@@ -4,8 +4,8 @@
 
 It runs in its own process because ortools and highspy bundle different HiGHS libraries under one soname
 and cannot be imported together. Only the chosen backend's libraries are imported ("cpsat": ortools;
-"milp": pyomo + highspy), and, run as a script, not the ``packer`` package either (its ``__init__`` imports
-the twin and numba: about a second of a time limit). Stdout carries the answer JSON and nothing else (fd 1
+"milp": pyomo + highspy), and, run as a script, not the ``packer`` package either (only the two modules
+it needs: its start-up comes out of the time limit). Stdout carries the answer JSON and nothing else (fd 1
 is pointed at stderr while solving, so solver logs cannot corrupt it).
 
 Time: the problem's ``time_limit_s`` is what is left of the solve's limit when the parent started this

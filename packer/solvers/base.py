@@ -211,6 +211,11 @@ class Solver(ABC):
 
 
 SOLVERS: Registry[Solver] = Registry("solver", Solver)
+# The shipped backends, imported only when one is asked for (cpsat and milp run OR-Tools / Pyomo in a child).
+SOLVERS.declare("greedy", "packer.solvers.greedy")
+SOLVERS.declare("ladder", "packer.solvers.ladder")
+SOLVERS.declare("cpsat", "packer.solvers.exact_solvers")
+SOLVERS.declare("milp", "packer.solvers.exact_solvers")
 
 
 def get_solver(spec: "str | Solver" = "greedy", **options) -> Solver:

@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+from packer.defaults import GRACE_S  # the stated margin (see solve_exact)
 from packer.errors import InputError
 from packer.solvers._exact_worker import PHASE_MARK
 from packer.solvers.bounds import PERMILLE, latency_lower_bound, lower_bounds, unplaceable_items
@@ -47,7 +48,6 @@ __all__ = ["BACKENDS", "GRACE_S", "DEFAULT_TIME_LIMIT_S", "solve_exact", "backen
            "placement_objective"]
 
 BACKENDS = ("cpsat", "milp")
-GRACE_S = 0.5  # the stated margin: a call returns within time_limit_s + GRACE_S (see solve_exact)
 _KILL_RESERVE_S = 0.2  # the child is killed this long before time_limit_s + GRACE_S: reaping it, the answer
 DEFAULT_TIME_LIMIT_S = 60.0
 _MODULES = {"cpsat": ("ortools",), "milp": ("pyomo", "highspy")}

@@ -6,7 +6,9 @@
 - ``result``: ``SimulationResult`` and ``AdapterStats``.
 """
 
-from .engine import Twin, simulate
-from .result import AdapterStats, SimulationResult
+from ..lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {  # imported on first use: the engine loads numba
+    "Twin": ".engine", "simulate": ".engine", "SimulationResult": ".result", "AdapterStats": ".result"})
 
 __all__ = ["Twin", "simulate", "SimulationResult", "AdapterStats"]
