@@ -58,7 +58,8 @@ def _cli(*args: str) -> tuple[subprocess.CompletedProcess, dict]:
 
 
 @pytest.mark.parametrize("statement", ["import packer", "import packer.cli", "import packer.predictors",
-                                       "import packer.solvers", "import packer.twin"])
+                                       "import packer.solvers", "import packer.twin",
+                                       "import packer.capacity"])
 def test_importing_the_packages_loads_nothing_heavy(statement):
     assert _loaded(_modules_after(statement), HEAVY) == []
 
@@ -126,7 +127,7 @@ def test_no_numba_kernel_compiles_at_import():
     assert {k: n for k, n in kernels.items() if n} == {}  # compiled (or loaded from the cache) only on first call
 
 
-@pytest.mark.parametrize("package", ["packer", "packer.predictors", "packer.solvers", "packer.twin"])
+@pytest.mark.parametrize("package", ["packer", "packer.predictors", "packer.solvers", "packer.twin", "packer.capacity"])
 def test_lazy_names_are_the_defining_modules_objects(package):
     import importlib
 
