@@ -7,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run (CI included): a failure is reproducible, never luck.
+settings.register_profile("packer", derandomize=True, database=None)
+settings.load_profile("packer")
 
 from packer.profile import Profile
 from packer.twin import Twin
