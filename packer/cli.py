@@ -214,8 +214,12 @@ def _placement_table(name: str, r) -> str:
         t.add_row(str(g), count, str(p.max_loras), str(p.max_cpu_loras), str(p.max_lora_rank),
                   f"{p.offered_tps:,.0f}", f"{p.utilisation:.0%}", thr, itl, ok)
     console.print(t)
-    console.print("each GPU: vllm serve <model> --enable-lora --max-loras N --max-cpu-loras M --max-lora-rank R; "
-                  "util = load / the capacity model's sustainable load")
+    shown = r.gpus[:8]
+    for g, p in enumerate(shown):
+        console.print(f"GPU {g}: vllm serve <model> {p.vllm_flags()}", soft_wrap=True, markup=False, highlight=False)
+    if len(r.gpus) > len(shown):
+        console.print(f"... and {len(r.gpus) - len(shown)} more GPUs, each with the flags of its row")
+    console.print("util = load / the capacity model's sustainable load")
     if r.repaired_items:
         console.print(f"{r.repaired_items} adapter placement(s) moved by verification and repair")
     phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in r.phases.items())
