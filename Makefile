@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11 (or python3 >= 3.11) on PATH"; exit 1; }
@@ -11,13 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
+# The tests also run the Ray executor against a local Ray they start: the ray extra is part of their set-up.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,ray]"
+	@touch $(TEST_STAMP)
+
 .PHONY: install demo test bench
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/packer demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -151,6 +151,18 @@ def _solver_choice(name: str) -> str:
         f"--solver: unknown solver {name!r}; valid: {', '.join(SOLVERS.names())}")
 
 
+_EXECUTOR_HELP = ("Where parallel twin runs go: a local process pool, this process, or Ray (needs the packer[ray] "
+                  "extra). Every executor gives the same answer.")
+
+
+def _executor_options(f):
+    """--executor and --ray-address, shared by the commands that run many twin simulations."""
+    f = click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="Ray cluster to use with --executor ray [default: start a local Ray].")(f)
+    return click.option("--executor", type=click.Choice(["process", "serial", "ray"]), default="process",
+                        show_default=True, help=_EXECUTOR_HELP)(f)
+
+
 @main.command()
 @click.argument("workload", type=click.Path(dir_okay=False))
 @click.option("--solver", default="greedy", show_default=True, help="greedy, ladder, cpsat or milp.")
@@ -164,9 +176,10 @@ def _solver_choice(name: str) -> str:
 @click.option("--gpus", type=click.IntRange(min=1), default=None, help="GPU budget.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--no-verify", is_flag=True, help="Skip the twin verification of every GPU.")
+@_executor_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def solve(workload: str, solver: str, predictor: str, time_limit: float, objective: str | None, gpus: int | None,
-          seed: int, no_verify: bool, as_json: bool) -> None:
+          seed: int, no_verify: bool, executor: str, ray_address: str | None, as_json: bool) -> None:
     """Place WORKLOAD.json's adapters on the fewest GPUs (or the lowest latency on --gpus GPUs)."""
     from .planner import solve as run_solve
 
@@ -175,7 +188,8 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     try:
         result = run_solve(wl, solver=solver, predictor=predictor, objective=objective, gpus=gpus,
-                           time_limit=time_limit, seed=seed, verify=not no_verify, progress=progress)
+                           time_limit=time_limit, seed=seed, verify=not no_verify, progress=progress,
+                           executor=executor, ray_address=ray_address)
     except InputError as e:
         _fail(f"{workload}: {e}")
     if as_json:
@@ -424,10 +438,11 @@ def _train_summary(profile: str, out: str, forest_out: str | None, rep: dict, wa
                    "labels become the runs' mean / majority; 0 for none.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--no-capacity-check", is_flag=True, help="Skip comparing the capacity tables with the twin's.")
+@_executor_options
 @click.option("--json", "as_json", is_flag=True, help="The training report as one JSON object.")
 def train(profile_name: str, samples: int, dataset: str | None, out: str | None, forest_out: str | None,
           duration_s: float, warmup_s: float, workers: int | None, jobs: int, extra_rows: int, replicates: int, seed: int,
-          no_capacity_check: bool, as_json: bool) -> None:
+          no_capacity_check: bool, executor: str, ray_address: str | None, as_json: bool) -> None:
     """Run a twin sweep for a profile and train the tree (and forest) predictor on it."""
     import importlib.util
     import time
@@ -455,7 +470,8 @@ def train(profile_name: str, samples: int, dataset: str | None, out: str | None,
     try:
         rep = build(profile_name, samples, dataset, out, seed=seed, workers=workers, forest_out=forest_out,
                     duration_s=duration_s, warmup_s=warmup_s, progress=not as_json, check_capacity=not no_capacity_check,
-                    n_jobs=jobs, extra_rows=extra_rows, replicates=replicates, log=log)
+                    n_jobs=jobs, extra_rows=extra_rows, replicates=replicates, log=log, executor=executor,
+                    ray_address=ray_address)
     except InputError as e:
         written = Path(out).is_file() and Path(out).stat().st_mtime >= started - 1
         if written and not no_capacity_check:  # the model is saved last in training: the capacity check failed

@@ -41,7 +41,8 @@ def parse_workload(data: PlacementWorkload | Mapping[str, Any]) -> PlacementWork
 
 def build_problem(workload: PlacementWorkload, predictor: Predictor, *, objective: Objective, gpus: int | None,
                   time_limit_s: float, seed: int, workers: int | None = None, cache: bool = True,
-                  progress: Callable[[str], None] | None = None) -> PlacementProblem:
+                  progress: Callable[[str], None] | None = None, executor: Any = None,
+                  ray_address: str | None = None) -> PlacementProblem:
     """The capacity model and items (hot adapters replicated) for a workload."""
     tokens = workload.lengths.input_mean + workload.lengths.output_mean
     loads = [a.rate * tokens for a in workload.adapters]
@@ -50,7 +51,8 @@ def build_problem(workload: PlacementWorkload, predictor: Predictor, *, objectiv
     capacity = build_capacity_model(predictor, workload.profile, workload.lengths, workload.arrivals, base,
                                     [a.rank for a in workload.adapters], len(workload.adapters),
                                     min_load_tps=min(positive) if len(positive) == len(loads) else 0.0,
-                                    workers=workers, cache=cache, progress=progress)
+                                    workers=workers, cache=cache, progress=progress, executor=executor,
+                                    ray_address=ray_address)
     items = make_items(((a.id, a.rank, a.rate) for a in workload.adapters), capacity)
     return PlacementProblem(items, capacity, predictor, objective, gpus, time_limit_s, seed, workers)
 
@@ -58,7 +60,8 @@ def build_problem(workload: PlacementWorkload, predictor: Predictor, *, objectiv
 def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "greedy", predictor: Any = "twin",
           objective: str | None = None, gpus: int | None = None, time_limit: float = 60.0, seed: int = 0,
           verify: bool = True, workers: int | None = None, cache: bool = True,
-          progress: Callable[[str], None] | None = None) -> SolveResult:
+          progress: Callable[[str], None] | None = None, executor: Any = None,
+          ray_address: str | None = None) -> SolveResult:
     """Place ``workload``'s adapters on GPUs; see ``SolveResult``.
 
     ``solver`` and ``predictor`` are registered names or objects; ``objective`` and ``gpus``
@@ -66,6 +69,10 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     building included: the exact solvers return within ``time_limit`` + ``GRACE_S`` (0.5 s), with
     greedy's placement if they find nothing better; ladder stops before a predictor call that would
     end past it. Measuring the capacity model and verification are not part of it.
+
+    ``executor`` (``"process"`` by default, ``"serial"``, ``"ray"`` at ``ray_address``, or any
+    ``concurrent.futures.Executor``; see ``packer.executor``) runs the capacity measurement and the
+    twin verification; ``workers`` bounds its processes. Every executor gives the same answer.
     """
     t0 = time.perf_counter()
     wl = parse_workload(workload)
@@ -78,10 +85,12 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     slv = get_solver(solver)
     pred = get_predictor(predictor)
     # verification runs one twin per GPU, in parallel processes (workers=None: every core)
-    twin = pred if isinstance(pred, TwinPredictor) else (TwinPredictor(seed=seed, workers=workers) if verify else None)
+    twin = pred if isinstance(pred, TwinPredictor) else (
+        TwinPredictor(seed=seed, workers=workers, executor=executor, ray_address=ray_address) if verify else None)
 
     problem = build_problem(wl, pred, objective=Objective.MIN_GPUS, gpus=None, time_limit_s=float(time_limit),
-                            seed=seed, workers=workers, cache=cache, progress=progress)
+                            seed=seed, workers=workers, cache=cache, progress=progress, executor=executor,
+                            ray_address=ray_address)
     t_cap = time.perf_counter()
     phases: dict[str, float] = {}
     if obj is Objective.MIN_LATENCY and budget is None:

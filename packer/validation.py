@@ -12,7 +12,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from .executor import process_pool
+from .executor import open_executor
 from .profile import Profile
 from .replay import MeasuredRun
 
@@ -58,7 +58,7 @@ def replay(runs: Sequence[MeasuredRun], profiles: dict[str, Profile] | None = No
     if executor is None:
         if workers <= 1:
             return [_run_one(j) for j in jobs]
-        with process_pool(workers) as ex:
+        with open_executor("process", workers) as ex:
             return replay(runs, profiles, executor=ex)
     # Big runs first so that the pool's tail is short.
     order = sorted(range(len(jobs)), key=lambda i: -sum(a["rate"] for a in jobs[i][0].scenario["adapters"]))

@@ -27,7 +27,7 @@ from packer.predictors import TwinPredictor
 from packer.predictors.tree import load_model, model_path
 from packer.profile import Profile, list_profiles, load_profile
 from packer.capacity import cache as cap
-from packer.capacity import CapacityModel, search
+from packer.capacity import CapacityModel, build_capacity_model
 from packer.model import ServerDefaults
 from packer.twin.workload_gen import MAX_TRACE_TOKENS, generate_requests
 
@@ -332,7 +332,7 @@ BASE = ServerDefaults(max_num_seqs=256)
 def _build(max_count: int = 3):
     """A small real capacity build (the twin on the tiny profile); returns (model, twin calls)."""
     twin = TwinPredictor(duration_s=5.0, warmup_s=0.0, profile=TINY)
-    model = search.build_capacity_model(twin, TINY, LENGTHS, PoissonArrivals(), BASE, [8], max_count, workers=1)
+    model = build_capacity_model(twin, TINY, LENGTHS, PoissonArrivals(), BASE, [8], max_count, workers=1)
     return model, twin.calls
 
 

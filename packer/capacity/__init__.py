@@ -1,6 +1,6 @@
 """The capacity model every solver shares: what one GPU can sustain, as the predictor says.
 
-``packer.capacity``: table (``table.py``), its measurement (``search.py``), its on-disk cache
+``packer.capacity``: table (``table.py``), its measurement (``search.py``, run by ``build.py``), its on-disk cache
 (``cache.py``) and the check of a trained predictor's tables against the twin's (``training.py``).
 
 A solver cannot call a simulator inside its constraints, so the predictor is turned into a table.
@@ -24,13 +24,14 @@ R, with equal rates, keeps up with, and the ``max_loras`` that achieves it:
 Tables are cached on disk (``$PACKER_CACHE_DIR``, default ``~/.cache/packer``) under a key made of
 everything that changes them: the twin's fingerprint (its code, its data files and the profile's
 numbers, ``packer.twin.fingerprint``), the search's code, lengths, arrivals, base server settings and
-the predictor's settings; no version number to bump. packer ships tables for the default settings of both profiles (``packer/data/capacity``,
-made by ``calibrate/ship_capacity.py``), found under the same keys.
+the predictor's settings; no version number to bump. packer ships tables for the default settings
+of both profiles (``packer/data/capacity``, made by ``calibrate/ship_capacity.py``), found under the
+same keys.
 """
 
 from ..lazy import lazy_exports
 
 __getattr__, __dir__ = lazy_exports(__name__, {  # imported on first use (pydantic, numpy, the predictors)
-    "CapacityModel": ".table", "GpuConfig": ".table", "count_grid": ".table", "build_capacity_model": ".search"})
+    "CapacityModel": ".table", "GpuConfig": ".table", "count_grid": ".table", "build_capacity_model": ".build"})
 
 __all__ = ["CapacityModel", "GpuConfig", "count_grid", "build_capacity_model"]

@@ -1,64 +1,20 @@
-"""Measuring a capacity table with a predictor: a bracketed search per rank class and adapter count."""
+"""Measuring a capacity table with a predictor: a bracketed search per rank class and adapter count.
+
+This module is the measurement itself (its code keys the cache, with ``table.py``); ``build.py`` runs it
+for the rank classes a table lacks, on an executor, through the cache."""
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
-from ..errors import InputError
-from ..executor import process_pool
-from ..model import ArrivalSpec, LengthSpec, ServerDefaults, rank_class
+from ..model import ArrivalSpec, LengthSpec, ServerDefaults
 from ..predictors.base import GpuQuery, Predictor
-from ..profile import Profile, load_profile
-from .cache import cache_key, read_cached, write_cached
-from .table import CapacityModel, GpuConfig, count_grid
+from ..profile import Profile
+from .table import GpuConfig
 
-__all__ = ["build_capacity_model"]
-
-
-def build_capacity_model(predictor: Predictor, profile: str | Profile, lengths: LengthSpec, arrivals: ArrivalSpec,
-                         base: ServerDefaults, ranks: Iterable[int], max_count: int, *, min_load_tps: float = 0.0,
-                         tolerance: float = 0.02,
-                         workers: int | None = None, cache: bool = True,
-                         progress: Callable[[str], None] | None = None) -> CapacityModel:
-    """Measure the capacity table for the rank classes of ``ranks`` and counts up to ``max_count``."""
-    prof = load_profile(profile)
-    classes = sorted({rank_class(r) for r in ranks})
-    grid = count_grid(max(1, int(max_count)))
-    tokens = lengths.input_mean + lengths.output_mean
-    jobs = []
-    table: dict[int, tuple[GpuConfig, ...]] = {}
-    for R in classes:
-        key = cache_key(predictor, prof, lengths, arrivals, base, R, tolerance)
-        cached = read_cached(key, R, prof, base) if cache else None
-        if cached is not None and _covers(cached, grid, min_load_tps):
-            table[R] = _monotone([cached[n] for n in grid if n in cached])
-        else:
-            jobs.append((R, key, cached or {}))
-    if jobs:
-        spec = _SearchSpec(predictor, prof, lengths, arrivals, base, tolerance, tokens)
-        n_workers = min(len(jobs), workers or os.cpu_count() or 1)
-        if progress:
-            progress(f"measuring GPU capacity for max_lora_rank {', '.join(str(j[0]) for j in jobs)} "
-                     f"(up to {grid[-1]} adapters, {n_workers} process{'es' if n_workers > 1 else ''})")
-        if n_workers > 1:
-            with process_pool(n_workers) as pool:
-                results = list(pool.map(_measure_class, [spec] * len(jobs), [j[0] for j in jobs],
-                                        [grid] * len(jobs), [j[2] for j in jobs], [min_load_tps] * len(jobs)))
-        else:
-            results = [_measure_class(spec, R, grid, known, min_load_tps) for R, _, known in jobs]
-        for (R, key, known), measured in zip(jobs, results):
-            if cache:
-                write_cached(key, {**known, **measured})
-            table[R] = _monotone([measured[n] for n in grid if n in measured])
-    for R in classes:
-        if not table[R] or table[R][0].capacity_tps <= 0:
-            raise InputError("adapters", f"no {prof.name} server can serve an adapter of rank {R}: even with "
-                             "max_loras=1 it does not start or keeps up with nothing; use lower ranks or a larger GPU")
-        table[R] = tuple(c for c in table[R] if c.capacity_tps > 0)
-    return CapacityModel(prof, lengths, arrivals, base, tokens, table)
+__all__: list[str] = []  # used by build.py
 
 
 @dataclass(frozen=True)

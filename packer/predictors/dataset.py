@@ -84,7 +84,7 @@ import sys
 import time
 import warnings
 import zipfile
-from concurrent.futures import as_completed
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -96,7 +96,7 @@ from ..errors import InputError
 from ..files import dumps, read_json, read_npz, write_json_atomic
 from ..model import VLLM_MAX_LORA_RANKS, ArrivalSpec, BurstyArrivals, LengthSpec, PoissonArrivals, ServerConfig, rank_class
 from ..profile import load_profile
-from ..executor import process_pool
+from ..executor import EXECUTORS, map_jobs, open_executor
 from ..twin.fingerprint import twin_fingerprint
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, GpuQuery
 from .features import FEATURE_NAMES, feature_index, features, features_code, features_many
@@ -479,46 +479,31 @@ def _chunk_bounds(spec: SweepSpec, chunk_size: int) -> list[tuple[int, int, int]
     return [(k, s, min(s + chunk_size, spec.n_samples)) for k, s in enumerate(range(0, spec.n_samples, chunk_size))]
 
 
-def _check_executor(executor: str) -> None:
-    if executor not in ("process", "ray", "serial"):
-        raise InputError("executor", f"unknown executor {executor!r}; valid: process, ray, serial")
-
-
-def _pick_executor(executor: str, workers: int | None, n_jobs: int) -> tuple[str, int]:
+def _pick_executor(executor: "str | Executor", workers: int | None, n_jobs: int) -> "tuple[str | Executor, int]":
     """The executor and worker count to use: a process pool for one worker or one job is serial."""
+    if not isinstance(executor, Executor) and executor not in EXECUTORS:
+        raise InputError("executor", f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     n_workers = max(1, int(workers or os.cpu_count() or 1))
     if executor == "process" and (n_workers == 1 or n_jobs <= 1):
         executor = "serial"
     return executor, n_workers
 
 
-def _map_jobs(fn: Any, jobs: list[tuple], executor: str, n_workers: int, done: Any) -> None:
-    """``fn(*job)`` for every job: in this process (``"serial"``), in a process pool (``"process"``) or
-    on Ray (``"ray"``); ``done(result)`` as each one finishes."""
+def _map_jobs(fn: Any, jobs: list[tuple], executor: "str | Executor", n_workers: int, done: Any,
+              ray_address: str | None = None) -> None:
+    """``fn(*job)`` for every job on the executor (``packer.executor``); ``done(result)`` as each finishes."""
     if not jobs:
         return
-    if executor == "serial":
-        for job in jobs:
-            done(fn(*job))
-    elif executor == "process":
+    if executor == "process":
         from ..twin.engine import warm_up
 
         warm_up()  # forked workers inherit the compiled kernel
-        with process_pool(min(n_workers, len(jobs))) as pool:
-            for f in as_completed([pool.submit(fn, *job) for job in jobs]):
-                done(f.result())
-    else:
-        pool = _ray_pool(n_workers)
-        try:
-            for r in pool.imap_unordered(_call_star, [(fn, *job) for job in jobs]):
-                done(r)
-        finally:
-            pool.close()
+    with open_executor(executor, min(n_workers, len(jobs)), ray_address) as ex:
+        map_jobs(ex, fn, jobs, done)
 
 
-def _call_star(args: tuple) -> Any:
-    fn, *rest = args
-    return fn(*rest)
+def _executor_name(executor: "str | Executor") -> str:
+    return executor if isinstance(executor, str) else type(executor).__name__
 
 
 _REP_COLS = ("throughput_tps", "twin_offered_tps", "mean_itl_ms", "starved", "memory_error")
@@ -565,14 +550,14 @@ def _replicate_chunk(spec: SweepSpec, rspec: ReplicateSpec, out_dir: str, k: int
 
 
 def replicate(spec: SweepSpec, out_dir: str | os.PathLike, rspec: ReplicateSpec | None = None,
-              workers: int | None = None, executor: str = "process", progress: bool = True,
-              chunk_size: int = 256) -> dict[str, Any]:
+              workers: int | None = None, executor: "str | Executor" = "process", progress: bool = True,
+              chunk_size: int = 256, ray_address: str | None = None) -> dict[str, Any]:
     """Run the ambiguous samples of a generated sweep again (``rspec.seeds`` more seeds each) and write
     ``replicates_*.npz`` next to its chunks (complete files are kept: resumable). ``chunk_size`` must
     be the one the sweep was generated with. Returns a summary (samples replicated, runs, seconds)."""
     rspec = rspec or ReplicateSpec()
     bounds = _chunk_bounds(spec, chunk_size)
-    _check_executor(executor)
+    _pick_executor(executor, workers, 0)  # a bad name is refused before anything runs
     out = Path(out_dir)
     missing = [k for k, s, e in bounds if not _chunk_ok(_chunk_path(out, k), spec, s, e)]
     if missing:
@@ -584,26 +569,28 @@ def replicate(spec: SweepSpec, out_dir: str | os.PathLike, rspec: ReplicateSpec 
     t0 = time.perf_counter()
     with _progress(progress, spec, len(bounds), len(bounds) - len(todo), "replicates (chunks)") as advance:
         _map_jobs(_replicate_chunk, [(spec, rspec, str(out), k) for k in todo], executor, n_workers,
-                  lambda _runs: advance(1))
+                  lambda _runs: advance(1), ray_address)
     n_rep = 0
     for k, _, _ in bounds:
         n_rep += len(read_npz(_replicate_path(out, k), field="dataset", required=("rep_index",))["rep_index"])
     return {"replicated_samples": n_rep, "seeds": rspec.seeds, "runs": n_rep * rspec.seeds,
             "chunks_run": len(todo), "chunks_skipped": len(bounds) - len(todo),
-            "seconds": time.perf_counter() - t0, "executor": executor}
+            "seconds": time.perf_counter() - t0, "executor": _executor_name(executor)}
 
 
 def generate(spec: SweepSpec, out_dir: str | os.PathLike, workers: int | None = None, chunk_size: int = 256,
-             executor: str = "process", progress: bool = True) -> dict[str, Any]:
+             executor: "str | Executor" = "process", progress: bool = True,
+             ray_address: str | None = None) -> dict[str, Any]:
     """Run the twin on the sweep's queries and write chunk files to ``out_dir`` (see the module docstring).
 
-    ``workers`` processes (default: the CPU count) in a ``concurrent.futures`` pool
-    (``executor="process"``, fork where available), in this process (``"serial"``, also used when
-    ``workers`` is 1), or on a Ray cluster (``"ray"``, needs the ``packer[ray]`` extra). Complete
-    chunks already in ``out_dir`` are kept. Returns a summary (rows, chunks run and skipped, seconds).
+    On ``executor`` (``packer.executor``): ``workers`` processes (default: the CPU count) in a local
+    pool (``"process"``), this process (``"serial"``, also used when ``workers`` is 1), a Ray cluster
+    (``"ray"`` at ``ray_address``, default a local Ray; needs the ``packer[ray]`` extra), or any
+    ``concurrent.futures.Executor``; every executor gives the same rows. Complete chunks already in
+    ``out_dir`` are kept. Returns a summary (rows, chunks run and skipped, seconds).
     """
     bounds = _chunk_bounds(spec, chunk_size)
-    _check_executor(executor)
+    _pick_executor(executor, workers, 0)  # a bad name is refused before anything runs
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "spec.json"
@@ -621,18 +608,11 @@ def generate(spec: SweepSpec, out_dir: str | os.PathLike, workers: int | None = 
     executor, n_workers = _pick_executor(executor, workers, len(todo))
     t0 = time.perf_counter()
     with _progress(progress, spec, spec.n_samples, done_rows) as advance:
-        _map_jobs(_run_and_write, [(spec, str(out), k, s, e) for k, s, e in todo], executor, n_workers, advance)
+        _map_jobs(_run_and_write, [(spec, str(out), k, s, e) for k, s, e in todo], executor, n_workers, advance,
+                  ray_address)
     return {"out_dir": str(out), "rows": spec.n_samples, "chunks": len(bounds), "chunks_run": len(todo),
             "chunks_skipped": len(bounds) - len(todo), "seconds": time.perf_counter() - t0,
-            "executor": executor, "workers": 1 if executor == "serial" else n_workers}
-
-
-def _ray_pool(n_workers: int):
-    try:
-        from ray.util.multiprocessing import Pool  # type: ignore[import-not-found]
-    except ImportError:
-        raise InputError("executor", 'executor "ray" needs Ray; install it with: pip install "packer[ray]"') from None
-    return Pool(processes=n_workers)
+            "executor": _executor_name(executor), "workers": 1 if executor == "serial" else n_workers}
 
 
 class _progress:

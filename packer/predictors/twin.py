@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import os
 from collections import OrderedDict
+from concurrent.futures import Executor
 from typing import Sequence
 
 from ..profile import Profile
-from ..executor import process_pool
+from ..executor import map_jobs, open_executor
 from ..twin import Twin
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, PREDICTORS, GpuQuery, Prediction, Predictor
 
@@ -21,15 +22,17 @@ class TwinPredictor(Predictor):
     the warm-up loses the requests in flight at its end and undercounts throughput wherever requests
     wait long (e.g. many adapters contending for few slots).
 
-    Identical queries are answered from an LRU cache of ``cache_size`` entries. ``workers`` > 1 runs
-    ``predict_many`` batches in that many processes. ``profile`` overrides the profile every query
-    carries (one ``Profile`` for all queries).
+    Identical queries are answered from an LRU cache of ``cache_size`` entries. ``predict_many`` runs its
+    batch on ``executor`` (``packer.executor``: ``"process"`` with ``workers`` > 1 by default, ``"serial"``,
+    ``"ray"`` at ``ray_address``, or an ``Executor``); every executor gives the same answers. ``profile``
+    overrides the profile every query carries (one ``Profile`` for all queries).
     """
 
     name = "twin"
 
     def __init__(self, duration_s: float = DEFAULT_DURATION_S, seed: int = 0, cache_size: int = 65536,
-                 workers: int | None = 1, profile: Profile | None = None, warmup_s: float = DEFAULT_WARMUP_S):
+                 workers: int | None = 1, profile: Profile | None = None, warmup_s: float = DEFAULT_WARMUP_S,
+                 executor: "str | Executor | None" = None, ray_address: str | None = None):
         if not (duration_s > 0 and math.isfinite(duration_s)):
             raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s!r}")
         if not (warmup_s >= 0 and math.isfinite(warmup_s)):
@@ -40,6 +43,7 @@ class TwinPredictor(Predictor):
         self.cache_size = int(cache_size)
         self.workers = max(1, int(workers or os.cpu_count() or 1))
         self.profile = profile
+        self.executor, self.ray_address = executor, ray_address  # where batches run: not part of describe()
         self._cache: OrderedDict[GpuQuery, Prediction] = OrderedDict()
         self.calls = 0       # simulations actually run
         self.cache_hits = 0
@@ -59,11 +63,10 @@ class TwinPredictor(Predictor):
 
     def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
         todo = list(dict.fromkeys(q for q in queries if self._lookup(q, count=False) is None))
-        if self.workers > 1 and len(todo) > 1:
-            with process_pool(min(self.workers, len(todo))) as pool:
-                n = len(todo)
-                results = list(pool.map(_simulate, todo, [self.duration_s] * n, [self.seed] * n, [self.profile] * n,
-                                        [self.warmup_s] * n, chunksize=max(1, n // (4 * self.workers))))
+        if len(todo) > 1 and (self.workers > 1 or self.executor is not None):
+            with open_executor(self.executor or "process", min(self.workers, len(todo)), self.ray_address) as ex:
+                results = map_jobs(ex, _simulate, [(q, self.duration_s, self.seed, self.profile, self.warmup_s)
+                                                   for q in todo])
             self.calls += len(todo)
             for q, p in zip(todo, results):
                 self._store(q, p)
