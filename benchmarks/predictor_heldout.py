@@ -1,6 +1,6 @@
 """Predictors against the twin's expected outcome on held-out queries (issue 4's twin targets).
 
-    python benchmarks/predictor_heldout.py [--profiles NAME,...] [--queries 600] [--seeds 15] [--workers N]
+    python benchmarks/predictor_heldout.py [--profiles NAME,...] [--queries 600] [--seeds 15] [--workers N] [--executor process|serial|ray] [--ray-address A]
 
 The queries are drawn like the training sweep (``SweepSpec``) but from another seed (2026), so no
 model saw them. Each runs in the twin with ``--seeds`` workload seeds (the twin predictor's steady
@@ -38,7 +38,7 @@ from packer.predictors import get_predictor  # noqa: E402
 from packer.predictors.dataset import SweepSpec, run_query, sample_query  # noqa: E402
 from packer.predictors.train import f1, mare  # noqa: E402
 from packer.profile import list_profiles, load_profile  # noqa: E402
-from packer.executor import process_pool  # noqa: E402
+from packer.executor import map_jobs, open_executor  # noqa: E402
 
 HELDOUT_SEED = 2026
 TARGETS = {"throughput": "<= 5 %", "starved_f1": ">= 0.97"}
@@ -50,7 +50,8 @@ def _run(args: tuple) -> tuple[float, bool, bool]:
     return r["throughput_tps"], r["starved"], r["memory_error"]
 
 
-def twin_runs(spec: SweepSpec, n_seeds: int, workers: int | None) -> dict[str, np.ndarray]:
+def twin_runs(spec: SweepSpec, n_seeds: int, workers: int | None, executor: str = "process",
+              ray_address: str | None = None) -> dict[str, np.ndarray]:
     """(queries, seeds) arrays of throughput, starved and memory_error, cached on disk.
 
     Seed k of query i is the same run whatever ``n_seeds`` is, so a cache with fewer seeds is
@@ -65,8 +66,8 @@ def twin_runs(spec: SweepSpec, n_seeds: int, workers: int | None) -> dict[str, n
     if done < n_seeds:
         jobs = [(spec, i, HELDOUT_SEED * 1_000_003 + 7919 * k + i)
                 for i in range(spec.n_samples) for k in range(done, n_seeds)]
-        with process_pool(workers) as pool:
-            rows = list(pool.map(_run, jobs, chunksize=16))
+        with open_executor(executor, workers, ray_address) as ex:
+            rows = map_jobs(ex, _run, [(job,) for job in jobs])
         shape = (spec.n_samples, n_seeds - done)
         new = {"throughput_tps": np.array([r[0] for r in rows]).reshape(shape),
                "starved": np.array([r[1] for r in rows]).reshape(shape),
@@ -84,6 +85,8 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=600)
     ap.add_argument("--seeds", type=int, default=15)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--executor", choices=("process", "serial", "ray"), default="process")
+    ap.add_argument("--ray-address", default=None)
     args = ap.parse_args()
     if args.seeds < 3 or args.queries < 10:
         print("error: --seeds must be >= 3 and --queries >= 10", file=sys.stderr)
@@ -96,7 +99,7 @@ def main() -> int:
     for profile in [p.strip() for p in args.profiles.split(",") if p.strip()]:
         profile = load_profile(profile).name
         spec = SweepSpec(profile=profile, n_samples=args.queries, seed=HELDOUT_SEED)
-        runs = twin_runs(spec, args.seeds, args.workers)
+        runs = twin_runs(spec, args.seeds, args.workers, args.executor, args.ray_address)
         queries = [sample_query(spec, i) for i in range(spec.n_samples)]
         ok = ~runs["memory_error"].any(axis=1)
         thr = runs["throughput_tps"]

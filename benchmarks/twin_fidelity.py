@@ -1,6 +1,6 @@
 """Twin vs real vLLM: replay every run of shared/data/agullo-h100/real_runs.csv and compare.
 
-    python benchmarks/twin_fidelity.py [--data PATH] [--workers N] [--split all|fit|holdout]
+    python benchmarks/twin_fidelity.py [--data PATH] [--workers N] [--executor process|serial|ray] [--ray-address A] [--split all|fit|holdout]
 
 Prints, per model, the twin's mean absolute relative error on throughput, mean ITL and mean TTFT,
 starvation agreement and start-up memory-failure detection, next to the upstream twin's errors on
@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from packer.replay import read_runs  # noqa: E402
+from packer.executor import open_executor  # noqa: E402
 from packer.validation import holdout_split, replay, summarise  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "agullo-h100"
@@ -44,6 +45,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--executor", choices=("process", "serial", "ray"), default="process")
+    ap.add_argument("--ray-address", default=None)
     ap.add_argument("--split", choices=["all", "fit", "holdout"], default="all")
     args = ap.parse_args()
     if not (args.data / "real_runs.csv").is_file():
@@ -53,7 +56,8 @@ def main() -> int:
     runs = [r for r in read_runs(args.data / "real_runs.csv") if r.ok or r.memory_failure]
     runs = holdout_split(runs, args.split)
     t0 = time.perf_counter()
-    rows = replay(runs, workers=args.workers)
+    with open_executor(args.executor, args.workers, args.ray_address) as ex:
+        rows = replay(runs, workers=args.workers, executor=ex)
     wall = time.perf_counter() - t0
     summary = summarise(rows)
     upstream = upstream_errors(args.data / "authors_dt_vs_real.csv")
