@@ -21,7 +21,7 @@ from ..predictors.train import train
 from ..predictors.tree import ForestPredictor, TreePredictor, load_model, save_model
 from ..predictors.twin import TwinPredictor
 from ..profile import load_profile
-from .search import build_capacity_model
+from .build import build_capacity_model
 
 __all__ = ["build", "capacity_check"]
 
