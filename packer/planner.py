@@ -23,7 +23,7 @@ from .profile import load_profile
 from .solvers import bounds as _bounds
 from .solvers.base import (Assignment, Objective, PlacementProblem, SolveStatus, get_solver, make_items,
                            utilisation)
-from .capacity import CapacityModel, build_capacity_model
+from .capacity import build_capacity_model
 from .model import rank_class
 from .solvers.result import AdapterShare, GpuPlan, SolveResult
 

@@ -762,26 +762,32 @@ SCENARIO_BATCH = 30
 WORKLOAD_BATCH = 15
 
 
+def _run_generated(docs: list, stem: str, commands, stat: str, judge_kw=lambda doc: {}) -> None:
+    """Write each generated document, run ``commands(i, path)`` (argument lists) for it in one harness
+    batch, and judge every run; the failures name the command and the document."""
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        cases, owner = [], []
+        for i, doc in enumerate(docs):
+            path = str(_write(d, f"{stem}-{i}.json", resolve(doc, PATHS)))
+            for argv in commands(i, path):
+                cases.append(argv)
+                owner.append(i)
+        results = run_batch(cases, PATHS["cache"], d)
+    STATS[stat] += len(cases)
+    failures = [f"{' '.join(argv[:1] + argv[2:])}: {problem}\n    {to_json_text(docs[i])[:400]}"
+                for argv, r, i in zip(cases, results, owner) if (problem := judge(argv, r, **judge_kw(docs[i])))]
+    assert not failures, _report(failures)
+
+
 @settings(max_examples=4, verbosity=Verbosity.quiet, **FUZZ_SETTINGS)
 @given(docs=st.lists(scenario_docs(), min_size=SCENARIO_BATCH, max_size=SCENARIO_BATCH))
 @pytest.mark.usefixtures("hostile_files", "cache_dir")
 def test_scenario_files_through_cli(docs):
     """simulate, predict (tree) and predict (twin) on each generated scenario file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        cases = []
-        for i, doc in enumerate(docs):
-            path = str(_write(d, f"scenario-{i}.json", resolve(doc, PATHS)))
-            cases += [["simulate", path, "--json"], ["predict", path, "--json"],
-                      ["predict", path, "--json", "--predictor", "twin"]]
-        results = run_batch(cases, PATHS["cache"], d)
-    STATS["CLI runs of generated scenario files"] += len(cases)
-    failures = []
-    for argv, r in zip(cases, results):
-        if problem := judge(argv, r):
-            i = int(Path(argv[1]).stem.split("-")[1])
-            failures.append(f"{' '.join(argv[:1] + argv[2:])}: {problem}\n    {to_json_text(docs[i])[:400]}")
-    assert not failures, _report(failures)
+    _run_generated(docs, "scenario", lambda i, path: [["simulate", path, "--json"], ["predict", path, "--json"],
+                                                      ["predict", path, "--json", "--predictor", "twin"]],
+                   "CLI runs of generated scenario files")
 
 
 @settings(max_examples=4, verbosity=Verbosity.quiet, **FUZZ_SETTINGS)
@@ -789,20 +795,9 @@ def test_scenario_files_through_cli(docs):
 @pytest.mark.usefixtures("hostile_files", "cache_dir")
 def test_workload_files_through_cli(docs):
     """solve (tree predictor) on each generated workload file; the first few with twin verification."""
-    with tempfile.TemporaryDirectory() as tmp:
-        d = Path(tmp)
-        cases = []
-        for i, doc in enumerate(docs):
-            path = str(_write(d, f"workload-{i}.json", resolve(doc, PATHS)))
-            verify = [] if i < 3 else ["--no-verify"]
-            cases.append(["solve", path, "--json", "--predictor", "tree", *verify])
-        results = run_batch(cases, PATHS["cache"], d)
-    STATS["CLI runs of generated workload files"] += len(cases)
-    failures = []
-    for i, (argv, r, doc) in enumerate(zip(cases, results, docs)):
-        if problem := judge(argv, r, adapter_ids=_ids(doc)):
-            failures.append(f"{' '.join(argv[:1] + argv[2:])}: {problem}\n    {to_json_text(doc)[:400]}")
-    assert not failures, _report(failures)
+    _run_generated(docs, "workload",
+                   lambda i, path: [["solve", path, "--json", "--predictor", "tree", *([] if i < 3 else ["--no-verify"])]],
+                   "CLI runs of generated workload files", lambda doc: {"adapter_ids": _ids(doc)})
 
 
 # ------------------------------------------------------------------------------------------------

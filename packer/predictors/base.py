@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from ..defaults import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
 from ..files import json_ready

@@ -102,9 +102,8 @@ from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, GpuQuery
 from .features import FEATURE_NAMES, feature_index, features, features_code, features_many
 
 __all__ = ["SweepSpec", "ReplicateSpec", "sample_queries", "generate", "replicate", "load_dataset",
-           "consensus_labels", "query_from_dataset", "run_query", "FAMILIES", "VLLM_RANK_CLASSES"]
+           "consensus_labels", "query_from_dataset", "run_query", "FAMILIES"]
 
-VLLM_RANK_CLASSES = VLLM_MAX_LORA_RANKS  # the sweep's rank classes are vLLM's --max-lora-rank values
 FAMILIES = ("equal", "zipf", "dirichlet", "azure", "uniform", "mix3")
 DEFAULT_LENGTHS = (222.7, 196.1)
 _SEED_MULT = 1_000_003
@@ -160,8 +159,8 @@ class SweepSpec:
         for name, _ in self.family_weights:
             if name not in FAMILIES:
                 raise InputError("family_weights", f"unknown rate family {name!r}; valid: {', '.join(FAMILIES)}")
-        if not self.ranks or any(r not in VLLM_RANK_CLASSES for r in self.ranks):
-            raise InputError("ranks", f"ranks must be among {VLLM_RANK_CLASSES} (got {self.ranks})")
+        if not self.ranks or any(r not in VLLM_MAX_LORA_RANKS for r in self.ranks):
+            raise InputError("ranks", f"ranks must be among {VLLM_MAX_LORA_RANKS} (got {self.ranks})")
         load_profile(self.profile)  # a clear error for an unknown profile
 
     def to_dict(self, with_size: bool = True) -> dict:
@@ -246,8 +245,8 @@ def sample_query(spec: SweepSpec, i: int) -> GpuQuery:
     w = rng.dirichlet(np.ones(len(subset)))
     ranks = tuple(int(r) for r in rng.choice(subset, n, p=w))
     R = rank_class(max(ranks))
-    if rng.random() < spec.rank_bump_share and R != VLLM_RANK_CLASSES[-1]:
-        R = VLLM_RANK_CLASSES[VLLM_RANK_CLASSES.index(R) + 1]
+    if rng.random() < spec.rank_bump_share and R != VLLM_MAX_LORA_RANKS[-1]:
+        R = VLLM_MAX_LORA_RANKS[VLLM_MAX_LORA_RANKS.index(R) + 1]
 
     # lengths
     if rng.random() < spec.default_lengths_share:

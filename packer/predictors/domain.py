@@ -58,8 +58,8 @@ class Domain:
     @classmethod
     def from_sweep(cls, sweep: Mapping[str, Any]) -> "Domain":
         """The domain of a sweep, from its settings (``SweepSpec.to_dict()``)."""
+        from ..model import VLLM_MAX_LORA_RANKS as VLLM_RANK_CLASSES
         from ..model import rank_class as _rank_class
-        from .dataset import VLLM_RANK_CLASSES
 
         s = dict(sweep)
         n_lo, n_hi = s["count_range"]

@@ -33,7 +33,6 @@ layer above the predictors. scikit-learn is needed only here, not by the predict
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
