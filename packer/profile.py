@@ -289,15 +289,19 @@ class LoadingModel:
         _same_length("loading", "ranks", "cpu_to_gpu_ms", self)
         _same_length("loading", "ranks", "disk_to_cpu_ms", self)
 
-    def cpu_to_gpu(self, rank: int) -> float:
+    def cpu_to_gpu(self, rank):
+        """Milliseconds at ``rank`` (a number: a float; an array of ranks: an array)."""
         import numpy as np
 
-        return float(np.interp(rank, self.ranks, self.cpu_to_gpu_ms))
+        ms = np.interp(np.asarray(rank, dtype=np.float64), self.ranks, self.cpu_to_gpu_ms)
+        return float(ms) if ms.ndim == 0 else ms
 
-    def disk_to_cpu(self, rank: int) -> float:
+    def disk_to_cpu(self, rank):
+        """Milliseconds at ``rank`` (a number: a float; an array of ranks: an array)."""
         import numpy as np
 
-        return float(np.interp(rank, self.ranks, self.disk_to_cpu_ms))
+        ms = np.interp(np.asarray(rank, dtype=np.float64), self.ranks, self.disk_to_cpu_ms)
+        return float(ms) if ms.ndim == 0 else ms
 
 
 @dataclass(frozen=True)

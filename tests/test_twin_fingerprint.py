@@ -59,7 +59,9 @@ def test_one_changed_line_of_the_kernel_makes_every_artefact_stale(tmp_path):
     assert {k: same[k] for k in here} == here and same["model"] == "ok"  # a copy is the same twin
 
     kernel = copy / "packer" / "twin" / "kernel.py"
-    kernel.write_text(kernel.read_text().replace("    n_running = 0\n", "    n_running = 0  # one changed line\n", 1))
+    line = "    max_loras = cfg[I_MAX_LORAS]\n"
+    assert line in kernel.read_text()
+    kernel.write_text(kernel.read_text().replace(line, line.rstrip("\n") + "  # one changed line\n", 1))
     changed = _probe(copy)
     assert all(changed[k] != here[k] for k in here), changed
     assert "trained on runs of another twin" in changed["model"]

@@ -1,13 +1,15 @@
 """Python API of the twin: scenario in, ``SimulationResult`` out.
 
-The engine checks start-up memory, draws the requests, packs the profile into the kernel's plain
-vectors, runs the numba step loop (``kernel.py``) and summarises what it returns.
+The engine checks start-up memory, draws the requests, packs the profile into an engine state
+(``state.py``: the kernel's plain arrays), runs the numba step loop (``kernel.py``) over it and
+summarises what it returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -18,6 +20,7 @@ from ..model import Scenario, parse_scenario
 from ..errors import InputError
 from ..profile import MIN_STEP_MS, Profile, load_profile
 from . import kernel as K
+from .state import EngineState
 from .result import AdapterStats, RequestLog, SimulationResult
 from .workload_gen import Requests, generate_requests
 
@@ -73,11 +76,10 @@ class Twin:
             return SimulationResult(profile=prof.name, memory_error=err, kv_capacity_tokens=kv_tokens,
                                     offered_tps=offered_tps, offered_rps=offered_rps, generated=generated,
                                     sim_seconds=0.0, wall_seconds=time.perf_counter() - t0)
-        gpu_ms, disk_ms = self._load_costs()
-        out = K.simulate_kernel(
-            requests.arrival_s, requests.adapter, requests.prompt_len, output_len, gpu_ms, disk_ms,
-            np.asarray(prof.step.decode_batch, dtype=np.float64), np.asarray(prof.step.decode_ms, dtype=np.float64),
-            self._cfg_vector(kv_tokens), self._cost_vector())
+        st = self.engine_state(len(requests.arrival_s), kv_tokens)
+        st.add_requests(requests.arrival_s, requests.adapter, requests.prompt_len, output_len)
+        K.run_to_end(*st.args())
+        out = _outputs(st)
         _check_steps(prof, out[0])
         result = _summarise(sc, prof, kv_tokens, requests, output_len, out, t0)
         if keep_requests:
@@ -87,11 +89,19 @@ class Twin:
             result = dataclasses.replace(result, requests=log)
         return result
 
-    def _load_costs(self) -> tuple[np.ndarray, np.ndarray]:
+    def engine_state(self, n_requests: int, kv_tokens: int | None = None, *, online: bool = False) -> EngineState:
+        """A fresh engine for this server with room for ``n_requests``. ``online``: no window (the clock
+        runs until stopped) and no series, for requests that arrive as it runs (``packer serve-twin``)."""
+        prof = self.profile
+        kv = self.kv_capacity_tokens() if kv_tokens is None else kv_tokens
+        cost = self._cost_vector()
+        if online:
+            cost[K.F_DURATION] = math.inf
+        n_buckets = 0 if online else int(np.ceil(cost[K.F_DURATION] / cost[K.F_BUCKET_S]))
         ranks = np.array([a.rank for a in self.scenario.workload.adapters], dtype=np.float64)
-        ld = self.profile.loading
-        return (np.interp(ranks, ld.ranks, ld.cpu_to_gpu_ms).astype(np.float64),
-                np.interp(ranks, ld.ranks, ld.disk_to_cpu_ms).astype(np.float64))
+        return EngineState.new(self._cfg_vector(kv), cost, np.asarray(prof.step.decode_batch, dtype=np.float64),
+                               np.asarray(prof.step.decode_ms, dtype=np.float64),
+                               prof.loading.cpu_to_gpu(ranks), prof.loading.disk_to_cpu(ranks), n_requests, n_buckets)
 
     def _cfg_vector(self, kv_tokens: int) -> np.ndarray:
         s, mem = self.scenario.server, self.profile.memory
@@ -138,11 +148,20 @@ def simulate(scenario: Scenario | Mapping[str, Any], *, profile: Profile | str |
 @functools.cache
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernel once per process, outside any timing."""
-    one = np.zeros(1)
-    K.simulate_kernel(one, np.zeros(1, np.int32), np.ones(1, np.int32), np.ones(1, np.int32), one, one,
-                      np.array([1.0, 2.0]), np.array([1.0, 1.0]),
-                      np.array([1, 1, 1, 16, 8, 16, 10, 1], np.int64),
-                      np.array([0.0] * (K.F_N_COST - 3) + [1.0, 1.0, 0.0]))
+    one = np.ones(1)
+    st = EngineState.new(np.array([1, 1, 1, 16, 8, 16, 10, 1], np.int64),
+                         np.array([0.0] * (K.F_N_COST - 3) + [1.0, 1.0, 0.0]), np.array([1.0, 2.0]),
+                         np.array([1.0, 1.0]), one, one, 1, 1)
+    st.add_requests(np.zeros(1), np.zeros(1, np.int32), np.ones(1, np.int32), np.ones(1, np.int32))
+    K.run_to_end(*st.args())
+    st.abort(0)
+
+
+def _outputs(st: EngineState) -> tuple:
+    """What a finished run reports, in the order ``_summarise`` reads it."""
+    n = st.n_known
+    return (st.counters, st.first_token_s[:n], st.finish_s[:n], st.itl_sum_s[:n], st.itl_count[:n],
+            st.series[K.SR_WAITING], st.series[K.SR_RUNNING], st.series[K.SR_KV], st.state[:n])
 
 
 def _check_steps(prof: Profile, counters: np.ndarray) -> None:

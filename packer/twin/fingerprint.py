@@ -1,6 +1,6 @@
 """One fingerprint of the twin: everything that decides what a twin run returns.
 
-It hashes the twin's code (kernel, engine, workload generation and result summary), the data files the
+It hashes the twin's code (kernel, engine state, engine, workload generation and result summary), the data files the
 workload generator reads (length shapes and arrival traces) and the profile's numbers. Every artefact made
 from twin output (capacity tables, sweeps, trained models, benchmark caches) is keyed on it, so a change
 to one line of the kernel, a shape file or a coefficient makes them all stale: nothing relies on a version
@@ -19,7 +19,7 @@ from ..profile import Profile
 
 __all__ = ["TWIN_CODE", "code_hash", "data_hash", "twin_fingerprint"]
 
-TWIN_CODE = ("kernel.py", "engine.py", "workload_gen.py", "result.py")  # beside this file
+TWIN_CODE = ("kernel.py", "state.py", "engine.py", "workload_gen.py", "result.py")  # beside this file
 _DATA_SUFFIXES = (".json", ".npz")  # packer/data itself: shapes and traces, not the capacity tables below it
 
 

@@ -1,7 +1,11 @@
-"""The twin's hot loop: vLLM V1's engine-step loop for one server, compiled with numba.
+"""The twin's hot loop: vLLM V1's engine step for one server, compiled with numba.
 
-Plain arrays in, plain arrays out; ``packer.twin.engine`` is the Python API around it. The loop
-follows vLLM 0.8.5's V1 scheduler (``vllm/v1/core/sched/scheduler.py``):
+``advance`` runs an engine state (``packer.twin.state.EngineState``: plain arrays, passed one
+by one) for a number of steps: ``run_to_end`` over a whole pre-drawn workload (``packer simulate``),
+and the online engine (``packer.twin.online``) one step at a time as requests arrive over HTTP. Both
+run the same code, so the server behind ``packer serve-twin`` schedules exactly as ``packer simulate``
+does. The step follows
+vLLM 0.8.5's V1 scheduler (``vllm/v1/core/sched/scheduler.py``):
 
 1. Running requests, in admission order, each take their remaining prompt chunk or one decode
    token from the token budget. When a KV block is missing, the most recently admitted running
@@ -23,7 +27,6 @@ takes at most duration / min step + 1 steps whatever the profile's numbers.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 # Indices into the integer config vector.
@@ -35,9 +38,21 @@ I_MAX_LORAS, I_CPU_LORAS, I_MAX_SEQS, I_MAX_BATCHED, I_KV_BLOCKS, I_BLOCK, I_MAX
 (C_STEPS, C_PREEMPTIONS, C_GPU_LOADS, C_DISK_LOADS, C_BUSY_MS,
  C_SUM_RUNNING, C_SUM_DISTINCT, C_MAX_WAITING, C_MAX_RUNNING, C_END_WAITING, C_END_RUNNING,
  C_MAX_KV_USED, C_SUM_KV_USED, C_BAD_STEP, C_BAD_STEP_MS, C_BAD_STEP_SEQS, C_N) = range(17)
+# The engine's scalars: integers in ``sv``, times in ``fv``.
+(V_N_KNOWN, V_NEXT_ARRIVAL, V_N_WAITING, V_N_RUNNING, V_RING_HEAD, V_RING_TAIL, V_TAIL_KEY, V_HEAD_KEY,
+ V_FREE_BLOCKS, V_STEP, V_N_ON_GPU, V_N_IN_CPU, V_N_SCHED, V_N_SET, V_N) = range(15)
+T_NOW, T_STEP_MS, T_N = range(3)
+# Rows of the time-weighted series (one column per bucket).
+SR_WAITING, SR_RUNNING, SR_KV, SR_N = range(4)
 
 # Request states.
-S_FUTURE, S_WAITING, S_RUNNING, S_DONE, S_DROPPED = 0, 1, 2, 3, 4
+S_FUTURE, S_WAITING, S_RUNNING, S_DONE, S_DROPPED, S_ABORTED = 0, 1, 2, 3, 4, 5
+# How a call of ``advance`` ended.
+STEP_RAN = 0      # a step ran: its tokens are emitted, the clock is at its end
+STEP_WAITED = 1   # nothing could be scheduled: the clock moved to the next known arrival
+STEP_IDLE = 2     # nothing running or waiting and no known arrival left
+STEP_CLOSED = 3   # the window closed (before the step, or during it: its tokens are not counted)
+STEP_BAD = 4      # the step's cost was not a real step time (see C_BAD_STEP)
 
 
 @njit(cache=True)
@@ -77,12 +92,19 @@ def _lru_take(slots, n_used, slot_of, last_used, in_step, step):
 
 
 @njit(cache=True)
-def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, disk_load_ms,
-                    decode_xs, decode_ys, cfg, cost):
-    """Run the step loop. Returns (counters, first_token_s, finish_s, itl_sum_s, itl_count,
-    waiting_series, running_series, kv_series, state) — see ``engine.py`` for their meaning."""
-    n = arrival_s.shape[0]
-    n_adapters = gpu_load_ms.shape[0]
+def advance(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
+            arrival_s, adapter, prompt_len, output_len, state, computed, generated, blocks, qkey, nxt, prv,
+            first_token_s, finish_s, itl_sum_s, itl_count, last_token_s,
+            a_head, a_tail, in_step, gpu_slot, gpu_used, cpu_slot, cpu_used, gpu_slots, cpu_slots,
+            ring, running, sched, sched_tok, sched_emit, step_set, counters, series, sv, fv, max_steps):
+    """Run engine steps (each first admits the known arrivals up to the clock) until one ends other than
+    ``STEP_RAN`` / ``STEP_WAITED``, or ``max_steps`` calls of the step; returns the last ``STEP_*`` code.
+
+    The loop lives here rather than in a per-step function because a call per step (40 array
+    arguments) would cost more than the step itself at light load. After ``STEP_RAN``,
+    ``sched[:sv[V_N_SCHED]]`` are the requests the last step ran and ``sched_emit`` says which of them
+    emitted a token."""
+    n = sv[V_N_KNOWN]
     max_loras = cfg[I_MAX_LORAS]
     cpu_loras = cfg[I_CPU_LORAS]
     max_seqs = cfg[I_MAX_SEQS]
@@ -93,73 +115,40 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
     lora_on = cfg[I_LORA_ON] != 0
     duration = cost[F_DURATION]
     bucket_s = cost[F_BUCKET_S]
-    n_buckets = int(np.ceil(duration / bucket_s))
+    n_buckets = series.shape[1]
+    mask = ring.shape[0] - 1
 
-    counters = np.zeros(C_N, dtype=np.float64)
-    first_token_s = np.full(n, np.nan)
-    finish_s = np.full(n, np.nan)
-    itl_sum_s = np.zeros(n)
-    itl_count = np.zeros(n, dtype=np.int32)
-    waiting_series = np.zeros(n_buckets)   # time-weighted mean waiting per bucket
-    running_series = np.zeros(n_buckets)
-    kv_series = np.zeros(n_buckets)
+    nxt_arrival = sv[V_NEXT_ARRIVAL]
+    n_waiting = sv[V_N_WAITING]
+    n_running = sv[V_N_RUNNING]
+    r_head = sv[V_RING_HEAD]
+    r_tail = sv[V_RING_TAIL]
+    tail_key = sv[V_TAIL_KEY]
+    head_key = sv[V_HEAD_KEY]
+    free_blocks = sv[V_FREE_BLOCKS]
+    step = sv[V_STEP]
+    n_on_gpu = sv[V_N_ON_GPU]
+    n_in_cpu = sv[V_N_IN_CPU]
+    now = fv[T_NOW]
 
-    # Per-request state.
-    state = np.zeros(n, dtype=np.int8)
-    computed = np.zeros(n, dtype=np.int64)     # tokens whose KV is computed
-    generated = np.zeros(n, dtype=np.int64)    # output tokens emitted so far
-    blocks = np.zeros(n, dtype=np.int64)       # KV blocks held
-    last_token_s = np.zeros(n)
-    qkey = np.zeros(n, dtype=np.int64)
-    nxt = np.full(n, -1, dtype=np.int64)       # per-adapter waiting list links
-    prv = np.full(n, -1, dtype=np.int64)
-
-    # Per-adapter state.
-    a_head = np.full(n_adapters, -1, dtype=np.int64)
-    a_tail = np.full(n_adapters, -1, dtype=np.int64)
-    in_step = np.zeros(n_adapters, dtype=np.int64)      # step stamp when the adapter joined the set
-    gpu_slot = np.full(n_adapters, -1, dtype=np.int64)  # GPU slot holding the adapter, -1 if none
-    gpu_used = np.zeros(n_adapters, dtype=np.int64)     # LRU stamps
-    gpu_slots = np.full(max(max_loras, 1), -1, dtype=np.int64)
-    cpu_slot = np.full(n_adapters, -1, dtype=np.int64)
-    cpu_used = np.zeros(n_adapters, dtype=np.int64)
-    cpu_slots = np.full(max(cpu_loras, 1), -1, dtype=np.int64)
-    n_on_gpu = 0
-    n_in_cpu = 0
-
-    # Global waiting queue: ring buffer with lazy deletion.
-    # Live entries plus stale ones (admitted from the middle, or the old entry of a preempted request)
-    # stay below 2 * n + 4096 between compactions; one step adds at most max_seqs preemptions.
-    cap = 1
-    while cap < 2 * n + 4096 + max_seqs:
-        cap *= 2
-    mask = cap - 1
-    ring = np.empty(cap, dtype=np.int64)
-    r_head = 0
-    r_tail = 0
-    n_waiting = 0
-    tail_key = 0
-    head_key = 0
-
-    running = np.empty(max(max_seqs, 1) + 1, dtype=np.int64)
-    n_running = 0
-    sched = np.empty(max(max_seqs, 1) + 1, dtype=np.int64)   # requests scheduled this step
-    sched_tok = np.empty(max(max_seqs, 1) + 1, dtype=np.int64)
-    step_set = np.empty(max(max_loras, 1), dtype=np.int64)     # adapters in this step's set
-
-    free_blocks = kv_blocks
-    now = 0.0
-    nxt_arrival = 0
-    step = 0
-
-    while True:
+    code = STEP_RAN
+    n_sched = 0
+    n_set = 0
+    steps = 0
+    while steps < max_steps:
+        steps += 1
         # ---- arrivals up to now (the load generator stops sending at max_waiting) -----------
         if n_running == 0 and n_waiting == 0:
-            if nxt_arrival >= n or arrival_s[nxt_arrival] >= duration:
+            if nxt_arrival >= n:
+                code = STEP_IDLE
+                break
+            if arrival_s[nxt_arrival] >= duration:
+                code = STEP_CLOSED
                 break
             if arrival_s[nxt_arrival] > now:
                 now = arrival_s[nxt_arrival]
         if now >= duration:
+            code = STEP_CLOSED
             break
         while nxt_arrival < n and arrival_s[nxt_arrival] <= now:
             r = nxt_arrival
@@ -302,11 +291,14 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
                         w += 1
                 r_tail = w
 
+
         if n_sched == 0:
             # Nothing can run (cannot happen with a valid config, but never spin): wait for work.
             if nxt_arrival < n and arrival_s[nxt_arrival] < duration:
                 now = max(now, arrival_s[nxt_arrival])
+                code = STEP_WAITED
                 continue
+            code = STEP_IDLE
             break
 
         # ---- adapter activation: GPU slots and CPU cache as LRUs ---------------------------------
@@ -351,9 +343,11 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
             counters[C_BAD_STEP] = 1
             counters[C_BAD_STEP_MS] = step_ms
             counters[C_BAD_STEP_SEQS] = n_sched
+            code = STEP_BAD
             break
         t0 = now
         now += step_ms * 1e-3
+        fv[T_STEP_MS] = step_ms
 
         # Time-weighted series (per bucket) and counters.
         kv_used = kv_blocks - free_blocks
@@ -364,9 +358,9 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
                 break
             t_end = min(now, (b + 1) * bucket_s, duration)
             dt = t_end - t
-            waiting_series[b] += dt * n_waiting
-            running_series[b] += dt * n_running
-            kv_series[b] += dt * kv_used
+            series[SR_WAITING, b] += dt * n_waiting
+            series[SR_RUNNING, b] += dt * n_running
+            series[SR_KV, b] += dt * kv_used
             t = t_end
         counters[C_STEPS] += 1
         counters[C_BUSY_MS] += step_ms
@@ -381,6 +375,7 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
             counters[C_MAX_KV_USED] = kv_used
         if now > duration:
             # The window closed during this step: its tokens are not counted.
+            code = STEP_CLOSED
             break
 
         # ---- outputs: emit tokens, finish requests -------------------------------------------------
@@ -388,7 +383,9 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
         for j in range(n_sched):
             r = sched[j]
             computed[r] += sched_tok[j]
+            sched_emit[j] = 0
             if computed[r] >= prompt_len[r] + generated[r]:
+                sched_emit[j] = 1
                 generated[r] += 1
                 if generated[r] == 1:
                     first_token_s[r] = now
@@ -410,14 +407,75 @@ def simulate_kernel(arrival_s, adapter, prompt_len, output_len, gpu_load_ms, dis
                     running[k] = r
                     k += 1
             n_running = k
+        code = STEP_RAN
 
-    counters[C_END_WAITING] = n_waiting
-    counters[C_END_RUNNING] = n_running
+    sv[V_NEXT_ARRIVAL] = nxt_arrival
+    sv[V_N_WAITING] = n_waiting
+    sv[V_N_RUNNING] = n_running
+    sv[V_RING_HEAD] = r_head
+    sv[V_RING_TAIL] = r_tail
+    sv[V_TAIL_KEY] = tail_key
+    sv[V_HEAD_KEY] = head_key
+    sv[V_FREE_BLOCKS] = free_blocks
+    sv[V_STEP] = step
+    sv[V_N_ON_GPU] = n_on_gpu
+    sv[V_N_IN_CPU] = n_in_cpu
+    sv[V_N_SCHED] = n_sched if code == STEP_RAN else 0
+    sv[V_N_SET] = n_set
+    fv[T_NOW] = now
+    return code
+
+
+@njit(cache=True)
+def run_to_end(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
+               arrival_s, adapter, prompt_len, output_len, state, computed, generated, blocks, qkey, nxt, prv,
+               first_token_s, finish_s, itl_sum_s, itl_count, last_token_s,
+               a_head, a_tail, in_step, gpu_slot, gpu_used, cpu_slot, cpu_used, gpu_slots, cpu_slots,
+               ring, running, sched, sched_tok, sched_emit, step_set, counters, series, sv, fv):
+    """Step until the window closes or the work runs out; then close the counters and series."""
+    code = advance(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
+                   arrival_s, adapter, prompt_len, output_len, state, computed, generated, blocks, qkey, nxt, prv,
+                   first_token_s, finish_s, itl_sum_s, itl_count, last_token_s,
+                   a_head, a_tail, in_step, gpu_slot, gpu_used, cpu_slot, cpu_used, gpu_slots, cpu_slots,
+                   ring, running, sched, sched_tok, sched_emit, step_set, counters, series, sv, fv, 1 << 62)
+    counters[C_END_WAITING] = sv[V_N_WAITING]
+    counters[C_END_RUNNING] = sv[V_N_RUNNING]
     # Idle time counts as zero: divide by the bucket's length, not by its busy time.
-    for b in range(n_buckets):
+    bucket_s = cost[F_BUCKET_S]
+    duration = cost[F_DURATION]
+    for b in range(series.shape[1]):
         length = min(bucket_s, duration - b * bucket_s)
-        waiting_series[b] /= length
-        running_series[b] /= length
-        kv_series[b] /= length
-    return (counters, first_token_s, finish_s, itl_sum_s, itl_count,
-            waiting_series, running_series, kv_series, state)
+        for k in range(SR_N):
+            series[k, b] /= length
+    return code
+
+
+@njit(cache=True)
+def abort_request(r, adapter, state, blocks, nxt, prv, a_head, a_tail, running, sv):
+    """Remove request ``r`` (waiting or running) from the engine, freeing its KV blocks (a client that
+    went away); returns whether it was there. Its stale ring entry is skipped like any other."""
+    s = state[r]
+    if s == S_WAITING:
+        a = adapter[r]
+        if prv[r] >= 0:
+            nxt[prv[r]] = nxt[r]
+        else:
+            a_head[a] = nxt[r]
+        if nxt[r] >= 0:
+            prv[nxt[r]] = prv[r]
+        else:
+            a_tail[a] = prv[r]
+        sv[V_N_WAITING] -= 1
+    elif s == S_RUNNING:
+        k = 0
+        for j in range(sv[V_N_RUNNING]):
+            if running[j] != r:
+                running[k] = running[j]
+                k += 1
+        sv[V_N_RUNNING] = k
+    else:
+        return False
+    sv[V_FREE_BLOCKS] += blocks[r]
+    blocks[r] = 0
+    state[r] = S_ABORTED
+    return True
