@@ -18,7 +18,9 @@ vLLM 0.8.5's V1 scheduler (``vllm/v1/core/sched/scheduler.py``):
 The waiting queue keeps vLLM's order with integer keys (arrivals get increasing keys, head
 insertions decreasing ones) and a per-adapter linked list, so that when the adapter set is full the
 admissible requests are found by merging the set's adapter lists instead of scanning tens of
-thousands of skipped requests; the global queue is a ring buffer with lazy deletion.
+thousands of skipped requests; the global queue is a ring buffer with lazy deletion. Requests for
+the base model (adapter index = the number of adapters) need no slot: vLLM admits them whatever the
+step's adapter set.
 
 Every step advances the clock by at least ``cost[F_MIN_STEP_MS]``: a step whose cost is shorter, or not
 a number, stops the run and is reported in ``C_BAD_STEP`` (its cost in ``C_BAD_STEP_MS``), so a run
@@ -117,6 +119,7 @@ def advance(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
     bucket_s = cost[F_BUCKET_S]
     n_buckets = series.shape[1]
     mask = ring.shape[0] - 1
+    n_lora = gpu_load_ms.shape[0]  # adapter index n_lora is the base model: no slot, always admissible
 
     nxt_arrival = sv[V_NEXT_ARRIVAL]
     n_waiting = sv[V_N_WAITING]
@@ -225,7 +228,7 @@ def advance(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
             n_sched += 1
             budget -= need_tokens
             a = adapter[r]
-            if in_step[a] != step:
+            if a < n_lora and in_step[a] != step:
                 in_step[a] = step
                 step_set[n_set] = a
                 n_set += 1
@@ -241,9 +244,9 @@ def advance(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
                         r_head += 1
                     r = ring[r_head & mask]
                 else:
-                    # Set full: the first waiting request among the set's adapters.
-                    r = -1
-                    best = 0
+                    # Set full: the first waiting request among the set's adapters and the base model's.
+                    r = a_head[n_lora]
+                    best = qkey[r] if r >= 0 else 0
                     for j in range(n_set):
                         h = a_head[step_set[j]]
                         if h >= 0 and (r < 0 or qkey[h] < best):
@@ -277,7 +280,7 @@ def advance(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
                 sched_tok[n_sched] = num_tokens
                 n_sched += 1
                 budget -= num_tokens
-                if in_step[a] != step:
+                if a < n_lora and in_step[a] != step:
                     in_step[a] = step
                     step_set[n_set] = a
                     n_set += 1

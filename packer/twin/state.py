@@ -25,6 +25,10 @@ _REQUEST_FIELDS = (
     ("prv", np.int64, -1), ("first_token_s", np.float64, np.nan), ("finish_s", np.float64, np.nan),
     ("itl_sum_s", np.float64, 0.0), ("itl_count", np.int64, 0), ("last_token_s", np.float64, 0.0))
 
+# Per-adapter fields (one more entry than adapters: the base model's queue): (name, initial value).
+_ADAPTER_FIELDS = (("a_head", -1), ("a_tail", -1), ("in_step", 0), ("gpu_slot", -1), ("gpu_used", 0),
+                   ("cpu_slot", -1), ("cpu_used", 0))
+
 
 def ring_capacity(n_requests: int, max_seqs: int) -> int:
     """Size of the waiting queue's ring: live entries plus stale ones (admitted from the middle, or the old
@@ -63,7 +67,7 @@ class EngineState:
     itl_sum_s: np.ndarray
     itl_count: np.ndarray
     last_token_s: np.ndarray
-    # Per adapter.
+    # Per adapter, and last the base model (index = number of adapters).
     a_head: np.ndarray         # its waiting list
     a_tail: np.ndarray
     in_step: np.ndarray        # step stamp when the adapter joined the step's set
@@ -92,9 +96,8 @@ class EngineState:
         max_loras, cpu_loras, max_seqs = int(cfg[K.I_MAX_LORAS]), int(cfg[K.I_CPU_LORAS]), int(cfg[K.I_MAX_SEQS])
         n_adapters = len(gpu_load_ms)
         per_request = {name: np.full(n_requests, init, dtype=dt) for name, dt, init in _REQUEST_FIELDS}
-        per_adapter = {name: np.full(n_adapters, init, dtype=np.int64) for name, init in (
-            ("a_head", -1), ("a_tail", -1), ("in_step", 0), ("gpu_slot", -1), ("gpu_used", 0), ("cpu_slot", -1),
-            ("cpu_used", 0))}
+        per_adapter = {name: np.full(n_adapters + 1, init, dtype=np.int64)  # + the base model
+                       for name, init in _ADAPTER_FIELDS}
         seqs = max(max_seqs, 1) + 1
         sv = np.zeros(K.V_N, dtype=np.int64)
         sv[K.V_FREE_BLOCKS] = cfg[K.I_KV_BLOCKS]
@@ -148,6 +151,39 @@ class EngineState:
         """Remove request ``r`` if it is waiting or running (its client went away); whether it was."""
         return bool(K.abort_request(r, self.adapter, self.state, self.blocks, self.nxt, self.prv, self.a_head,
                                     self.a_tail, self.running, self.sv))
+
+    @property
+    def n_adapters(self) -> int:
+        return len(self.gpu_load_ms)
+
+    def add_adapter(self, gpu_load_ms: float, disk_load_ms: float) -> int:
+        """Serve one more adapter (vLLM's load_lora_adapter); returns its index. The base model's queue
+        moves up one index with its requests."""
+        a = self.n_adapters
+        self.gpu_load_ms = np.append(self.gpu_load_ms, gpu_load_ms)
+        self.disk_load_ms = np.append(self.disk_load_ms, disk_load_ms)
+        for name, init in _ADAPTER_FIELDS:
+            old = getattr(self, name)
+            setattr(self, name, np.insert(old, a, init))
+        self.adapter[:self.n_known][self.adapter[:self.n_known] == a] = a + 1
+        return a
+
+    def evict_adapter(self, a: int) -> None:
+        """Drop adapter ``a`` from its GPU slot and the CPU cache (vLLM's unload_lora_adapter); requests
+        for it still in flight load it again when they run."""
+        for slots, slot_of, used in ((self.gpu_slots, self.gpu_slot, K.V_N_ON_GPU),
+                                     (self.cpu_slots, self.cpu_slot, K.V_N_IN_CPU)):
+            k = int(slot_of[a])
+            if k < 0:
+                continue
+            last = int(self.sv[used]) - 1
+            if k != last:  # the slots in use stay the first n: the last one moves into the hole
+                moved = int(slots[last])
+                slots[k] = moved
+                slot_of[moved] = k
+            slots[last] = -1
+            slot_of[a] = -1
+            self.sv[used] = last
 
     def _grow(self, n_requests: int) -> None:
         """Room for ``n_requests``: tables and ring copied, queue order and ring positions kept."""

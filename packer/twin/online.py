@@ -1,0 +1,131 @@
+"""The twin's engine fed by requests as they arrive (``packer serve-twin``): the same kernel, scheduler
+and cost model as ``packer simulate``, advanced one step at a time.
+
+``OnlineTwin.submit`` makes a request known at a clock time, ``step`` runs one engine step and says
+which requests emitted a token; the caller (the HTTP server) keeps the clock in step with the wall
+clock. Adapters can be added and evicted while it runs, as vLLM's load/unload endpoints do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model import Scenario
+from ..profile import Profile
+from . import kernel as K
+from .engine import Twin, warm_up
+
+__all__ = ["OnlineTwin", "StepOutcome", "BASE_MODEL"]
+
+BASE_MODEL = -1  # ``submit(adapter=BASE_MODEL)``: a request for the base model, which needs no LoRA slot
+
+# Request states, as ``status`` reports them.
+WAITING, RUNNING, DONE, DROPPED, ABORTED = K.S_WAITING, K.S_RUNNING, K.S_DONE, K.S_DROPPED, K.S_ABORTED
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """What one ``step`` did: its ``STEP_*`` code, the clock after it (s), its cost (ms), the requests
+    that emitted a token (with their tokens so far and whether that was the last) and those the
+    waiting cap dropped at admission."""
+
+    code: int
+    now_s: float
+    step_ms: float
+    emitted: np.ndarray      # request ids
+    generated: np.ndarray    # their output tokens so far
+    finished: np.ndarray     # bool: the token was the request's last
+    dropped: np.ndarray      # request ids refused at admission (the waiting queue was full)
+
+
+class OnlineTwin:
+    """One simulated vLLM server that learns of requests as they arrive."""
+
+    def __init__(self, scenario: Scenario, profile: Profile, capacity: int = 4096):
+        self.twin = Twin(scenario, profile)
+        self.state = self.twin.engine_state(capacity, online=True)
+        self._dropped_seen = 0
+        warm_up()
+
+    @property
+    def now(self) -> float:
+        """The engine's clock (simulated seconds since start)."""
+        return self.state.now
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return int(self.state.cfg[K.I_KV_BLOCKS] * self.state.cfg[K.I_BLOCK])
+
+    def add_adapter(self, rank: int) -> int:
+        """Serve an adapter of ``rank``; returns its index for ``submit``."""
+        ld = self.twin.profile.loading
+        return self.state.add_adapter(ld.cpu_to_gpu(rank), ld.disk_to_cpu(rank))
+
+    def evict_adapter(self, adapter: int) -> None:
+        self.state.evict_adapter(adapter)
+
+    def submit(self, adapter: int, prompt_len: int, output_len: int, at_s: float) -> int:
+        """A request arriving at ``at_s`` (not before the last one); returns its id. It joins the waiting
+        queue at the first step that starts at or after ``at_s`` (or is dropped there if the queue is
+        at the profile's waiting cap: ``StepOutcome.dropped``)."""
+        st = self.state
+        n = st.n_known
+        if n and at_s < st.arrival_s[n - 1]:
+            at_s = float(st.arrival_s[n - 1])
+        a = st.n_adapters if adapter == BASE_MODEL else adapter
+        return st.add_requests(np.array([at_s]), np.array([a]), np.array([max(1, prompt_len)]),
+                               np.array([max(1, output_len)]))
+
+    def abort(self, request: int) -> bool:
+        """Remove a waiting or running request (its client went away); whether it was in the engine."""
+        return self.state.abort(request)
+
+    def pending(self) -> bool:
+        """Whether anything is running, waiting or known but not yet admitted."""
+        sv = self.state.sv
+        return bool(sv[K.V_N_RUNNING] or sv[K.V_N_WAITING] or sv[K.V_NEXT_ARRIVAL] < sv[K.V_N_KNOWN])
+
+    def next_arrival_s(self) -> float | None:
+        sv = self.state.sv
+        return float(self.state.arrival_s[sv[K.V_NEXT_ARRIVAL]]) if sv[K.V_NEXT_ARRIVAL] < sv[K.V_N_KNOWN] else None
+
+    def step(self) -> StepOutcome:
+        """Run one engine step (admitting the known arrivals up to the clock first)."""
+        st = self.state
+        before = int(st.sv[K.V_NEXT_ARRIVAL])
+        code = K.advance(*st.args(), 1)
+        after = int(st.sv[K.V_NEXT_ARRIVAL])
+        admitted = np.arange(before, after)
+        dropped = admitted[st.state[before:after] == K.S_DROPPED]
+        if code == K.STEP_BAD:
+            raise RuntimeError(f"the profile's step cost is not a step time ({st.counters[K.C_BAD_STEP_MS]:.3g} ms)")
+        if code != K.STEP_RAN:
+            empty = np.zeros(0, dtype=np.int64)
+            return StepOutcome(code, st.now, 0.0, empty, empty, np.zeros(0, dtype=bool), dropped)
+        n = int(st.sv[K.V_N_SCHED])
+        ran = st.sched[:n]
+        emitted = ran[st.sched_emit[:n] != 0].copy()
+        return StepOutcome(code, st.now, float(st.fv[K.T_STEP_MS]), emitted, st.generated[emitted].copy(),
+                           st.state[emitted] == K.S_DONE, dropped)
+
+    # ---- what /metrics reports ------------------------------------------------------------------
+    def status(self, request: int) -> int:
+        return int(self.state.state[request])
+
+    def counts(self) -> dict[str, float]:
+        st = self.state
+        blocks = int(st.cfg[K.I_KV_BLOCKS])
+        return {"running": int(st.sv[K.V_N_RUNNING]), "waiting": int(st.sv[K.V_N_WAITING]),
+                "kv_usage": (blocks - int(st.sv[K.V_FREE_BLOCKS])) / blocks if blocks else 0.0,
+                "preemptions": int(st.counters[K.C_PREEMPTIONS]), "steps": int(st.counters[K.C_STEPS]),
+                "gpu_loads": int(st.counters[K.C_GPU_LOADS]), "disk_loads": int(st.counters[K.C_DISK_LOADS])}
+
+    def adapters_in_flight(self) -> tuple[list[int], list[int]]:
+        """Adapter indices with running requests, and with waiting ones (the base model excluded)."""
+        st = self.state
+        n_lora = st.n_adapters
+        run = np.unique(st.adapter[st.running[:int(st.sv[K.V_N_RUNNING])]])
+        wait = np.flatnonzero(st.a_head[:n_lora] >= 0)
+        return [int(a) for a in run if a < n_lora], [int(a) for a in wait]
