@@ -85,10 +85,10 @@ def test_shared_modules_import_no_layer(path):
 
 
 def test_the_walk_sees_relative_imports_inside_functions():
-    found = _imports(PACKAGE / "cli.py")
-    assert any(mod == "packer.capacity.training" for _, mod in found)  # `from .capacity.training import build`
+    found = _imports(PACKAGE / "cli" / "train.py")
+    assert any(mod == "packer.capacity.training" for _, mod in found)  # `from ..capacity.training import build`
     inner = [ln for ln, mod in found if mod == "packer.capacity.training"]
-    text = (PACKAGE / "cli.py").read_text().splitlines()
+    text = (PACKAGE / "cli" / "train.py").read_text().splitlines()
     assert all(text[ln - 1].startswith(" ") for ln in inner)  # indented: inside a function
 
 

@@ -1,0 +1,28 @@
+"""The ``packer`` command line: the click group ``main`` (the console script) and its commands.
+
+One module per command family; a new command is its module plus one ``main.add_command`` line here.
+The command modules import only click and light packer modules at module level (each command
+imports what it needs when it runs), so `packer --help` and `packer profiles` start fast."""
+
+from __future__ import annotations
+
+import click
+
+from . import predict, profiles, simulate, solve, train
+from .common import OneLineErrors
+
+__all__ = ["main"]
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="packer")
+def main() -> None:
+    """packer: plan GPUs, adapter placement and vLLM settings for multi-LoRA serving."""
+
+
+main.add_command(simulate.simulate)
+main.add_command(solve.solve)
+main.add_command(solve.demo)
+main.add_command(predict.predict)
+main.add_command(train.train)
+main.add_command(profiles.profiles)

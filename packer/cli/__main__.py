@@ -1,0 +1,5 @@
+"""``python -m packer.cli``: the ``packer`` command."""
+
+from . import main
+
+main()
