@@ -12,7 +12,7 @@ from packer.model import parse_scenario
 from packer.profile import load_profile
 from packer.twin import Twin
 from packer.twin import kernel as K
-from packer.twin.engine import _scaled_outputs
+from packer.twin.engine import client_output_len
 from packer.twin.online import BASE_MODEL, OnlineTwin
 from packer.twin.workload_gen import generate_requests
 
@@ -61,7 +61,7 @@ def test_online_engine_matches_the_batch_twin(case):
     sc = _scenario(**case)
     prof = load_profile(sc.profile)
     req = generate_requests(sc.workload)
-    out_len = _scaled_outputs(req.output_len, prof.client.output_len_scale)
+    out_len = client_output_len(req.output_len, prof.client.output_len_scale)
     tw = Twin(sc, prof)
     batch = tw.engine_state(len(req.arrival_s))
     batch.add_requests(req.arrival_s, req.adapter, req.prompt_len, out_len)

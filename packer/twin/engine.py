@@ -24,7 +24,7 @@ from .state import EngineState
 from .result import AdapterStats, RequestLog, SimulationResult
 from .workload_gen import Requests, generate_requests
 
-__all__ = ["simulate", "Twin"]
+__all__ = ["simulate", "Twin", "summarise_run", "refused_run", "client_output_len", "warm_up", "STARVED_RATIO", "SERIES_BUCKET_S"]
 
 SERIES_BUCKET_S = 10.0
 # A queue "diverges" when, over the second half of the run, it grows by more than this fraction of
@@ -70,18 +70,15 @@ class Twin:
         err = self.memory_error()
         if requests is None:
             requests = generate_requests(sc.workload)
-        output_len = _scaled_outputs(requests.output_len, prof.client.output_len_scale)
+        output_len = client_output_len(requests.output_len, prof.client.output_len_scale)
         if err is not None:  # the server does not start; the load it was offered is still reported
-            generated, offered_tps, offered_rps = _offered(sc, requests, output_len)
-            return SimulationResult(profile=prof.name, memory_error=err, kv_capacity_tokens=kv_tokens,
-                                    offered_tps=offered_tps, offered_rps=offered_rps, generated=generated,
-                                    sim_seconds=0.0, wall_seconds=time.perf_counter() - t0)
+            return refused_run(sc, prof, kv_tokens, requests, output_len, err, t0)
         st = self.engine_state(len(requests.arrival_s), kv_tokens)
         st.add_requests(requests.arrival_s, requests.adapter, requests.prompt_len, output_len)
         K.run_to_end(*st.args())
         out = _outputs(st)
         _check_steps(prof, out[0])
-        result = _summarise(sc, prof, kv_tokens, requests, output_len, out, t0)
+        result = summarise_run(sc, prof, kv_tokens, requests, output_len, out, t0)
         if keep_requests:
             _, first_tok, finish, *_, state = out
             log = RequestLog(requests.arrival_s, requests.adapter, requests.prompt_len, output_len,
@@ -173,14 +170,19 @@ def _check_steps(prof: Profile, counters: np.ndarray) -> None:
                          "against decode_ctx_ref and decode_ms)")
 
 
-def _scaled_outputs(output_len: np.ndarray, scale: float) -> np.ndarray:
+def client_output_len(output_len: np.ndarray, scale: float) -> np.ndarray:
+    """The output tokens requests get, given the drawn ones and the profile's ``client.output_len_scale``
+    (the measured mean generated / requested; ``packer bench`` asks for these as ``max_tokens``)."""
     if scale == 1.0:
         return output_len
     return np.maximum(1, np.rint(output_len * scale)).astype(output_len.dtype)
 
 
-def _summarise(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, output_len: np.ndarray,
-               out: tuple, t0: float) -> SimulationResult:
+def summarise_run(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, output_len: np.ndarray,
+                  out: tuple, t0: float) -> SimulationResult:
+    """A run's ``SimulationResult`` from its per-request outcomes and series (``out``, in the order
+    ``_outputs`` gives them): the one summary of a twin run and of a live benchmark (``packer bench``),
+    so both apply the same window, the same latency statistics and the same starvation rule."""
     counters, first_tok, finish, itl_sum, itl_cnt, waiting_s, running_s, kv_s, state = out
     T, W = sc.workload.duration_s, sc.workload.warmup_s
     # The measured window is [W, W + T) (the whole run when W = 0): requests finished in it, arrivals
@@ -230,6 +232,16 @@ def _summarise(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, outpu
         sim_seconds=W + T, wall_seconds=time.perf_counter() - t0,
         adapters=adapters, waiting_series=tuple(float(x) for x in waiting_s), series_bucket_s=SERIES_BUCKET_S,
     )
+
+
+def refused_run(sc: Scenario, prof: Profile, kv_tokens: int, req: Requests, output_len: np.ndarray, reason: str,
+                t0: float) -> SimulationResult:
+    """The result of a server that did not start (``memory_error`` = ``reason``): nothing served, the load
+    it was offered still reported."""
+    generated, offered_tps, offered_rps = _offered(sc, req, output_len)
+    return SimulationResult(profile=prof.name, memory_error=reason, kv_capacity_tokens=kv_tokens,
+                            offered_tps=offered_tps, offered_rps=offered_rps, generated=generated,
+                            sim_seconds=0.0, wall_seconds=time.perf_counter() - t0)
 
 
 def _offered(sc: Scenario, req: Requests, output_len: np.ndarray) -> tuple[int, float, float]:
