@@ -35,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from packer.predictors import get_predictor  # noqa: E402
-from packer.predictors.dataset import SweepSpec, run_query, sample_query  # noqa: E402
-from packer.predictors.train import f1, mare  # noqa: E402
+from packer.predictors.training import SweepSpec, f1, mare, run_query, sample_query  # noqa: E402
 from packer.profile import list_profiles, load_profile  # noqa: E402
 from packer.executor import map_jobs, open_executor  # noqa: E402
 

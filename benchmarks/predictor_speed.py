@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from packer.model import ServerConfig  # noqa: E402
 from packer.predictors import GpuQuery, get_predictor  # noqa: E402
-from packer.predictors.dataset import SweepSpec, sample_query  # noqa: E402
+from packer.predictors.training import SweepSpec, sample_query  # noqa: E402
 from packer.predictors.features import features_many  # noqa: E402
 from packer.predictors.tree import predict_nodes  # noqa: E402
 

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from packer.predictors.dataset import SweepSpec, generate, load_dataset  # noqa: E402
+from packer.predictors.training import SweepSpec, generate, load_dataset  # noqa: E402
 
 COLUMNS = ("throughput_tps", "twin_offered_tps", "mean_itl_ms", "starved", "memory_error", "features")
 

@@ -21,7 +21,7 @@ from packer.errors import InputError
 from packer.model import (BURSTY_RANGES, MAX_ADAPTER_RATE, MAX_FLEET_GPUS, MAX_REQUEST_TOKENS, MAX_TWIN_REQUESTS,
                           UNITS_HINT, BurstyArrivals, check_placement_load, gpu_token_ceiling, parse_scenario)
 from packer.planner import parse_workload
-from packer.predictors.dataset import SweepSpec, sample_query
+from packer.predictors.training import SweepSpec, sample_query
 from packer.profile import load_profile
 from packer.twin import Twin
 
@@ -224,7 +224,7 @@ def test_a_memory_error_still_reports_the_offered_load(tmp_path):
 
 
 def test_the_sweep_progress_goes_to_stderr_and_only_to_a_terminal(tmp_path):
-    args = [sys.executable, "-m", "packer.predictors.dataset", "--profile", LLAMA, "--samples", "3", "--duration",
+    args = [sys.executable, "-m", "packer.predictors.training", "--profile", LLAMA, "--samples", "3", "--duration",
             "20", "--warmup", "0", "--workers", "1", "--executor", "serial"]
     piped = subprocess.run(args + ["--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=300,
                            env=ENV)

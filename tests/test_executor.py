@@ -14,7 +14,7 @@ from packer.errors import InputError
 from packer.executor import EXECUTORS, RayExecutor, map_jobs, open_executor
 from packer.model import LengthSpec, PoissonArrivals, ServerConfig, ServerDefaults
 from packer.predictors import GpuQuery, TwinPredictor
-from packer.predictors.dataset import SweepSpec, generate, load_dataset
+from packer.predictors.training import SweepSpec, generate, load_dataset
 
 LLAMA = "llama-3.1-8b-instruct@h100-64gb"
 HAVE_RAY = importlib.util.find_spec("ray") is not None

@@ -18,7 +18,7 @@ from conftest import LLAMA, llama_scenario
 from packer.errors import InputError
 from packer.model import BurstyArrivals, LengthSpec, PoissonArrivals, ServerConfig, TraceArrivals
 from packer.predictors import GpuQuery, Prediction, get_predictor
-from packer.predictors.dataset import SweepSpec, generate, sample_query
+from packer.predictors.training import SweepSpec, generate, sample_query
 from packer.predictors.domain import Domain, default_domain
 from packer.predictors.tree import ForestPredictor, TreePredictor, load_model, model_path
 from packer.predictors.twin import TwinPredictor
@@ -136,7 +136,7 @@ def test_shipped_models_use_the_default_sweeps_domain():
 
 def test_training_records_the_sweeps_domain_in_the_model_files(tmp_path):
     pytest.importorskip("sklearn")
-    from packer.predictors.train import train
+    from packer.predictors.training import train
 
     spec = SweepSpec(profile=LLAMA, n_samples=48, seed=3, duration_s=40.0, warmup_s=0.0, count_range=(1, 8),
                      input_mean_range=(150, 300))

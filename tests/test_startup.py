@@ -127,7 +127,8 @@ def test_no_numba_kernel_compiles_at_import():
     assert {k: n for k, n in kernels.items() if n} == {}  # compiled (or loaded from the cache) only on first call
 
 
-@pytest.mark.parametrize("package", ["packer", "packer.predictors", "packer.solvers", "packer.twin", "packer.capacity"])
+@pytest.mark.parametrize("package", ["packer", "packer.predictors", "packer.predictors.training", "packer.solvers",
+                                     "packer.twin", "packer.capacity"])
 def test_lazy_names_are_the_defining_modules_objects(package):
     import importlib
 

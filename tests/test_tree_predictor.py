@@ -15,8 +15,8 @@ from packer.errors import InputError
 from packer.model import BurstyArrivals, LengthSpec, ServerConfig
 from packer.predictors import PREDICTORS, GpuQuery, get_predictor
 from packer.predictors import features as F
-from packer.predictors.dataset import (ReplicateSpec, SweepSpec, consensus_labels, generate, load_dataset,
-                                      query_from_dataset, replicate, run_query, sample_queries)
+from packer.predictors.training import (ReplicateSpec, SweepSpec, consensus_labels, generate, load_dataset,
+                                       query_from_dataset, replicate, run_query, sample_queries)
 from packer.predictors.tree import (ForestPredictor, Head, Tree, TreeModel, TreePredictor, head_from_sklearn, load_model,
                                     model_path, predict_nodes, predict_nodes_row, save_model, tree_from_sklearn)
 from packer.profile import list_profiles, load_profile
@@ -454,7 +454,7 @@ def test_ray_executor_names_the_extra(tmp_path):
 
 
 def test_train_exports_a_working_model(tmp_path):
-    from packer.predictors.train import train
+    from packer.predictors.training import train
 
     d = tmp_path / "sweep"
     spec = SweepSpec(profile=LLAMA, n_samples=120, seed=5, duration_s=60.0, warmup_s=30.0)

@@ -13,7 +13,7 @@ from pathlib import Path
 import packer
 from packer.capacity.cache import _shipped_dir, cache_key
 from packer.model import LengthSpec, PoissonArrivals, ServerDefaults
-from packer.predictors.dataset import SweepSpec
+from packer.predictors.training import SweepSpec
 from packer.predictors.twin import TwinPredictor
 from packer.profile import list_profiles, load_profile
 from packer.twin.fingerprint import twin_fingerprint
@@ -26,7 +26,7 @@ import json
 from packer.capacity.cache import cache_key
 from packer.errors import InputError
 from packer.model import LengthSpec, PoissonArrivals, ServerDefaults
-from packer.predictors.dataset import SweepSpec
+from packer.predictors.training import SweepSpec
 from packer.predictors.tree import TreePredictor
 from packer.predictors.twin import TwinPredictor
 from packer.profile import load_profile

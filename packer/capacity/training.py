@@ -1,6 +1,6 @@
 """Training the fast predictors with the capacity check that keeps them honest: ``build`` runs the twin
 sweep and its replicates (resumable), trains the tree (and forest) models on it
-(``packer.predictors.train.train``) and compares the capacity tables built with the exported models
+(``packer.predictors.training.train``) and compares the capacity tables built with the exported models
 against the twin's (``capacity_check``: the test split scores random GPUs, while solvers only ask near
 the keep-up knee). ``packer train`` is this ``build``."""
 
@@ -16,8 +16,7 @@ import numpy as np
 from ..errors import InputError
 from ..model import LengthSpec, PoissonArrivals, ServerDefaults
 from ..predictors.base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
-from ..predictors.dataset import ReplicateSpec, SweepSpec, generate, replicate
-from ..predictors.train import train
+from ..predictors.training import ReplicateSpec, SweepSpec, generate, replicate, train
 from ..predictors.tree import ForestPredictor, TreePredictor, load_model, save_model
 from ..predictors.twin import TwinPredictor
 from ..profile import load_profile
@@ -62,7 +61,7 @@ def build(profile: str, samples: int, dataset_dir: str | Path, out_path: str | P
           check_capacity: bool = True, replicates: int = 4, ray_address: str | None = None,
           **train_kw) -> dict[str, Any]:
     """Generate (or resume) the sweep for ``profile`` in ``dataset_dir``, run ``replicates`` more
-    seeds of its ambiguous samples (``dataset.ReplicateSpec``; 0: none), ``train`` on it and (with
+    seeds of its ambiguous samples (``ReplicateSpec``; 0: none), ``train`` on it and (with
     ``check_capacity``) compare the capacity tables of the exported models with the twin's."""
     if replicates < 0:
         raise InputError("replicates", f"must be >= 0 extra seeds (got {replicates})")

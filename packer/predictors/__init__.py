@@ -2,7 +2,8 @@
 
 Backends are registered by name in ``PREDICTORS``: ``twin`` (the Digital Twin, cached), ``tree``
 (distilled decision trees trained on twin runs, evaluated by numba) and ``forest`` (the undistilled
-tree ensemble, same kernel). ``features.py``, ``dataset.py`` and ``train.py`` build the models.
+tree ensemble, same kernel). ``features.py`` and the ``training`` subpackage (sweeps, fitting, distillation)
+build the models.
 """
 
 from ..lazy import lazy_exports

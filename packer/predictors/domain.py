@@ -72,7 +72,7 @@ class Domain:
         batched = {2048} | (set(s["max_num_batched_tokens_choices"]) if default_share < 1 else set())
         im, om = s["input_mean_range"], s["output_mean_range"]
         if s["default_lengths_share"] > 0:
-            from .dataset import DEFAULT_LENGTHS
+            from .training.spec import DEFAULT_LENGTHS
 
             im = (min(im[0], DEFAULT_LENGTHS[0]), max(im[1], DEFAULT_LENGTHS[0]))
             om = (min(om[0], DEFAULT_LENGTHS[1]), max(om[1], DEFAULT_LENGTHS[1]))
@@ -137,7 +137,7 @@ def default_domain() -> Domain:
     """The domain of the default ``SweepSpec``: what the shipped models were trained on."""
     import dataclasses
 
-    from .dataset import SweepSpec
+    from .training.spec import SweepSpec
 
     defaults = {f.name: f.default for f in dataclasses.fields(SweepSpec) if f.default is not dataclasses.MISSING}
     return Domain.from_sweep(defaults)

@@ -606,7 +606,7 @@ class TreePredictor(Predictor):
         path = self.model_file or model_path(prof.name, self.kind)
         if path is None:
             raise InputError("profile", f"no {self.kind} model is shipped for profile {prof.name!r}; train one "
-                             f"with `packer train` (packer.predictors.train.train) and pass it as "
+                             f"with `packer train` (packer.predictors.training.train) and pass it as "
                              f"model=PATH, or use predictor 'twin'")
         m = load_model(path)
         if tuple(m.feature_names) != FEATURE_NAMES:
