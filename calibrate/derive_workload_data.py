@@ -10,7 +10,7 @@ How the shape is estimated. Take the conversation trace's rows that pass the Sha
 the measurements (the ``LengthSpec`` defaults: 4 <= prompt <= 1024, prompt + output <= 2048,
 output >= 1). Model (log prompt, log output) as a bivariate normal truncated to that filter, exactly
 the law the generator samples from (same continuous region, via
-``packer.twin.workload_gen.truncated_length_moments``), and fit its five parameters by maximum
+``packer.twin.lengths.truncated_length_moments``), and fit its five parameters by maximum
 likelihood: mean log-density of the rows minus log P(filter). The truncated normal is an exponential
 family, so the fit matches the first and second moments of the log lengths inside the filter. The
 generator keeps only the shape (both sigmas and the correlation) and re-solves the two locations
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from packer.model import LengthSpec  # noqa: E402
-from packer.twin.workload_gen import LengthShape, truncated_length_moments  # noqa: E402
+from packer.twin.lengths import LengthShape, truncated_length_moments  # noqa: E402
 
 TRACES = {"conv": "azure2023_conv", "code": "azure2023_code"}
 COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")

@@ -69,7 +69,7 @@ sys.path.insert(0, str(ROOT))
 from packer.executor import process_pool  # noqa: E402
 from packer.model import LengthSpec  # noqa: E402
 from packer.profile import Profile, load_profile  # noqa: E402
-from packer.twin.workload_gen import SHAPE_FILES, LengthShape, length_shape, lognormal_lengths  # noqa: E402
+from packer.twin.lengths import SHAPE_FILES, LengthShape, length_shape, lognormal_lengths  # noqa: E402
 from packer.replay import PROFILE_FOR_MODEL, read_runs, run_key  # noqa: E402
 from packer.validation import holdout_split, replay, summarise  # noqa: E402
 

@@ -235,7 +235,7 @@ class Workload(_Frozen):
                     f"arrivals.period_s: {_seconds(self)} / period_s {self.arrivals.period_s:g} s = {periods:.3g} "
                     f"rate periods, more than {MAX_CLOCK_PERIODS:,}; use a longer period_s")
         if not (isinstance(self.arrivals, TraceArrivals) and not self.arrivals.scale_to_rates):
-            # an unscaled trace replays at its own rate: workload_gen checks its count
+            # an unscaled trace replays at its own rate: twin.traces checks its count
             check_twin_requests(self.expected_requests,
                                 f"total rate {self.total_rate:.3g} req/s x {_seconds(self)}", "adapters")
         return self

@@ -29,7 +29,8 @@ from packer.profile import Profile, list_profiles, load_profile
 from packer.capacity import cache as cap
 from packer.capacity import CapacityModel, build_capacity_model
 from packer.model import ServerDefaults
-from packer.twin.workload_gen import MAX_TRACE_TOKENS, generate_requests
+from packer.twin.traces import MAX_TRACE_TOKENS
+from packer.twin.workload_gen import generate_requests
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from packer.predictors.tree import (ForestPredictor, Head, Tree, TreeModel, Tree
                                     model_path, predict_nodes, predict_nodes_row, save_model, tree_from_sklearn)
 from packer.profile import list_profiles, load_profile
 from packer.twin import simulate
-from packer.twin.workload_gen import shipped_length_shapes
+from packer.twin.lengths import shipped_length_shapes
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.ensemble import (HistGradientBoostingClassifier, HistGradientBoostingRegressor,  # noqa: E402

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from packer.errors import InputError
 from packer.model import Adapter, LengthSpec, Workload
-from packer.twin.workload_gen import (LengthShape, Requests, generate_requests, length_shape,
-                                      truncated_length_moments)
+from packer.twin.lengths import LengthShape, length_shape, truncated_length_moments
+from packer.twin.workload_gen import Requests, generate_requests
 
 ARRIVALS = ["poisson", {"kind": "bursty"}, {"kind": "trace"}, {"kind": "trace", "trace": "azure-code"}]
 
@@ -264,7 +264,7 @@ def test_truncated_means_hit_the_targets(input_mean, output_mean):
 
 
 def test_solved_locations_give_the_exact_truncated_means():
-    from packer.twin.workload_gen import _solve_location
+    from packer.twin.lengths import _solve_location
     for input_mean, output_mean in TARGETS:
         mu_p, mu_o, acceptance = _solve_location(input_mean, output_mean, 4, 1024, 2048, length_shape("sharegpt"))
         _, mean_p, mean_o = truncated_length_moments(mu_p, mu_o, length_shape("sharegpt"), 4, 1024, 2048)
