@@ -59,7 +59,7 @@ from ..errors import InputError
 from ..files import dumps, read_json, read_json_text, read_npz
 from ..profile import Profile, load_profile
 from ..twin.fingerprint import twin_fingerprint
-from ..twin.workload_gen import shipped_length_shapes
+from ..twin.lengths import shipped_length_shapes
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
 from .domain import Domain, DomainCheck, default_domain, predict_packed_row_checked
 from .features import FEATURE_NAMES, _consts, features_many, pack, profile_of

@@ -19,7 +19,8 @@ from ..profile import Profile
 
 __all__ = ["TWIN_CODE", "code_hash", "data_hash", "twin_fingerprint"]
 
-TWIN_CODE = ("kernel.py", "state.py", "engine.py", "workload_gen.py", "result.py")  # beside this file
+TWIN_CODE = ("kernel.py", "state.py", "engine.py", "workload_gen.py", "arrivals.py", "traces.py", "lengths.py",
+             "result.py")  # beside this file
 _DATA_SUFFIXES = (".json", ".npz")  # packer/data itself: shapes and traces, not the capacity tables below it
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...profile import Profile
 from ...twin.fingerprint import twin_fingerprint
-from ...twin.workload_gen import shipped_length_shapes
+from ...twin.lengths import shipped_length_shapes
 from ..features import FEATURE_NAMES
 from ..tree import Head, TreeModel, head_from_sklearn, save_model
 from .fit import BigModels, require_sklearn
