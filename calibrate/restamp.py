@@ -98,6 +98,12 @@ def main() -> int:
     if args.check_only:
         return 0
     cap = ROOT / "packer" / "data" / "capacity"
+    stale = [k for keys in old["keys"].values() for k in keys.values() if not (cap / f"{k}.json").is_file()]
+    current = all((cap / f"{k}.json").is_file() for keys in new["keys"].values() for k in keys.values())
+    if stale and not current:
+        print(f"the shipped capacity tables are not keyed on the twin at {args.rev} ({len(stale)} of its keys have "
+              "no file): pass the revision they were made or last re-keyed with", file=sys.stderr)
+        return 1
     for p, keys in old["keys"].items():
         for R, k_old in keys.items():
             k_new = new["keys"][p][R]
