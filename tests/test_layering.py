@@ -1,6 +1,10 @@
-"""Dependencies point one way: twin <- predictors <- capacity <- solvers <- planner <- cli. Every import of
-every module is read from its source (module level and inside functions), so a cycle cannot hide in a
-function-level import (issue 13, deliverable 1)."""
+"""Dependencies point one way: twin <- calibration <- predictors <- capacity <- solvers <- planner <- cli.
+Every import of every module is read from its source (module level and inside functions), so a cycle
+cannot hide in a function-level import (issue 13, deliverable 1).
+
+``calibration`` (fitting a profile from measurements) is a layer of its own below the predictors: it
+needs only the shared modules (``profile``, ``files``) today, may build on the twin, and is imported by
+the layers above it (capacity, solvers, cli) but never imports them."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import pytest
 import packer
 
 PACKAGE = Path(packer.__file__).resolve().parent
-LAYERS = ["twin", "predictors", "capacity", "solvers", "planner", "cli"]
+LAYERS = ["twin", "calibration", "predictors", "capacity", "solvers", "planner", "cli"]
 # layer -> the layers it must not import (every layer above it)
 FORBIDDEN = {layer: set(LAYERS[i + 1:]) for i, layer in enumerate(LAYERS)}
 
