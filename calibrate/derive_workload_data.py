@@ -25,18 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import optimize
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from packer.model import LengthSpec
+from packer.twin.lengths import LengthShape, truncated_length_moments
 
-from packer.model import LengthSpec  # noqa: E402
-from packer.twin.lengths import LengthShape, truncated_length_moments  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 TRACES = {"conv": "azure2023_conv", "code": "azure2023_code"}
 COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")

@@ -63,15 +63,15 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize, nnls
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from packer.calibration.lora import expected_distinct_adapters
+from packer.executor import process_pool
+from packer.model import LengthSpec
+from packer.profile import Profile, load_profile
+from packer.replay import PROFILE_FOR_MODEL, read_runs, run_key
+from packer.twin.lengths import SHAPE_FILES, LengthShape, length_shape, lognormal_lengths
+from packer.validation import holdout_split, replay, summarise
 
-from packer.executor import process_pool  # noqa: E402
-from packer.model import LengthSpec  # noqa: E402
-from packer.profile import Profile, load_profile  # noqa: E402
-from packer.twin.lengths import SHAPE_FILES, LengthShape, length_shape, lognormal_lengths  # noqa: E402
-from packer.replay import PROFILE_FOR_MODEL, read_runs, run_key  # noqa: E402
-from packer.validation import holdout_split, replay, summarise  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 PARAMS_FILE = ROOT / "calibrate" / "e2e_params.json"
 RANK_REF = 8
@@ -150,8 +150,7 @@ def step_level_table(runs: pd.DataFrame, prof: Profile, kv_per_request: float) -
     itl = d.mean_itl_ms.to_numpy(float)
     context = kv_per_request - prof.memory.block_size / 2  # mean context of a running request (measured)
     prefill_per_step = d.input_throughput_tps.to_numpy(float) * itl / 1e3
-    n_adapters = d.n_adapters.to_numpy(float)
-    distinct = np.minimum(d.max_loras.to_numpy(float), n_adapters * (1 - (1 - 1 / n_adapters) ** running))
+    distinct = np.minimum(d.max_loras.to_numpy(float), expected_distinct_adapters(d.n_adapters.to_numpy(float), running))
     known = (np.interp(running, st.decode_batch, st.decode_ms)
              + st.attention_ms_per_kv_token * running * (context - st.decode_ctx_ref)
              + st.prefill_ms_per_token * prefill_per_step

@@ -1,6 +1,7 @@
 """Performance profiles (model x GPU): the fitted numbers the twin runs on.
 
-A profile is a plain JSON file in ``packer/profiles/`` written by ``calibrate/fit_profiles.py``.
+A profile is a plain JSON file in ``packer/profiles/`` written by ``calibrate/fit_profiles.py`` (with the
+fitting code of ``packer.calibration``).
 Each number has a documented meaning (see ``Profile`` and the sub-dataclasses below); the file also
 carries a ``fit_report`` with the fit error of each part.
 """

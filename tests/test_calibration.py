@@ -1,14 +1,17 @@
-"""The profile fit (calibrate/fit_profiles.py) run on the real agullo-h100 micro-benchmarks.
+"""The profile fit (packer.calibration, as calibrate/fit_profiles.py runs it) on the real agullo-h100
+micro-benchmarks.
 
-Checks physical properties of the fitted profiles against the measurements, and that the shipped
-profiles in packer/profiles/ are exactly what the script produces.
+Checks physical properties of the fitted profiles against the measurements (read here with pandas,
+independently of the library's reader), and that the shipped profiles in packer/profiles/ are
+byte for byte what the script writes. The stages on synthetic data: tests/test_calibration_stages.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,33 +21,39 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "agullo-h100"
 SCRIPT = REPO_ROOT / "calibrate" / "fit_profiles.py"
+E2E_PATH = REPO_ROOT / "calibrate" / "e2e_params.json"
 SHIPPED_DIR = REPO_ROOT / "packer" / "profiles"
 
-pd = pytest.importorskip("pandas", reason="the calibration script needs pandas (dev dependency)")
-pytest.importorskip("scipy", reason="the calibration script needs scipy (dev dependency)")
+pd = pytest.importorskip("pandas", reason="these checks read the measurements with pandas (dev dependency)")
+pytest.importorskip("scipy", reason="the fit needs scipy")
 if not DATA_DIR.is_dir():
     pytest.skip(f"measurement data not found at {DATA_DIR} (the shared agullo-h100 data set)",
                 allow_module_level=True)
 
+from packer.calibration import lora as lora_stage  # noqa: E402
+from packer.calibration.assemble import MODELS, build_profiles, fit_micro_benchmarks  # noqa: E402
+from packer.calibration.e2e import E2E_DEFAULTS, E2E_KEYS  # noqa: E402
+from packer.calibration.fitting import interp_linear  # noqa: E402
+from packer.calibration.io import SOURCE_FILES, load_e2e_params, read_measurements  # noqa: E402
 from packer.profile import Profile, load_profile  # noqa: E402
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("fit_profiles", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module                 # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-fp = _load_script()
-MODEL_NAMES = [m.name for m in fp.MODELS]
+MODEL_NAMES = [m.name for m in MODELS]
 
 
 @pytest.fixture(scope="module")
-def profile_dicts() -> dict[str, dict]:
+def fits():
+    """The micro-benchmark fits of the real data (they do not depend on the e2e parameters)."""
+    return fit_micro_benchmarks(read_measurements(DATA_DIR))
+
+
+def _build(fits, e2e_path: Path) -> dict[str, dict]:
+    return build_profiles(fits, load_e2e_params(e2e_path, relative_to=REPO_ROOT))
+
+
+@pytest.fixture(scope="module")
+def profile_dicts(fits) -> dict[str, dict]:
     """{model name: fitted profile dict}, with the repository's e2e_params.json (or its defaults)."""
-    return {d["model"]: d for d in fp.build_profiles(DATA_DIR, fp.DEFAULT_E2E_PATH).values()}
+    return {d["model"]: d for d in _build(fits, E2E_PATH).values()}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +72,7 @@ def _sched_ms(profile: Profile, running, waiting):
 
 
 def _decode_ms(profile: Profile, n_seqs):
-    return fp.interp_linear(n_seqs, profile.step.decode_batch, profile.step.decode_ms)
+    return interp_linear(n_seqs, profile.step.decode_batch, profile.step.decode_ms)
 
 
 # ---- memory -------------------------------------------------------------------------------------
@@ -183,7 +192,7 @@ def test_lora_overhead_reproduces_measured_itl(profiles, profile_dicts, csv, mod
     assert s.lora_ms_per_adapter > 0 and c0 > 0
     rows = csv("mb_lora_decode_overhead").query(
         "model == @model and experiment == 'lora_decode' and status == 'ok' and preemptions == 0")
-    assert (rows["max_loras"] == fp.LORA_PROBE_SLOTS).all()
+    assert (rows["max_loras"] == lora_stage.LORA_PROBE_SLOTS).all()
     x, context = rows["mean_running"], rows["input_tokens_per_req"] + rows["output_tokens_per_req"] / 2
     base = (_decode_ms(p, x) + s.attention_ms_per_kv_token * x * (context - s.decode_ctx_ref)
             + _sched_ms(p, x, rows["mean_waiting"]))
@@ -195,7 +204,7 @@ def test_lora_overhead_reproduces_measured_itl(profiles, profile_dicts, csv, mod
     # Held-out rows (distinct adapters not logged): the occupancy estimate stands in for them.
     held = rows[~logged]
     assert len(held) >= 10
-    adapters = fp.expected_distinct_adapters(held["n_adapters_used"], held["mean_running"])
+    adapters = lora_stage.expected_distinct_adapters(held["n_adapters_used"], held["mean_running"])
     predicted = base[~logged] + c0 + s.lora_ms_per_adapter * adapters
     rel = np.abs(predicted - held["mean_itl_ms"]) / held["mean_itl_ms"]
     assert rel.mean() < 0.03 and rel.max() < 0.08
@@ -215,8 +224,8 @@ def test_one_adapter_roughly_doubles_the_step_and_each_adapter_adds_about_two_pe
     # The end-to-end token terms, at the probe's point (300 slots, rank 8), are reported next to c0
     # (not fitted to it) and must be of the same order: both are the LoRA cost of the same steps.
     check = lora["e2e_cross_check"]
-    slots_per_token = s.lora_ms_per_token + s.lora_ms_per_token_slot * fp.LORA_PROBE_SLOTS
-    e2e = s.rank_factor(fp.LORA_PROBE_RANK) * (s.lora_ms_base + slots_per_token * n)
+    slots_per_token = s.lora_ms_per_token + s.lora_ms_per_token_slot * lora_stage.LORA_PROBE_SLOTS
+    e2e = s.rank_factor(lora_stage.LORA_PROBE_RANK) * (s.lora_ms_base + slots_per_token * n)
     assert check["e2e_prediction_ms"] == pytest.approx(e2e, rel=1e-4)
     assert check["micro_intercept_ms"] == lora["intercept_ms"]
     assert 0.25 < e2e / lora["intercept_ms"] < 4
@@ -272,17 +281,22 @@ def test_fit_report_has_every_part_with_errors(profile_dicts, model):
     for stats in (report["scheduler"], report["decode"]["fit_with_context_term"], report["lora"]["delta_fit"]):
         assert {"mae", "mape_pct", "r2", "n"} <= set(stats)
     assert report["decode"]["rows_used"] >= 20 and "notes" in report["prefill"]
-    assert all(f"agullo-h100/{f}" in report["sources"] for f in fp.SOURCE_FILES)
+    assert all(f"agullo-h100/{f}" in report["sources"] for f in SOURCE_FILES)
 
 
 def test_shipped_profiles_are_the_script_output(tmp_path):
-    assert fp.main(["--data", str(DATA_DIR), "--out", str(tmp_path)]) == 0
+    """The script as a user runs it (the packer installed, or this checkout): byte-identical files."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(SCRIPT), "--data", str(DATA_DIR), "--out", str(tmp_path)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "=== llama-3.1-8b-instruct@h100-64gb ===" in out.stdout and "fit errors:" in out.stdout
     written = sorted(p.name for p in tmp_path.glob("*.json"))
     assert written == [f"{m}@h100-64gb.json" for m in MODEL_NAMES]
     for name in written:
         shipped = SHIPPED_DIR / name
         assert shipped.is_file(), f"{shipped} missing: run python calibrate/fit_profiles.py"
-        assert json.loads(shipped.read_text()) == json.loads((tmp_path / name).read_text()), \
+        assert shipped.read_bytes() == (tmp_path / name).read_bytes(), \
             f"{shipped} is stale: re-run python calibrate/fit_profiles.py"
 
 
@@ -293,10 +307,9 @@ def test_shipped_profiles_load(model):
     assert profile.memory.startup_error(8, 8) is None
 
 
-def test_fit_is_deterministic():
-    first = fp.build_profiles(DATA_DIR, fp.DEFAULT_E2E_PATH)
-    fp.fit_micro_benchmarks.cache_clear()
-    assert fp.build_profiles(DATA_DIR, fp.DEFAULT_E2E_PATH) == first
+def test_fit_is_deterministic(fits):
+    again = fit_micro_benchmarks(read_measurements(DATA_DIR))
+    assert _build(again, E2E_PATH) == _build(fits, E2E_PATH)
 
 
 E2E_STEP_KEYS = ("lora_ms_base", "lora_ms_per_token", "lora_ms_per_token_slot", "lora_rank_ref", "lora_rank_slope")
@@ -304,10 +317,10 @@ E2E_CLIENT_KEYS = ("max_waiting", "output_len_scale")
 
 
 def test_e2e_keys_are_the_profile_fields_not_fitted_from_micro_benchmarks():
-    assert set(fp.E2E_KEYS) == set(E2E_STEP_KEYS) | set(E2E_CLIENT_KEYS)
+    assert set(E2E_KEYS) == set(E2E_STEP_KEYS) | set(E2E_CLIENT_KEYS)
     for model in MODEL_NAMES:
-        assert set(fp.E2E_DEFAULTS[model]) == set(fp.E2E_KEYS)
-    assert not hasattr(fp, "lora_slopes_given_e2e")
+        assert set(E2E_DEFAULTS[model]) == set(E2E_KEYS)
+    assert not hasattr(lora_stage, "lora_slopes_given_e2e")
 
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
@@ -324,28 +337,28 @@ def test_profile_writes_every_step_field_and_loads(profile_dicts, profiles, mode
     assert step["decode_ctx_ref"] == decode["ctx_ref_tokens"]
 
 
-def test_missing_e2e_params_fall_back_to_defaults(tmp_path):
-    fitted = fp.build_profiles(DATA_DIR, tmp_path / "absent.json")
+def test_missing_e2e_params_fall_back_to_defaults(fits, tmp_path):
+    fitted = _build(fits, tmp_path / "absent.json")
     for profile in fitted.values():
-        defaults = fp.E2E_DEFAULTS[profile["model"]]
+        defaults = E2E_DEFAULTS[profile["model"]]
         assert profile["fit_report"]["e2e"]["source"].startswith("defaults")
         for k in E2E_STEP_KEYS:
             assert profile["step"][k] == defaults[k], k
         assert profile["client"] == {"max_waiting": defaults["max_waiting"],
                                      "output_len_scale": defaults["output_len_scale"]}
-    assert fp.E2E_DEFAULTS["llama-3.1-8b-instruct"]["output_len_scale"] == 0.99
-    assert fp.E2E_DEFAULTS["qwen-2.5-7b-instruct"]["output_len_scale"] == 0.96
+    assert E2E_DEFAULTS["llama-3.1-8b-instruct"]["output_len_scale"] == 0.99
+    assert E2E_DEFAULTS["qwen-2.5-7b-instruct"]["output_len_scale"] == 0.96
 
 
-def test_every_e2e_param_is_honoured_and_the_micro_fit_does_not_depend_on_them(tmp_path):
+def test_every_e2e_param_is_honoured_and_the_micro_fit_does_not_depend_on_them(fits, tmp_path):
     custom = {m: {"lora_ms_base": 4.5, "lora_ms_per_token": 0.021, "lora_ms_per_token_slot": 0.00017,
                   "lora_rank_ref": 16, "lora_rank_slope": 0.25, "max_waiting": 12345,
                   "output_len_scale": 0.9 + i / 100, "fit_rmse_ms": 1.5 + i}
               for i, m in enumerate(MODEL_NAMES)}
     path = tmp_path / "e2e_params.json"
     path.write_text(json.dumps(custom))
-    reference = {d["model"]: d for d in fp.build_profiles(DATA_DIR, tmp_path / "absent.json").values()}
-    merged = {d["model"]: d for d in fp.build_profiles(DATA_DIR, path).values()}
+    reference = {d["model"]: d for d in _build(fits, tmp_path / "absent.json").values()}
+    merged = {d["model"]: d for d in _build(fits, path).values()}
     for model in MODEL_NAMES:
         step, ref, given = merged[model]["step"], reference[model]["step"], custom[model]
         for k in E2E_STEP_KEYS:
@@ -370,14 +383,14 @@ def test_every_e2e_param_is_honoured_and_the_micro_fit_does_not_depend_on_them(t
         assert lora["e2e_cross_check"]["e2e_prediction_ms"] == pytest.approx(expected, rel=1e-4)
 
 
-def test_partial_e2e_file_takes_defaults_for_the_missing_keys(tmp_path):
+def test_partial_e2e_file_takes_defaults_for_the_missing_keys(fits, tmp_path):
     path = tmp_path / "e2e_params.json"
     path.write_text(json.dumps({"llama-3.1-8b-instruct": {"lora_ms_per_token_slot": 0.0005}}))
-    fitted = {d["model"]: d for d in fp.build_profiles(DATA_DIR, path).values()}
+    fitted = {d["model"]: d for d in _build(fits, path).values()}
     llama, qwen = fitted["llama-3.1-8b-instruct"], fitted["qwen-2.5-7b-instruct"]
     assert llama["step"]["lora_ms_per_token_slot"] == 0.0005
-    assert llama["step"]["lora_ms_base"] == fp.E2E_DEFAULTS["llama-3.1-8b-instruct"]["lora_ms_base"]
-    assert qwen["step"]["lora_ms_per_token_slot"] == fp.E2E_DEFAULTS["qwen-2.5-7b-instruct"]["lora_ms_per_token_slot"]
+    assert llama["step"]["lora_ms_base"] == E2E_DEFAULTS["llama-3.1-8b-instruct"]["lora_ms_base"]
+    assert qwen["step"]["lora_ms_per_token_slot"] == E2E_DEFAULTS["qwen-2.5-7b-instruct"]["lora_ms_per_token_slot"]
     source = llama["fit_report"]["e2e"]["source"]
     assert "defaults for" in source and "llama-3.1-8b-instruct.lora_ms_base" in source
     assert "llama-3.1-8b-instruct.lora_ms_per_token_slot" not in source

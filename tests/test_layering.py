@@ -1,6 +1,12 @@
-"""Dependencies point one way: twin <- live <- predictors <- capacity <- solvers <- planner <- cli. Every import of
-every module is read from its source (module level and inside functions), so a cycle cannot hide in a
-function-level import (issue 13, deliverable 1)."""
+"""Dependencies point one way: twin <- live, calibration <- predictors <- capacity <- solvers <- planner <- cli.
+Every import of every module is read from its source (module level and inside functions), so a cycle
+cannot hide in a function-level import (issue 13, deliverable 1).
+
+``calibration`` (fitting a profile from measurements) is a layer of its own below the predictors: it
+needs only the shared modules (``profile``, ``files``) today, may build on the twin, and is imported by
+the layers above it (capacity, solvers, cli) but never imports them. ``live`` (talking to vLLM
+servers: serve-twin, bench, launching) sits on the twin and under calibration and the predictors,
+which run their measurements through it."""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ import pytest
 import packer
 
 PACKAGE = Path(packer.__file__).resolve().parent
-LAYERS = ["twin", "live", "predictors", "capacity", "solvers", "planner", "cli"]
+LAYERS = ["twin", "live", "calibration", "predictors", "capacity", "solvers", "planner", "cli"]
 # layer -> the layers it must not import (every layer above it)
 FORBIDDEN = {layer: set(LAYERS[i + 1:]) for i, layer in enumerate(LAYERS)}
 

@@ -59,7 +59,7 @@ def _cli(*args: str) -> tuple[subprocess.CompletedProcess, dict]:
 
 @pytest.mark.parametrize("statement", ["import packer", "import packer.cli", "import packer.predictors",
                                        "import packer.solvers", "import packer.twin",
-                                       "import packer.capacity"])
+                                       "import packer.capacity", "import packer.calibration"])
 def test_importing_the_packages_loads_nothing_heavy(statement):
     assert _loaded(_modules_after(statement), HEAVY) == []
 

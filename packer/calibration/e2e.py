@@ -1,0 +1,44 @@
+"""The end-to-end parameters: the profile numbers the micro-benchmarks cannot pin down (the LoRA token
+costs, their rank scaling, the client's queue limit and output-length scale), calibrated on end-to-end
+runs (``calibrate/fit_e2e.py``) and merged with per-model defaults here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+__all__ = ["E2E_KEYS", "E2E_DEFAULTS", "E2EParams", "merge_e2e_params"]
+
+E2E_KEYS = ("lora_ms_base", "lora_ms_per_token", "lora_ms_per_token_slot", "lora_rank_ref", "lora_rank_slope",
+            "max_waiting", "output_len_scale")
+_E2E_COMMON_DEFAULTS = {"lora_ms_base": 3.0, "lora_ms_per_token": 0.015, "lora_ms_per_token_slot": 0.0003,
+                        "lora_rank_ref": 8, "lora_rank_slope": 0.3, "max_waiting": 25000}
+E2E_DEFAULTS = {
+    "llama-3.1-8b-instruct": dict(_E2E_COMMON_DEFAULTS, output_len_scale=0.99),
+    "qwen-2.5-7b-instruct": dict(_E2E_COMMON_DEFAULTS, output_len_scale=0.96),
+}
+
+
+@dataclass(frozen=True)
+class E2EParams:
+    """Per model: the E2E_KEYS values (``params``), other keys given (``extra``, reported only), and where
+    the values came from (``source``, written into the profile)."""
+    params: dict[str, dict[str, Any]]
+    extra: dict[str, dict[str, Any]]
+    source: str
+
+
+def merge_e2e_params(given: Mapping[str, Mapping[str, Any]] | None, source: str,
+                     defaults: Mapping[str, Mapping[str, Any]] = E2E_DEFAULTS) -> E2EParams:
+    """``given`` ({model: {key: value}}, None when there is none) over ``defaults``, for every model of
+    ``defaults``; ``source`` names where ``given`` came from (None: the defaults alone)."""
+    if given is None:
+        return E2EParams({m: dict(v) for m, v in defaults.items()}, {m: {} for m in defaults}, source)
+    params, extra, defaulted = {}, {}, []
+    for model, model_defaults in defaults.items():
+        values = given.get(model, {})
+        params[model] = {k: values.get(k, model_defaults[k]) for k in E2E_KEYS}
+        extra[model] = {k: v for k, v in values.items() if k not in E2E_KEYS}
+        defaulted += [f"{model}.{k}" for k in E2E_KEYS if k not in values]
+    return E2EParams(params, extra, source + (f" (defaults for {', '.join(defaulted)})" if defaulted else ""))
