@@ -1,0 +1,308 @@
+"""``packer bench``: play a scenario's workload against any vLLM-compatible server and report what
+``packer simulate`` reports.
+
+The requests are the twin's own (``generate_requests``: the same seeded arrivals and lengths, the
+output lengths the profile's client asks for), sent at their arrival times divided by the time scale
+as streamed completions (``ignore_eos``, ``max_tokens`` = the output length, ``model`` = the
+adapter, the prompt as token ids of the drawn length). Every token's arrival is timed; ``/metrics`` is
+scraped every second; what is in flight when the window closes is cancelled. The per-request
+outcomes go through the twin's own run summary (``summarise_run``): the same warm-up and window, the
+same latency statistics and the same starvation rule.
+
+Like the measured load generator, the client does not send a request while as many requests as the
+profile's waiting cap have been sent without a first token (counted in ``not_sent``, as the twin
+does); a 503 from the server counts the same. The client reports how far it fell behind its
+schedule, so an overloaded client never passes for a slow server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import PackerError
+from ..model import Scenario
+from ..profile import Profile
+from ..twin import kernel as K
+from ..twin.engine import SERIES_BUCKET_S, client_output_len, refused_run, summarise_run
+from ..twin.result import SimulationResult
+from ..twin.workload_gen import generate_requests
+from .metrics import scrape_values
+
+__all__ = ["BenchResult", "run_bench", "bench", "refused", "BEHIND_P99_S"]
+
+# The client is behind schedule when the 99th percentile of its send delays exceeds this many wall
+# seconds (asyncio's timers alone give about 1 ms): beyond it the TTFTs it measures are partly its own.
+BEHIND_P99_S = 0.005
+_TOKEN = b"1000,"  # every prompt token's id (any valid id: the server only counts them)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """A benchmark's outcome: ``result`` has the keys of ``packer simulate --json``; ``client`` how the
+    client fared; ``partial`` with ``error`` when the run stopped early (the server died)."""
+
+    result: SimulationResult
+    client: dict[str, Any]
+    series: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    partial: bool = False
+    error: str | None = None
+
+    def to_dict(self, series: bool = False) -> dict[str, Any]:
+        from ..files import json_ready
+
+        d = {**self.result.to_dict(), "partial": self.partial, "error": self.error, "client": self.client}
+        if series:
+            d["metrics_series"] = list(self.series)
+        return json_ready(d)
+
+
+class _Fatal(Exception):
+    pass
+
+
+class _Run:
+    """The state of one benchmark run: the requests, their outcomes, the client's schedule."""
+
+    def __init__(self, sc: Scenario, prof: Profile, url: str, time_scale: float, max_waiting: int | None):
+        self.sc, self.prof, self.url, self.scale = sc, prof, url.rstrip("/"), float(time_scale)
+        self.req = generate_requests(sc.workload)
+        self.out_len = client_output_len(self.req.output_len, prof.client.output_len_scale)
+        n = len(self.req.arrival_s)
+        self.first = np.full(n, np.nan)
+        self.finish = np.full(n, np.nan)
+        self.itl_sum = np.zeros(n)
+        self.itl_cnt = np.zeros(n, dtype=np.int64)
+        self.state = np.full(n, K.S_FUTURE, dtype=np.int8)
+        self.lag = np.full(n, np.nan)
+        self.max_waiting = prof.client.max_waiting if max_waiting is None else max_waiting
+        self.names = [a.id for a in sc.workload.adapters]
+        self.awaiting_first = 0
+        self.gated = self.rejected = self.errors = 0
+        self.first_error: str | None = None
+        self.fatal: str | None = None
+        self.series: list[dict[str, Any]] = []
+        self.t0 = 0.0
+        longest = int(self.req.prompt_len.max()) if n else 1
+        self._prompt = _TOKEN * longest
+
+    def sim(self, loop) -> float:
+        return (loop.time() - self.t0) * self.scale
+
+    def body(self, i: int) -> bytes:
+        p = int(self.req.prompt_len[i])
+        name = self.names[int(self.req.adapter[i])]
+        import json
+
+        return (b'{"model":' + json.dumps(name).encode() + b',"prompt":[' + self._prompt[:len(_TOKEN) * p - 1]
+                + b'],"max_tokens":' + str(int(self.out_len[i])).encode()
+                + b',"ignore_eos":true,"stream":true,"temperature":0}')
+
+    async def one(self, session, i: int, loop) -> None:
+        import aiohttp
+
+        self.lag[i] = (loop.time() - self.t0) * self.scale - self.req.arrival_s[i]
+        self.state[i] = K.S_WAITING
+        self.awaiting_first += 1
+        awaiting = True
+        got = 0
+        last = math.nan
+        try:
+            async with session.post(self.url + "/v1/completions", data=self.body(i),
+                                    headers={"Content-Type": "application/json"}) as resp:
+                if resp.status == 503:
+                    self.state[i] = K.S_DROPPED
+                    self.rejected += 1
+                    return
+                if resp.status != 200:
+                    text = (await resp.text())[:300]
+                    if resp.status == 404:
+                        raise _Fatal(f"the server does not serve adapter {self.names[int(self.req.adapter[i])]!r} "
+                                     f"(404: {text}); give it the scenario's adapters (--lora-modules)")
+                    self._error(f"HTTP {resp.status}: {text}")
+                    self.state[i] = K.S_DROPPED
+                    return
+                async for chunk in resp.content.iter_any():
+                    k = chunk.count(b"data: {")
+                    if not k:
+                        continue
+                    t = (loop.time() - self.t0) * self.scale
+                    if got == 0:
+                        self.first[i] = t
+                        self.state[i] = K.S_RUNNING
+                        self.awaiting_first -= 1
+                        awaiting = False
+                    else:
+                        self.itl_sum[i] += t - last
+                    self.itl_cnt[i] += k - 1 if got == 0 else k  # tokens in one chunk: gaps of zero
+                    got += k
+                    last = t
+            if got:
+                self.finish[i] = last
+                self.state[i] = K.S_DONE
+        except _Fatal as e:
+            self.fatal = str(e)
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            if isinstance(e, (aiohttp.ClientConnectorError, ConnectionRefusedError)):
+                self.fatal = f"the server at {self.url} stopped answering ({e.__class__.__name__}: {e})"
+            else:
+                self._error(f"{e.__class__.__name__}: {e}")
+        finally:
+            if awaiting:  # no first token: answered with an error, or still waiting when cancelled
+                self.awaiting_first -= 1
+
+    def _error(self, text: str) -> None:
+        self.errors += 1
+        if self.first_error is None:
+            self.first_error = text
+
+    async def scrape(self, session, loop, alive, every_s: float) -> None:
+        import aiohttp
+
+        prev = None
+        while True:
+            try:
+                async with session.get(self.url + "/metrics", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    text = await r.text()
+                v = scrape_values(text)
+                t = self.sim(loop)
+                row = {"t_s": t, "running": v.get("vllm:num_requests_running", 0.0),
+                       "waiting": v.get("vllm:num_requests_waiting", 0.0),
+                       "kv_usage": v.get("vllm:kv_cache_usage_perc", v.get("vllm:gpu_cache_usage_perc", 0.0)),
+                       "preemptions": v.get("vllm:num_preemptions_total", 0.0),
+                       "generation_tokens": v.get("vllm:generation_tokens_total", 0.0),
+                       "prompt_tokens": v.get("vllm:prompt_tokens_total", 0.0),
+                       "running_lora_adapters": v.get("running_lora_adapters", []),
+                       "waiting_lora_adapters": v.get("waiting_lora_adapters", [])}
+                if "packer:engine_lag_seconds" in v:
+                    row["server_lag_s"] = v["packer:engine_lag_seconds"]
+                self.series.append(row)
+                prev = t
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+                if alive is not None and not alive():
+                    self.fatal = f"the server process exited during the run (last scrape at {prev or 0:.1f} s)"
+                    return
+                self._error(f"/metrics: {e.__class__.__name__}")
+            if alive is not None and not alive():
+                self.fatal = f"the server process exited during the run (at about {self.sim(loop):.1f} s)"
+                return
+            await asyncio.sleep(every_s)
+
+    async def run(self, alive=None, scrape_s: float = 1.0) -> None:
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        horizon = self.sc.workload.horizon_s
+        arrival = self.req.arrival_s
+        conn = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+        async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
+            self.t0 = loop.time() + 0.05
+            tasks: set[asyncio.Task] = set()
+            scraper = asyncio.create_task(self.scrape(session, loop, alive, scrape_s))
+            i, n = 0, len(arrival)
+            while i < n and self.fatal is None:
+                now = loop.time()
+                target = self.t0 + arrival[i] / self.scale
+                if target > now:
+                    await asyncio.sleep(target - now)
+                    continue
+                while i < n and self.t0 + arrival[i] / self.scale <= now:
+                    if self.awaiting_first >= self.max_waiting:
+                        self.state[i] = K.S_DROPPED
+                        self.gated += 1
+                    else:
+                        t = asyncio.create_task(self.one(session, i, loop))
+                        tasks.add(t)
+                        t.add_done_callback(tasks.discard)
+                    i += 1
+                await asyncio.sleep(0)
+            end = self.t0 + horizon / self.scale
+            while self.fatal is None and loop.time() < end:
+                await asyncio.sleep(min(0.05, max(0.0, end - loop.time())))
+            for t in list(tasks) + [scraper]:
+                t.cancel()
+            await asyncio.gather(*tasks, scraper, return_exceptions=True)
+
+    def result(self, kv_tokens: int, t_start: float) -> SimulationResult:
+        sc, prof = self.sc, self.prof
+        horizon = sc.workload.horizon_s
+        n_buckets = int(np.ceil(horizon / SERIES_BUCKET_S))
+        waiting, running, kv = (np.zeros(n_buckets) for _ in range(3))
+        if self.series:
+            t = np.array([r["t_s"] for r in self.series])
+            b = np.minimum((t // SERIES_BUCKET_S).astype(int), n_buckets - 1)
+            for arr, key, scale in ((waiting, "waiting", 1.0), (running, "running", 1.0),
+                                    (kv, "kv_usage", kv_tokens / prof.memory.block_size)):
+                vals = np.array([r[key] for r in self.series]) * scale
+                last = 0.0
+                for k in range(n_buckets):  # the mean of the scrapes in each bucket (the last one before, if none)
+                    sel = vals[(b == k) & (t >= 0)]
+                    last = float(sel.mean()) if len(sel) else last
+                    arr[k] = last
+        counters = np.zeros(K.C_N)
+        if self.series:
+            counters[K.C_MAX_WAITING] = max(r["waiting"] for r in self.series)
+            counters[K.C_MAX_RUNNING] = max(r["running"] for r in self.series)
+            counters[K.C_END_WAITING] = self.series[-1]["waiting"]
+            counters[K.C_END_RUNNING] = self.series[-1]["running"]
+            counters[K.C_PREEMPTIONS] = self.series[-1]["preemptions"] - self.series[0]["preemptions"]
+            counters[K.C_MAX_KV_USED] = max(r["kv_usage"] for r in self.series) * kv_tokens / prof.memory.block_size
+        finish = np.where(self.finish <= horizon, self.finish, np.nan)
+        out = (counters, self.first, finish, self.itl_sum, self.itl_cnt, waiting, running, kv, self.state)
+        return summarise_run(sc, prof, kv_tokens, self.req, self.out_len, out, t_start)
+
+    def client_report(self) -> dict[str, Any]:
+        lag = self.lag[np.isfinite(self.lag)]
+        p99 = float(np.percentile(lag, 99)) if len(lag) else 0.0
+        sent = int(np.count_nonzero(np.isfinite(self.lag)))
+        return {"sent": sent, "not_sent_waiting_cap": self.gated, "rejected_503": self.rejected,
+                "errors": self.errors, "first_error": self.first_error, "send_lag_p50_s": float(np.median(lag))
+                if len(lag) else 0.0, "send_lag_p99_s": p99, "send_lag_max_s": float(lag.max()) if len(lag) else 0.0,
+                "behind_schedule": bool(p99 / self.scale > BEHIND_P99_S), "time_scale": self.scale,
+                "max_waiting": self.max_waiting}
+
+
+async def run_bench(sc: Scenario, prof: Profile, url: str, *, time_scale: float = 1.0, max_waiting: int | None = None,
+                    kv_tokens: int | None = None, alive=None, scrape_s: float = 1.0) -> BenchResult:
+    """Benchmark the server at ``url`` on the scenario's workload (see the module docstring). ``alive``,
+    when given, says whether the server process still runs (a launched server)."""
+    from ..twin import Twin
+
+    t_start = time.perf_counter()
+    run = _Run(sc, prof, url, time_scale, max_waiting)
+    kv = kv_tokens if kv_tokens is not None else Twin(sc, prof).kv_capacity_tokens()
+    await run.run(alive=alive, scrape_s=scrape_s)
+    result = run.result(kv, t_start)
+    result = _with_wall(result, time.perf_counter() - t_start)
+    return BenchResult(result=result, client=run.client_report(), series=tuple(run.series),
+                       partial=run.fatal is not None, error=run.fatal)
+
+
+def refused(sc: Scenario, prof: Profile, reason: str) -> BenchResult:
+    """The result of a server that refused to start: ``memory_error`` = its reason."""
+    req = generate_requests(sc.workload)
+    out_len = client_output_len(req.output_len, prof.client.output_len_scale)
+    res = refused_run(sc, prof, 0, req, out_len, reason, time.perf_counter())
+    return BenchResult(result=res, client={"sent": 0}, partial=False, error=None)
+
+
+def bench(sc: Scenario, prof: Profile, url: str, **kw) -> BenchResult:
+    """``run_bench`` in a fresh event loop."""
+    try:
+        return asyncio.run(run_bench(sc, prof, url, **kw))
+    except KeyboardInterrupt:
+        raise PackerError("interrupted") from None
+
+
+def _with_wall(r: SimulationResult, wall: float) -> SimulationResult:
+    import dataclasses
+
+    return dataclasses.replace(r, wall_seconds=wall)

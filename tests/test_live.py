@@ -1,0 +1,205 @@
+"""The live path over real loopback HTTP against real server processes (no mocks): `packer serve-twin`
+answers vLLM's API with vLLM's semantics, and `packer bench` against it agrees with `packer simulate`
+on the same scenario; refused starts, a server killed mid-run and process clean-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import aiohttp
+import pytest
+
+from packer.live.bench import bench
+from packer.live.launch import LaunchedServer, free_port
+from packer.live.session import launch_and_bench
+from packer.model import parse_scenario
+from packer.profile import load_profile
+from packer.twin import simulate
+
+LLAMA = "llama-3.1-8b-instruct@h100-64gb"
+SERVE = [sys.executable, "-m", "packer.cli", "serve-twin"]
+
+
+def _template(marker: str) -> str:
+    return " ".join(SERVE) + (f" --profile {LLAMA} --max-loras {{max_loras}} --max-cpu-loras {{max_cpu_loras}} "
+                              "--max-lora-rank {max_lora_rank} --max-num-seqs {max_num_seqs} "
+                              "--max-num-batched-tokens {max_num_batched_tokens} "
+                              "--gpu-memory-utilization {gpu_memory_utilization} --port {port} "
+                              f"--time-scale {{time_scale}} --served-model-name {marker} --lora-modules {{lora_modules}}")
+
+
+def _scenario(slots, n, rate, rank=16, duration=60.0, warmup=20.0, gmu=0.9, seqs=256):
+    return parse_scenario({"profile": LLAMA, "server": {"max_loras": slots, "max_lora_rank": max(16, rank),
+                                                        "max_num_seqs": seqs, "gpu_memory_utilization": gmu},
+                           "adapters": [{"id": f"a{i}", "rank": rank if i % 2 else 8, "rate": rate} for i in range(n)],
+                           "duration_s": duration, "warmup_s": warmup, "seed": 1})
+
+
+def _leftovers(marker: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if "pgrep" not in ln]
+
+
+@pytest.fixture
+def marker():
+    m = f"packer-test-{uuid.uuid4().hex[:10]}"
+    yield m
+    assert _leftovers(m) == []  # no server left behind
+
+
+@pytest.mark.parametrize("slots,n,rate,scale", [
+    (8, 4, 1.0, 10.0),    # light: every adapter in a slot
+    (16, 24, 0.25, 10.0),  # moderate: 24 adapters on 16 slots
+    (1, 8, 0.5, 10.0),    # LoRA-starved: one slot, skip-and-continue
+    (8, 4, 1.0, 2.0),     # a slower clock, the same answer
+])
+def test_bench_against_serve_twin_agrees_with_simulate(slots, n, rate, scale, marker):
+    sc = _scenario(slots, n, rate, duration=60.0 if scale > 5 else 20.0, warmup=20.0 if scale > 5 else 5.0)
+    prof = load_profile(LLAMA)
+    live = launch_and_bench(sc, prof, _template(marker), time_scale=scale, health_timeout_s=60).result
+    twin = simulate(sc)
+    assert live.memory_error is None and live.finished > 20
+    assert live.starved == twin.starved
+    assert abs(live.throughput_tps - twin.throughput_tps) <= 0.05 * twin.throughput_tps
+    assert abs(live.mean_itl_ms - twin.mean_itl_ms) <= 0.15 * twin.mean_itl_ms
+    assert live.generated == twin.generated and live.offered_tps == twin.offered_tps  # the same requests
+
+
+def test_a_refused_start_is_a_memory_error(marker):
+    sc = _scenario(512, 2, 1.0, rank=64, gmu=0.5)
+    prof = load_profile(LLAMA)
+    twin = simulate(sc)
+    assert twin.memory_error
+    res = launch_and_bench(sc, prof, _template(marker), time_scale=10, health_timeout_s=60)
+    assert res.result.memory_error and twin.memory_error.split(":")[0] in res.result.memory_error
+    assert res.result.offered_tps == twin.offered_tps and res.result.finished == 0
+
+
+@pytest.fixture
+def server(marker, tmp_path):
+    adapters = tmp_path / "adapters"
+    for name, r in (("sql", 8), ("chat", 16)):
+        (adapters / name).mkdir(parents=True)
+        (adapters / name / "adapter_config.json").write_text(json.dumps({"r": r, "peft_type": "LORA"}))
+    (adapters / "big").mkdir()
+    (adapters / "big" / "adapter_config.json").write_text(json.dumps({"r": 64}))
+    port = free_port()
+    argv = SERVE + ["--profile", LLAMA, "--max-loras", "2", "--max-lora-rank", "16", "--port", str(port),
+                    "--time-scale", "10", "--served-model-name", marker, "--lora-modules", f"sql={adapters / 'sql'}"]
+    with LaunchedServer(argv, f"http://127.0.0.1:{port}", tmp_path / "server.log").start(60) as s:
+        yield s, adapters
+
+
+def _call(method, url, body=None):
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, url, json=body) as r:
+                text = await r.text()
+                return r.status, text
+    return asyncio.run(go())
+
+
+def test_load_unload_and_unknown_adapters(server, marker):
+    s, adapters = server
+    models = json.loads(_call("GET", s.url + "/v1/models")[1])
+    assert [m["id"] for m in models["data"]] == [marker, "sql"] and models["data"][1]["parent"] == marker
+    status, text = _call("POST", s.url + "/v1/completions", {"model": "chat", "prompt": [1, 2, 3], "max_tokens": 2})
+    assert status == 404 and json.loads(text)["type"] == "NotFoundError"
+    assert _call("POST", s.url + "/v1/load_lora_adapter", {"lora_name": "chat"})[0] == 400
+    assert _call("POST", s.url + "/v1/load_lora_adapter", {"lora_name": "big", "lora_path": str(adapters / "big")})[0] == 400
+    status, text = _call("POST", s.url + "/v1/load_lora_adapter", {"lora_name": "chat", "lora_path": str(adapters / "chat")})
+    assert status == 200 and "added successfully" in text
+    assert _call("POST", s.url + "/v1/load_lora_adapter", {"lora_name": "chat", "lora_path": str(adapters / "chat")})[0] == 400
+    status, text = _call("POST", s.url + "/v1/completions", {"model": "chat", "prompt": [1, 2, 3], "max_tokens": 4})
+    body = json.loads(text)
+    assert status == 200 and body["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert _call("POST", s.url + "/v1/unload_lora_adapter", {"lora_name": "chat"})[0] == 200
+    assert _call("POST", s.url + "/v1/unload_lora_adapter", {"lora_name": "chat"})[0] == 404
+    assert _call("POST", s.url + "/v1/completions", {"model": "chat", "prompt": "hi", "max_tokens": 2})[0] == 404
+    base = _call("POST", s.url + "/v1/chat/completions",
+                 {"model": marker, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3})
+    assert base[0] == 200 and json.loads(base[1])["choices"][0]["message"]["content"] == " tok" * 3
+
+
+def test_streaming_and_metrics(server):
+    s, _ = server
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "sql", "prompt": [7] * 50, "max_tokens": 5, "stream": True,
+                    "stream_options": {"include_usage": True}}
+            async with session.post(s.url + "/v1/completions", json=body) as r:
+                assert r.headers["Content-Type"].startswith("text/event-stream")
+                raw = (await r.read()).decode()
+            async with session.get(s.url + "/metrics") as r:
+                return raw, await r.text()
+
+    raw, metrics = asyncio.run(go())
+    events = [e[len("data: "):] for e in raw.split("\n\n") if e.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    tokens = [c for c in chunks if c["choices"]]
+    assert len(tokens) == 5 and tokens[-1]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"] == {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+                 "vllm:num_preemptions_total", "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
+                 "vllm:lora_requests_info", "vllm:time_to_first_token_seconds_bucket",
+                 "vllm:inter_token_latency_seconds_bucket"):
+        assert name in metrics, name
+    assert 'vllm:generation_tokens_total{engine="0"' in metrics and "} 5.0" in metrics
+
+
+def test_a_server_killed_mid_run_gives_partial_results(marker, tmp_path):
+    sc = _scenario(8, 4, 1.0, duration=60.0, warmup=0.0)
+    prof = load_profile(LLAMA)
+    port = free_port()
+    argv = SERVE + ["--profile", LLAMA, "--max-loras", "8", "--port", str(port), "--time-scale", "10",
+                    "--served-model-name", marker, "--lora-modules"] + [f"a{i}={tmp_path}/a{i}" for i in range(4)]
+    for i in range(4):
+        (tmp_path / f"a{i}").mkdir()
+        (tmp_path / f"a{i}" / "adapter_config.json").write_text(json.dumps({"r": 8 if i % 2 == 0 else 16}))
+    srv = LaunchedServer(argv, f"http://127.0.0.1:{port}", tmp_path / "server.log").start(60)
+    try:
+        import threading
+
+        killer = threading.Timer(2.0, lambda: os.killpg(srv.proc.pid, 9))
+        killer.start()
+        t0 = time.monotonic()
+        res = bench(sc, prof, srv.url, time_scale=10, alive=srv.alive)
+        assert time.monotonic() - t0 < 5.5  # it stops soon after the server dies, not at the window's end
+    finally:
+        srv.stop()
+    assert res.partial and ("stopped answering" in res.error or "exited" in res.error)
+    assert 0 < res.result.finished < simulate(sc).finished
+
+
+def test_bench_cli_reports_like_simulate_and_cleans_up(marker, tmp_path):
+    sc_path = tmp_path / "sc.json"
+    sc_path.write_text(json.dumps({"profile": LLAMA, "server": {"max_loras": 4, "max_lora_rank": 16},
+                                   "adapters": [{"id": "x", "rank": 8, "rate": 1.0}, {"id": "y", "rank": 16, "rate": 1.0}],
+                                   "duration_s": 20, "warmup_s": 5, "seed": 2}))
+    run = subprocess.run([sys.executable, "-m", "packer.cli", "bench", str(sc_path), "--json", "--time-scale", "10",
+                          "--launch", _template(marker)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    live = json.loads(run.stdout)
+    sim = json.loads(subprocess.run([sys.executable, "-m", "packer.cli", "simulate", str(sc_path), "--json"],
+                                    capture_output=True, text=True, check=True).stdout)
+    assert set(sim) <= set(live) and live["partial"] is False and live["metrics_series"]
+    assert abs(live["throughput_tps"] - sim["throughput_tps"]) <= 0.05 * sim["throughput_tps"]
+
+
+def test_bench_cli_bad_input_is_one_line(tmp_path):
+    sc_path = tmp_path / "sc.json"
+    sc_path.write_text(json.dumps({"profile": LLAMA, "server": {"max_loras": 4, "max_lora_rank": 16},
+                                   "adapters": [{"id": "x", "rank": 8, "rate": 1.0}], "duration_s": 20}))
+    for args in (["--url", "http://x", "--launch", "y"], [], ["--launch", "serve {nope}"]):
+        run = subprocess.run([sys.executable, "-m", "packer.cli", "bench", str(sc_path), *args],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 2 and run.stderr.startswith("error:") and len(run.stderr.strip().splitlines()) == 1, \
+            (args, run.stderr)
