@@ -31,13 +31,19 @@ from .errors import InputError
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["MAX_FILE_BYTES", "read_text", "read_json", "read_json_text", "read_csv", "CsvTable", "read_npz",
+__all__ = ["cache_root", "MAX_FILE_BYTES", "read_text", "read_json", "read_json_text", "read_csv", "CsvTable", "read_npz",
            "write_json_atomic", "json_ready", "dumps", "loaded_numpy"]
 
 MAX_FILE_BYTES = 256 << 20  # far above any file packer reads; a bigger one is a wrong path, not data
 
 
 # ---- reading ------------------------------------------------------------------------------------
+
+def cache_root() -> Path:
+    """Where packer keeps what it measured (capacity tables, live benchmarks): ``$PACKER_CACHE_DIR``,
+    default ``~/.cache/packer``."""
+    return Path(os.environ.get("PACKER_CACHE_DIR") or Path.home() / ".cache" / "packer")
+
 
 def _read_bytes(path: str | os.PathLike, field: str, kind: str) -> bytes:
     p = Path(path)

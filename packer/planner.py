@@ -61,7 +61,7 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
           objective: str | None = None, gpus: int | None = None, time_limit: float = 60.0, seed: int = 0,
           verify: bool = True, workers: int | None = None, cache: bool = True,
           progress: Callable[[str], None] | None = None, executor: Any = None,
-          ray_address: str | None = None) -> SolveResult:
+          ray_address: str | None = None, verify_with: Any = "twin") -> SolveResult:
     """Place ``workload``'s adapters on GPUs; see ``SolveResult``.
 
     ``solver`` and ``predictor`` are registered names or objects; ``objective`` and ``gpus``
@@ -73,6 +73,9 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     ``executor`` (``"process"`` by default, ``"serial"``, ``"ray"`` at ``ray_address``, or any
     ``concurrent.futures.Executor``; see ``packer.executor``) runs the capacity measurement and the
     twin verification; ``workers`` bounds its processes. Every executor gives the same answer.
+
+    ``verify_with`` is the predictor that verifies (and repairs) each GPU: ``"twin"`` by default, or
+    ``"vllm"`` (a ``VllmPredictor``, or any predictor object) to check the plan on real GPUs.
     """
     t0 = time.perf_counter()
     wl = parse_workload(workload)
@@ -84,9 +87,16 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
         raise InputError("time_limit", f"must be a positive number of seconds (got {time_limit!r})")
     slv = get_solver(solver)
     pred = get_predictor(predictor)
-    # verification runs one twin per GPU, in parallel processes (workers=None: every core)
-    twin = pred if isinstance(pred, TwinPredictor) else (
-        TwinPredictor(seed=seed, workers=workers, executor=executor, ray_address=ray_address) if verify else None)
+    # verification runs one twin per GPU, in parallel processes (workers=None: every core), or what the
+    # user verifies with (live vLLM)
+    if not verify:
+        twin = None
+    elif verify_with == "twin" or isinstance(verify_with, TwinPredictor):
+        twin = pred if isinstance(pred, TwinPredictor) else (
+            verify_with if isinstance(verify_with, TwinPredictor)
+            else TwinPredictor(seed=seed, workers=workers, executor=executor, ray_address=ray_address))
+    else:
+        twin = get_predictor(verify_with)
 
     problem = build_problem(wl, pred, objective=Objective.MIN_GPUS, gpus=None, time_limit_s=float(time_limit),
                             seed=seed, workers=workers, cache=cache, progress=progress, executor=executor,
@@ -129,10 +139,13 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     verified = twin_preds is not None and all(p.ok for p in twin_preds)
     result = _result(problem, assignment, obj, slv.name, pred.name, plans, verified, moved, budget,
                      t0, t_cap, t_solve, t_verify, phases)
-    return dataclasses.replace(result, warnings=result.warnings + _warnings(pred.name, pred_preds, twin_preds))
+    return dataclasses.replace(result, verified_with=twin.name if twin is not None else None,
+                               warnings=result.warnings + _warnings(pred.name, pred_preds, twin_preds,
+                                                                    twin.name if twin is not None else "twin"))
 
 
-def _warnings(predictor: str, preds: Sequence[Prediction], twin_preds: Sequence[Prediction] | None) -> tuple[str, ...]:
+def _warnings(predictor: str, preds: Sequence[Prediction], twin_preds: Sequence[Prediction] | None,
+              verifier: str = "twin") -> tuple[str, ...]:
     """What a user must know before deploying: an unverified plan, GPUs that fail the twin, and every
     predictor warning (an extrapolating tree), each naming the GPUs it concerns."""
     out: list[str] = []
@@ -142,7 +155,7 @@ def _warnings(predictor: str, preds: Sequence[Prediction], twin_preds: Sequence[
     else:
         failing = [g for g, p in enumerate(twin_preds) if not p.ok]
         if failing:
-            out.append(f"GPU{'s' if len(failing) > 1 else ''} {_gpu_list(failing)} failed the twin's verification "
+            out.append(f"GPU{'s' if len(failing) > 1 else ''} {_gpu_list(failing)} failed the {verifier}'s verification "
                        "(starved or out of memory) and could not be repaired; do not deploy this plan as it is")
     by_message: dict[str, list[int]] = {}
     for g, p in enumerate(preds):

@@ -7,13 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import warnings
 from functools import lru_cache
 from pathlib import Path
 
 from ..errors import InputError
-from ..files import read_json, read_json_text, write_json_atomic
+from ..files import cache_root, read_json, read_json_text, write_json_atomic
 from ..model import ArrivalSpec, LengthSpec, ServerDefaults
 from ..predictors.base import KEEP_UP_RATIO, Predictor
 from ..profile import Profile
@@ -24,7 +23,7 @@ __all__ = ["cache_dir", "cache_key", "search_code_hash", "read_cached", "write_c
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("PACKER_CACHE_DIR") or Path.home() / ".cache" / "packer") / "capacity"
+    return cache_root() / "capacity"
 
 
 def cache_key(predictor: Predictor, prof: Profile, lengths: LengthSpec, arrivals: ArrivalSpec, base: ServerDefaults,

@@ -8,8 +8,8 @@ import click
 
 from .. import files
 from ..defaults import GRACE_S
-from ..errors import InputError
-from .common import executor_options, fail, load_workload, solver_choice
+from ..errors import InputError, PackerError
+from .common import bare, executor_options, fail, load_workload, solver_choice
 from .render import echo_json, placement_table
 
 __all__ = ["solve", "demo"]
@@ -27,22 +27,43 @@ __all__ = ["solve", "demo"]
               help="Overrides the workload's objective (default min_gpus).")
 @click.option("--gpus", type=click.IntRange(min=1), default=None, help="GPU budget.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--no-verify", is_flag=True, help="Skip the twin verification of every GPU.")
+@click.option("--no-verify", is_flag=True, help="Skip the verification of every GPU.")
+@click.option("--verify-with", type=click.Choice(["twin", "vllm"]), default="twin", show_default=True,
+              help="Verify each GPU with the twin, or with a live benchmark on vLLM (--vllm-launch).")
+@click.option("--vllm-launch", default=None, metavar="CMD",
+              help="With --verify-with vllm: the server's launch template [$PACKER_VLLM_LAUNCH] "
+                   "(placeholders as in `packer bench --launch`).")
+@click.option("--vllm-gpus", default=None, metavar="0,1,...",
+              help="With --verify-with vllm: GPU indices, one server each, benchmarked in parallel.")
+@click.option("--vllm-model-config", default=None, type=click.Path(dir_okay=False),
+              help="With --verify-with vllm: the base model's config.json (shapes the dummy adapters' weights).")
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def solve(workload: str, solver: str, predictor: str, time_limit: float, objective: str | None, gpus: int | None,
-          seed: int, no_verify: bool, executor: str, ray_address: str | None, as_json: bool) -> None:
+          seed: int, no_verify: bool, verify_with: str, vllm_launch: str | None, vllm_gpus: str | None,
+          vllm_model_config: str | None, executor: str, ray_address: str | None, as_json: bool) -> None:
     """Place WORKLOAD.json's adapters on the fewest GPUs (or the lowest latency on --gpus GPUs)."""
     from ..planner import solve as run_solve
 
     wl = load_workload(workload)
     solver_choice(solver)
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
+    verifier: object = verify_with
+    if verify_with == "vllm" and not no_verify:
+        from ..predictors.vllm import VllmPredictor
+
+        try:
+            verifier = VllmPredictor(launch=vllm_launch, gpus=vllm_gpus, seed=seed, model_config=vllm_model_config)
+        except InputError as e:
+            fail(f"--vllm-{e.field.replace('_', '-')}: {bare(e)}" if e.field in ("launch", "gpus", "model_config")
+                 else str(e))
+    elif vllm_launch or vllm_gpus or vllm_model_config:
+        fail("--vllm-launch, --vllm-gpus and --vllm-model-config go with --verify-with vllm")
     try:
         result = run_solve(wl, solver=solver, predictor=predictor, objective=objective, gpus=gpus,
                            time_limit=time_limit, seed=seed, verify=not no_verify, progress=progress,
-                           executor=executor, ray_address=ray_address)
-    except InputError as e:
+                           executor=executor, ray_address=ray_address, verify_with=verifier)
+    except PackerError as e:
         fail(f"{workload}: {e}")
     if as_json:
         echo_json(result.to_dict())

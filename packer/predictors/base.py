@@ -139,6 +139,7 @@ PREDICTORS: Registry[Predictor] = Registry("predictor", Predictor)
 PREDICTORS.declare("twin", "packer.predictors.twin")
 PREDICTORS.declare("tree", "packer.predictors.tree")
 PREDICTORS.declare("forest", "packer.predictors.tree")
+PREDICTORS.declare("vllm", "packer.predictors.vllm")
 
 
 def get_predictor(spec: "str | Predictor" = "twin", **options) -> Predictor:

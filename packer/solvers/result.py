@@ -86,6 +86,7 @@ class SolveResult:
     warnings: tuple[str, ...] = ()
     seed: int = 0
     solver_stats: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    verified_with: str | None = None  # the predictor that verified each GPU (twin, or vllm on real GPUs)
 
     @property
     def max_predicted_itl_ms(self) -> float | None:
@@ -104,7 +105,7 @@ class SolveResult:
         d = {k: getattr(self, k) for k in ("objective", "num_gpus", "objective_value", "lower_bound", "gap", "solver",
                                            "predictor", "verified", "wall_seconds", "capacity_seconds",
                                            "solver_seconds", "verify_seconds", "repaired_items", "gpu_budget",
-                                           "short_by", "message", "phases", "seed", "solver_stats")}
+                                           "short_by", "message", "phases", "seed", "solver_stats", "verified_with")}
         d["warnings"] = list(self.warnings)
         d["status"] = self.status.value
         d["max_predicted_itl_ms"] = self.max_predicted_itl_ms
