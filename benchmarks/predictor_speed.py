@@ -33,7 +33,7 @@ from packer.model import ServerConfig  # noqa: E402
 from packer.predictors import GpuQuery, get_predictor  # noqa: E402
 from packer.predictors.training import SweepSpec, sample_query  # noqa: E402
 from packer.predictors.features import features_many  # noqa: E402
-from packer.predictors.tree import predict_nodes  # noqa: E402
+from packer.predictors.kernels import predict_nodes  # noqa: E402
 
 
 def _median_us(fn, per: int, repeats: int) -> float:

@@ -20,7 +20,8 @@ from packer.model import BurstyArrivals, LengthSpec, PoissonArrivals, ServerConf
 from packer.predictors import GpuQuery, Prediction, get_predictor
 from packer.predictors.training import SweepSpec, generate, sample_query
 from packer.predictors.domain import Domain, default_domain
-from packer.predictors.tree import ForestPredictor, TreePredictor, load_model, model_path
+from packer.predictors.tree import ForestPredictor, TreePredictor
+from packer.predictors.tree_io import load_model, model_path
 from packer.predictors.twin import TwinPredictor
 from packer.profile import list_profiles
 

@@ -24,7 +24,7 @@ from packer.errors import InputError
 from packer.files import dumps, json_ready, read_csv, read_json, read_npz, write_json_atomic
 from packer.model import LengthSpec, PoissonArrivals, Workload
 from packer.predictors import TwinPredictor
-from packer.predictors.tree import load_model, model_path
+from packer.predictors.tree_io import load_model, model_path
 from packer.profile import Profile, list_profiles, load_profile
 from packer.capacity import cache as cap
 from packer.capacity import CapacityModel, build_capacity_model

@@ -15,10 +15,13 @@ from packer.errors import InputError
 from packer.model import BurstyArrivals, LengthSpec, ServerConfig
 from packer.predictors import PREDICTORS, GpuQuery, get_predictor
 from packer.predictors import features as F
+from packer.predictors.kernels import predict_nodes, predict_nodes_row
 from packer.predictors.training import (ReplicateSpec, SweepSpec, consensus_labels, generate, load_dataset,
                                        query_from_dataset, replicate, run_query, sample_queries)
-from packer.predictors.tree import (ForestPredictor, Head, Tree, TreeModel, TreePredictor, head_from_sklearn, load_model,
-                                    model_path, predict_nodes, predict_nodes_row, save_model, tree_from_sklearn)
+from packer.predictors.tree import ForestPredictor, TreePredictor
+from packer.predictors.tree_export import head_from_sklearn, tree_from_sklearn
+from packer.predictors.tree_io import load_model, model_path, save_model
+from packer.predictors.tree_model import Head, Tree, TreeModel
 from packer.profile import list_profiles, load_profile
 from packer.twin import simulate
 from packer.twin.lengths import shipped_length_shapes
@@ -500,7 +503,7 @@ def test_describe_hashes_every_module_with_prediction_kernels():
     here = Path(pkg.__file__).parent
     for f in here.glob("*.py"):
         text = f.read_text(encoding="utf-8")
-        if "@nb.njit" in text or f.name in ("features.py", "tree.py"):
+        if "@nb.njit" in text or f.name in ("features.py", "tree.py", "tree_model.py", "tree_io.py"):
             assert f.resolve() in hashed, f"{f.name} defines prediction code but is not in describe()'s hash"
     assert "code" in get_predictor("tree").describe()
 

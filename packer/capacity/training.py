@@ -17,7 +17,8 @@ from ..errors import InputError
 from ..model import LengthSpec, PoissonArrivals, ServerDefaults
 from ..predictors.base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S
 from ..predictors.training import ReplicateSpec, SweepSpec, generate, replicate, train
-from ..predictors.tree import ForestPredictor, TreePredictor, load_model, save_model
+from ..predictors.tree import ForestPredictor, TreePredictor
+from ..predictors.tree_io import load_model, save_model
 from ..predictors.twin import TwinPredictor
 from ..profile import load_profile
 from .build import build_capacity_model

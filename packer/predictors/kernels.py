@@ -1,5 +1,5 @@
 """The predictors' numba kernels, in one module behind the plain Python APIs of ``features.py`` and
-``tree.py``: the feature kernel, the tree walk, the heads' decode, and the whole single-query path
+``tree_model.py``: the feature kernel, the tree walk, the heads' decode, and the whole single-query path
 in one call.
 
 They live in one file because numba's on-disk cache (``cache=True``) is invalidated only when the

@@ -16,7 +16,8 @@ import numpy as np
 
 from ...profile import load_profile
 from ..features import features_many
-from ..tree import Head, head_from_sklearn
+from ..tree_export import head_from_sklearn
+from ..tree_model import Head
 from .fit import BigModels, proba
 from .labels import Labels
 from .scores import f1, mare, throughput_mare

@@ -13,7 +13,9 @@ from ...profile import Profile
 from ...twin.fingerprint import twin_fingerprint
 from ...twin.lengths import shipped_length_shapes
 from ..features import FEATURE_NAMES
-from ..tree import Head, TreeModel, head_from_sklearn, save_model
+from ..tree_export import head_from_sklearn
+from ..tree_io import save_model
+from ..tree_model import Head, TreeModel
 from .fit import BigModels, require_sklearn
 from .labels import Labels
 from .scores import scores_on_test

@@ -9,7 +9,7 @@ twin sweep and exports them (``tree`` and ``forest``).
    (``fit.py``);
 4. distils each chosen model into one decision tree (``distill.py``);
 5. scores the big models and the trees on the test split (``scores.py``) and writes the tree model
-   (JSON, see ``tree.py``) with the report in its ``training`` metadata; with ``forest_out``, also
+   (JSON, see ``tree_io.py``) with the report in its ``training`` metadata; with ``forest_out``, also
    the big models themselves for the ``forest`` predictor (``export.py``).
 
 The whole job (sweep, replicates, training, the capacity check of the exported models) is
@@ -29,7 +29,7 @@ import numpy as np
 from ...errors import InputError
 from ...profile import load_profile
 from ..domain import Domain
-from ..tree import save_model
+from ..tree_io import save_model
 from .distill import distill
 from .export import export_forest, predictor_model
 from .fit import fit_big_models, require_sklearn
