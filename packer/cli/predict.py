@@ -15,7 +15,7 @@ __all__ = ["predict"]
 
 def _check_model_file(path: str) -> None:
     """--model: a readable packer tree model (JSON or NPZ), checked before anything is predicted."""
-    from ..predictors.tree import load_model
+    from ..predictors.tree_io import load_model
 
     try:
         load_model(path)
