@@ -203,3 +203,20 @@ def test_bench_cli_bad_input_is_one_line(tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert run.returncode == 2 and run.stderr.startswith("error:") and len(run.stderr.strip().splitlines()) == 1, \
             (args, run.stderr)
+
+
+def test_solve_verifies_a_plan_on_the_live_server(marker, tmp_path):
+    wl = tmp_path / "wl.json"
+    wl.write_text(json.dumps({"profile": LLAMA, "adapters": [{"id": f"a{i}", "rank": 8 if i % 2 else 16, "rate": 0.3}
+                                                             for i in range(6)]}))
+    template = _template(marker).replace(f"--profile {LLAMA}", "--profile {profile}")
+    env = {**os.environ, "PACKER_CACHE_DIR": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "packer.cli", "solve", str(wl), "--json", "--verify-with", "vllm",
+           "--vllm-launch", template, "--executor", "serial"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["verified_with"] == "vllm" and out["verified"] is True and out["num_gpus"] == 1
+    assert list((tmp_path / "cache" / "vllm").glob("*.json"))  # the benchmark is cached by query
+    bad = subprocess.run(cmd[:6] + ["--vllm-gpus", "zero"] + cmd[6:], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: --vllm-gpus")

@@ -4,7 +4,9 @@ particular to one backend (the twin's window, cache and processes) or to the reg
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 import pytest
 
@@ -16,7 +18,26 @@ from packer.testing import check_predictor
 from packer.twin import simulate
 
 PROFILE = "llama-3.1-8b-instruct@h100-64gb"
-FAST = {"twin": {"duration_s": 120.0}}  # options that keep a backend quick here (the twin: a shorter window)
+# options that keep a backend quick here: the twin and the live benchmark a shorter window; the live one
+# benchmarks `packer serve-twin` through the same launch path as real vLLM, at twenty times real time (the twin's window)
+SERVE_TWIN = (f"{sys.executable} -m packer.cli serve-twin --profile {{profile}} --max-loras {{max_loras}} "
+              "--max-cpu-loras {max_cpu_loras} --max-lora-rank {max_lora_rank} --max-num-seqs {max_num_seqs} "
+              "--max-num-batched-tokens {max_num_batched_tokens} --gpu-memory-utilization {gpu_memory_utilization} "
+              "--port {port} --time-scale {time_scale} --lora-modules {lora_modules}")
+FAST = {"twin": {"duration_s": 120.0},
+        "vllm": {"launch": SERVE_TWIN, "duration_s": 120.0, "warmup_s": 30.0, "time_scale": 20.0, "health_timeout_s": 60}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_cache(tmp_path_factory):
+    """The live backend caches its benchmarks on disk: this module's, not the user's."""
+    old = os.environ.get("PACKER_CACHE_DIR")
+    os.environ["PACKER_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("PACKER_CACHE_DIR")
+    else:
+        os.environ["PACKER_CACHE_DIR"] = old
 
 
 def make(name: str):

@@ -18,7 +18,7 @@ __all__ = ["bench"]
 @click.option("--url", default=None, help="A running server (http://host:port).")
 @click.option("--launch", default=None, metavar="CMD",
               help="Start the server from this template: {port} {max_loras} {max_cpu_loras} {max_lora_rank} "
-                   "{max_num_seqs} {max_num_batched_tokens} {gpu_memory_utilization} {lora_modules} {time_scale}.")
+                   "{max_num_seqs} {max_num_batched_tokens} {gpu_memory_utilization} {lora_modules} {time_scale} {profile}.")
 @click.option("--time-scale", type=float, default=1.0, show_default=True,
               help="Simulated seconds per wall second; the server must run at the same scale (serve-twin).")
 @click.option("--adapters", "adapters_map", default=None, type=click.Path(dir_okay=False),

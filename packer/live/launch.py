@@ -1,8 +1,8 @@
 """Starting a vLLM-compatible server from a command template, and never leaving it behind.
 
 The template's placeholders (``{port} {max_loras} {max_cpu_loras} {max_lora_rank} {max_num_seqs}
-{max_num_batched_tokens} {gpu_memory_utilization} {lora_modules} {time_scale}``) are filled from a
-scenario's server, so one template runs real vLLM (``vllm serve /models/llama --enable-lora
+{max_num_batched_tokens} {gpu_memory_utilization} {lora_modules} {time_scale} {profile}``) are filled
+from a scenario's server, so one template runs real vLLM (``vllm serve /models/llama --enable-lora
 --max-loras {max_loras} ... --port {port}``) or ``packer serve-twin --profile P ... --port {port}``.
 The server runs in its own process group with its output in a log file; ``stop`` sends SIGTERM to
 the group, then SIGKILL. A server that exits before ``/health`` answers is a refused start, reported
@@ -28,7 +28,7 @@ from ..errors import InputError, PackerError
 __all__ = ["PLACEHOLDERS", "LaunchedServer", "RefusedStart", "free_port", "fill_template", "kv_tokens_from_log"]
 
 PLACEHOLDERS = ("port", "max_loras", "max_cpu_loras", "max_lora_rank", "max_num_seqs", "max_num_batched_tokens",
-                "gpu_memory_utilization", "lora_modules", "time_scale")
+                "gpu_memory_utilization", "lora_modules", "time_scale", "profile")
 _KV_LINE = re.compile(r"KV cache size:\s*([\d,]+)\s*tokens")
 
 

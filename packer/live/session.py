@@ -27,7 +27,7 @@ def template_values(sc: Scenario, port: int, lora_modules: Mapping[str, str], ti
     return {"port": port, "max_loras": s.max_loras, "max_cpu_loras": sc.cpu_loras, "max_lora_rank": s.max_lora_rank,
             "max_num_seqs": s.max_num_seqs, "max_num_batched_tokens": s.max_num_batched_tokens,
             "gpu_memory_utilization": s.gpu_memory_utilization, "lora_modules": dict(lora_modules),
-            "time_scale": time_scale}
+            "time_scale": time_scale, "profile": sc.profile}
 
 
 @contextmanager

@@ -112,7 +112,9 @@ class VllmPredictor(Predictor):
                            throughput_tps=r.throughput_tps, offered_tps=r.offered_tps, mean_itl_ms=_finite(r.mean_itl_ms),
                            p99_ttft_ms=_finite(r.p99_ttft_ms), warnings=warnings)
         if self.cache:
-            write_json_atomic(self._path(q), p.to_dict())
+            path = self._path(q)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, p.to_dict())
         return p
 
     def _path(self, q: GpuQuery) -> Path:
