@@ -2,6 +2,7 @@
 
     python benchmarks/gap.py [--sizes 50,100,200,500] [--families uniform,zipf,azure]
                              [--profiles llama,qwen] [--time-limit 120] [--solvers greedy,ladder,cpsat,milp]
+                             [--executor process|serial|ray] [--ray-address A]
 
 Instance families (seeded): N adapters with ranks drawn from {8, 16, 32} (50/30/20 %) and rates
 - ``uniform``: U(0.2, 1.8) req/s each (mean 1);
@@ -12,7 +13,8 @@ Instance families (seeded): N adapters with ranks drawn from {8, 16, 32} (50/30/
   thirds of a GPU each) among light ones at U(0.1, 1): classic bin packing, where first fit
   leaves gaps and the exact search has work to do.
 Every solver works on the same capacity model (measured once per profile and rank set by the twin
-and cached), and every placement is verified by the twin. Exact solvers get ``--time-limit``
+and cached), and every placement is verified by the twin; both run their twin simulations on one
+``--executor`` (``packer.executor``), opened once for the whole run. Exact solvers get ``--time-limit``
 seconds each. Prints one row per instance and solver, then the targets' summary; writes
 benchmarks/out/gap.csv.
 """
@@ -22,16 +24,14 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import packer  # noqa: E402
-from packer.predictors import TwinPredictor  # noqa: E402
+import packer
+from packer.executor import EXECUTORS, open_executor
+from packer.predictors import TwinPredictor
 
 PROFILES = {"llama": "llama-3.1-8b-instruct@h100-64gb", "qwen": "qwen-2.5-7b-instruct@h100-64gb"}
 MEAN_RATE = 1.0  # req/s per adapter on average: GPUs hold tens of adapters, where packing matters
@@ -71,12 +71,26 @@ def main() -> None:
     ap.add_argument("--solvers", default="greedy,ladder,cpsat,milp")
     ap.add_argument("--time-limit", type=float, default=120.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--executor", choices=EXECUTORS, default="process",
+                    help="where the capacity measurement and the twin verification run")
+    ap.add_argument("--ray-address", default=None, help="Ray cluster for --executor ray [default: a local Ray]")
     args = ap.parse_args()
     solvers = args.solvers.split(",")
     OUT.mkdir(exist_ok=True)
-    rows = []
     print(f"{'instance':<22} {'solver':<7} {'GPUs':>4} {'LB':>3} {'status':<10} {'gap':>6} {'verified':<8} "
           f"{'solve s':>8} {'total s':>8}")
+    with open_executor(args.executor, ray_address=args.ray_address) as ex:
+        rows = solve_all(args, solvers, ex)
+    with open(OUT / "gap.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    summarise(rows, solvers)
+
+
+def solve_all(args: argparse.Namespace, solvers: list[str], executor) -> list[dict]:
+    """Every instance by every solver, a row each (printed as it ends); twin runs go to ``executor``."""
+    rows = []
     for pkey in args.profiles.split(","):
         for family in args.families.split(","):
             for n in (int(x) for x in args.sizes.split(",")):
@@ -84,8 +98,8 @@ def main() -> None:
                 name = f"{pkey}/{family}/{n}"
                 for s in solvers:
                     t0 = time.perf_counter()
-                    r = packer.solve(wl, solver=s, predictor=TwinPredictor(), time_limit=args.time_limit,
-                                     seed=args.seed)
+                    r = packer.solve(wl, solver=s, predictor=TwinPredictor(executor=executor),
+                                     time_limit=args.time_limit, seed=args.seed, executor=executor)
                     total = time.perf_counter() - t0
                     row = {"instance": name, "profile": pkey, "family": family, "adapters": n, "solver": s,
                            "gpus": r.num_gpus, "lower_bound": r.lower_bound, "status": r.status.value,
@@ -95,11 +109,7 @@ def main() -> None:
                     rows.append(row)
                     print(f"{name:<22} {s:<7} {r.num_gpus:>4} {r.lower_bound:>3} {r.status.value:<10} "
                           f"{r.gap:>6.1%} {str(r.verified):<8} {r.solver_seconds:>8.2f} {total:>8.1f}", flush=True)
-    with open(OUT / "gap.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    summarise(rows, solvers)
+    return rows
 
 
 def summarise(rows: list[dict], solvers: list[str]) -> None:

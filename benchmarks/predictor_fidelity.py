@@ -21,13 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from packer.model import parse_scenario
+from packer.predictors import GpuQuery, get_predictor
+from packer.replay import read_runs
+from packer.validation import ReplayRow, holdout_split, summarise
 
-from packer.model import parse_scenario  # noqa: E402
-from packer.predictors import GpuQuery, get_predictor  # noqa: E402
-from packer.replay import read_runs  # noqa: E402
-from packer.validation import ReplayRow, holdout_split, summarise  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "data" / "agullo-h100"
 TARGETS = {"throughput_mare_pct": "<= 8", "starvation_agreement_pct": ">= 93"}

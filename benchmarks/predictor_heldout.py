@@ -31,13 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from packer.executor import map_jobs, open_executor
+from packer.predictors import get_predictor
+from packer.predictors.training import SweepSpec, f1, mare, run_query, sample_query
+from packer.profile import list_profiles, load_profile
 
-from packer.predictors import get_predictor  # noqa: E402
-from packer.predictors.training import SweepSpec, f1, mare, run_query, sample_query  # noqa: E402
-from packer.profile import list_profiles, load_profile  # noqa: E402
-from packer.executor import map_jobs, open_executor  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 HELDOUT_SEED = 2026
 TARGETS = {"throughput": "<= 5 %", "starved_f1": ">= 0.97"}

@@ -24,16 +24,12 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from packer.model import ServerConfig  # noqa: E402
-from packer.predictors import GpuQuery, get_predictor  # noqa: E402
-from packer.predictors.training import SweepSpec, sample_query  # noqa: E402
-from packer.predictors.features import features_many  # noqa: E402
-from packer.predictors.kernels import predict_nodes  # noqa: E402
+from packer.model import ServerConfig
+from packer.predictors import GpuQuery, get_predictor
+from packer.predictors.training import SweepSpec, sample_query
+from packer.predictors.features import features_many
+from packer.predictors.kernels import predict_nodes
 
 
 def _median_us(fn, per: int, repeats: int) -> float:

@@ -9,16 +9,13 @@ Needs the packer[ray] extra for the Ray run (without --ray-address a local Ray i
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from packer.predictors.training import SweepSpec, generate, load_dataset  # noqa: E402
+from packer.predictors.training import SweepSpec, generate, load_dataset
 
 COLUMNS = ("throughput_tps", "twin_offered_tps", "mean_itl_ms", "starved", "memory_error", "features")
 

@@ -16,12 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from packer.executor import open_executor
+from packer.replay import read_runs
+from packer.validation import holdout_split, replay, summarise
 
-from packer.replay import read_runs  # noqa: E402
-from packer.executor import open_executor  # noqa: E402
-from packer.validation import holdout_split, replay, summarise  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = ROOT.parent / "shared" / "data" / "agullo-h100"
 TARGETS = {"throughput_mare_pct": 5.0, "itl_mare_pct": 10.0, "starvation_agreement_pct": 95.0}

@@ -13,12 +13,9 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from packer.twin import Twin  # noqa: E402
-from packer.twin.engine import warm_up  # noqa: E402
+from packer.twin import Twin
+from packer.twin.engine import warm_up
 
 RATES = (0.1, 0.05, 0.025)
 HEAVY = (1.6, 0.8, 0.4)

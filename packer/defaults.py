@@ -13,4 +13,4 @@ __all__ = ["DEFAULT_DURATION_S", "DEFAULT_WARMUP_S", "GRACE_S"]
 DEFAULT_DURATION_S = 600.0
 DEFAULT_WARMUP_S = 300.0
 
-GRACE_S = 0.5  # the exact solvers' stated margin: a call returns within time_limit_s + GRACE_S (solvers/exact.py)
+GRACE_S = 0.5  # the exact solvers' margin: a call returns within time_limit_s + GRACE_S (solvers/exact/runner.py)

@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from packer.solvers.bounds import PERMILLE, latency_lower_bound, lower_bounds, trivially_optimal
-from packer.solvers.exact import (GRACE_S, _checked, backend_available, check_placement, placement_objective,
-                                  solve_exact)
+from packer.defaults import GRACE_S
+from packer.solvers.exact.runner import (_checked, backend_available, check_placement, placement_objective,
+                                         solve_exact)
 
 BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(not backend_available(b), reason=f"{b} not installed"))
             for b in ("cpsat", "milp")]
@@ -239,7 +240,7 @@ def test_worker_crash_is_an_error_with_the_warm_start():
 
 def test_child_is_killed_at_the_hard_limit(monkeypatch):
     """time_limit_s + GRACE_S is a hard wall-clock limit: here 0.3 s, less than the child's start-up."""
-    import packer.solvers.exact as exact
+    import packer.solvers.exact.runner as exact
 
     monkeypatch.setattr(exact, "GRACE_S", 0.3 - 2.0)
     p = big_problem()

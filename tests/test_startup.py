@@ -58,7 +58,7 @@ def _cli(*args: str) -> tuple[subprocess.CompletedProcess, dict]:
 
 
 @pytest.mark.parametrize("statement", ["import packer", "import packer.cli", "import packer.predictors",
-                                       "import packer.solvers", "import packer.twin",
+                                       "import packer.solvers", "import packer.solvers.exact", "import packer.twin",
                                        "import packer.capacity", "import packer.calibration"])
 def test_importing_the_packages_loads_nothing_heavy(statement):
     assert _loaded(_modules_after(statement), HEAVY) == []
@@ -96,7 +96,7 @@ def test_registries_list_every_backend_without_importing_it():
         from packer.solvers import SOLVERS
         before = {"predictors": PREDICTORS.names(), "solvers": SOLVERS.names(), "modules": sorted(sys.modules)}
         import packer.predictors.tree, packer.predictors.twin
-        import packer.solvers.greedy, packer.solvers.ladder, packer.solvers.exact_solvers
+        import packer.solvers.greedy, packer.solvers.ladder, packer.solvers.exact.solvers
         after = {"predictors": PREDICTORS.names(), "solvers": SOLVERS.names()}
         print(json.dumps([before, after]))
     """)
@@ -107,6 +107,18 @@ def test_registries_list_every_backend_without_importing_it():
     assert {"twin", "tree", "forest"} <= set(before["predictors"])
     assert {"greedy", "ladder", "cpsat", "milp"} <= set(before["solvers"])
     assert _loaded(before["modules"], ("numba", "ortools", "pyomo", "sklearn", "scipy", "ray")) == []
+
+
+def test_the_exact_worker_imports_no_backend_and_none_of_packer_s_heavy_parts():
+    # The child of every exact solve: the backend's libraries come later, one per process; its start-up
+    # comes out of the time limit, so it loads the bounds (numpy) and nothing of the twin or predictors.
+    modules = _modules_after("import packer.solvers.exact.worker")
+    assert _loaded(modules, ("numba", "pydantic", "ortools", "pyomo", "highspy", "sklearn", "scipy", "ray")) == []
+    ours = {m for m in modules if m.split(".")[0] == "packer"}
+    allowed = {"packer", "packer.errors", "packer.lazy", "packer.executor", "packer.solvers", "packer.solvers.bounds",
+               "packer.solvers.exact"} | {f"packer.solvers.exact.{m}" for m in
+                                          ("worker", "phases", "prepare", "cpsat_model", "milp_model")}
+    assert ours <= allowed, ours - allowed
 
 
 def test_no_numba_kernel_compiles_at_import():
@@ -128,7 +140,8 @@ def test_no_numba_kernel_compiles_at_import():
 
 
 @pytest.mark.parametrize("package", ["packer", "packer.predictors", "packer.predictors.training", "packer.solvers",
-                                     "packer.twin", "packer.capacity"])
+                                     "packer.solvers.exact", "packer.twin", "packer.capacity", "packer.live",
+                                     "packer.calibration"])
 def test_lazy_names_are_the_defining_modules_objects(package):
     import importlib
 

@@ -2,7 +2,7 @@
 
 - ``greedy`` (default): first-fit / best-fit decreasing, fine-grained in the adapter count.
 - ``ladder``: the published checkpoint greedy, as a reference.
-- ``cpsat``: OR-Tools CP-SAT, exact; ``milp``: Pyomo + HiGHS, exact (each in its own process).
+- ``cpsat``: OR-Tools CP-SAT, exact; ``milp``: Pyomo + HiGHS, exact (each in its own process; ``exact/``).
 """
 
 from ..lazy import lazy_exports
@@ -10,7 +10,7 @@ from ..lazy import lazy_exports
 __getattr__, __dir__ = lazy_exports(__name__, {  # imported on first use (numpy, the capacity model, the twin)
     **dict.fromkeys(["SOLVERS", "Assignment", "Item", "Objective", "PlacementProblem", "Solver", "SolveStatus",
                      "get_solver"], ".base"),
-    "CpSatSolver": ".exact_solvers", "MilpSolver": ".exact_solvers", "GreedySolver": ".greedy",
+    "CpSatSolver": ".exact.solvers", "MilpSolver": ".exact.solvers", "GreedySolver": ".greedy",
     "LadderSolver": ".ladder", **dict.fromkeys(["AdapterShare", "GpuPlan", "SolveResult"], ".result")})
 
 __all__ = ["SOLVERS", "get_solver", "Solver", "SolveStatus", "Objective", "Item", "PlacementProblem", "Assignment",

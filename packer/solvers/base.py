@@ -147,7 +147,7 @@ class PlacementProblem:
         return c if c is not None and units <= self.config_units(c) else None
 
     def to_plain(self, warm_start: "Assignment | None" = None) -> dict:
-        """The problem in the exact backends' JSON form (see ``exact.py``); the replicas of an adapter
+        """The problem in the exact backends' JSON form (see ``packer.solvers.exact``); the replicas of an adapter
         form a ``group``, kept on distinct GPUs as greedy's arithmetic keeps them."""
         classes = list(self.capacity.rank_classes)
         configs = self.configs
@@ -214,8 +214,8 @@ SOLVERS: Registry[Solver] = Registry("solver", Solver)
 # The shipped backends, imported only when one is asked for (cpsat and milp run OR-Tools / Pyomo in a child).
 SOLVERS.declare("greedy", "packer.solvers.greedy")
 SOLVERS.declare("ladder", "packer.solvers.ladder")
-SOLVERS.declare("cpsat", "packer.solvers.exact_solvers")
-SOLVERS.declare("milp", "packer.solvers.exact_solvers")
+SOLVERS.declare("cpsat", "packer.solvers.exact.solvers")
+SOLVERS.declare("milp", "packer.solvers.exact.solvers")
 
 
 def get_solver(spec: "str | Solver" = "greedy", **options) -> Solver:

@@ -2,7 +2,7 @@
 
 Both start from the greedy placement (warm start and upper bound), skip the search when it meets
 the lower bound, break symmetry between GPUs, honour the time limit and return the incumbent, the
-proven bound and the gap. Each runs in its own worker process (``exact.py``) because ortools and
+proven bound and the gap. Each runs in its own worker process (``runner``) because ortools and
 highspy bundle clashing HiGHS libraries and cannot share a process.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 
-from .base import SOLVERS, Assignment, Objective, PlacementProblem, Solver, SolveStatus
-from .bounds import lower_bounds
-from .exact import solve_exact
-from .greedy import GreedySolver
+from ..base import SOLVERS, Assignment, Objective, PlacementProblem, Solver, SolveStatus
+from ..bounds import lower_bounds
+from ..greedy import GreedySolver
+from .runner import solve_exact
 
 __all__ = ["CpSatSolver", "MilpSolver"]
 

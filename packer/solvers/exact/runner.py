@@ -1,26 +1,11 @@
-"""Exact placement on the capacity model, each backend in its own child process.
-
-The capacity model is plain, JSON-serialisable data::
-
-    {"items": [{"load": int, "rank_class": int, "group": int (optional)}, ...],
-     "configs": [{"rank_class": int, "max_count": int, "capacity": int}, ...],
-     "objective": "min_gpus" | "min_latency",
-     "max_bins": int,          # bins the model may use (min_gpus)
-     "gpus": int | None,       # the budget G (required for min_latency)
-     "warm_start": {"bins": [bin per item], "configs": [config per bin]} | None,
-     "time_limit_s": float, "workers": int, "seed": int}
-
-(``solve_exact`` adds ``lower_bound`` and the child's ``deadline`` when it hands the problem on.)
-
-A bin takes one config and holds items of rank class <= the config's, at most ``max_count`` of them and
-at most ``capacity`` load, and at most one item of each ``group`` (the replicas of one adapter).
-``min_gpus`` minimises the bins; ``min_latency`` minimises, on at most G bins, the max per-mille
-utilisation T = ceil(1000 load / capacity) over the used bins.
+"""Runs an exact backend on a capacity-model problem (the JSON form of ``packer.solvers.exact``) in a child
+process, within the time limit, and checks its answer.
 
 ortools 9.15 and highspy 1.15 bundle different HiGHS libraries under one soname, so they cannot be loaded
-in one process: this module imports neither (nor pyomo) and runs ``packer/solvers/_exact_worker.py`` in a
-child process per solve, problem JSON on stdin, answer JSON on stdout. Every answer is checked here before
-it is returned; a placement that breaks a rule is never passed on as feasible.
+in one process: this module imports neither (nor pyomo) and starts ``python -P -m
+packer.solvers.exact.worker BACKEND`` per solve (the packer it runs is this one: its root leads the child's
+``PYTHONPATH``), problem JSON on stdin, answer JSON on stdout. Every answer is checked here before it is
+returned; a placement that breaks a rule is never passed on as feasible.
 
 ``time_limit_s`` bounds the whole call, not only the search: the child's start-up, imports (about 1 s
 for ortools or pyomo), model build and answer come out of it, and a call returns within
@@ -39,12 +24,12 @@ import sys
 import time
 from pathlib import Path
 
-from packer.defaults import GRACE_S  # the stated margin (see solve_exact)
-from packer.errors import InputError
-from packer.solvers._exact_worker import PHASE_MARK
-from packer.solvers.bounds import PERMILLE, latency_lower_bound, lower_bounds, unplaceable_items
+from ...defaults import GRACE_S  # the stated margin (see solve_exact)
+from ...errors import InputError
+from ..bounds import PERMILLE, latency_lower_bound, lower_bounds, unplaceable_items
+from .phases import WORKER_PHASES, read_marks
 
-__all__ = ["BACKENDS", "GRACE_S", "DEFAULT_TIME_LIMIT_S", "solve_exact", "backend_available", "check_placement",
+__all__ = ["BACKENDS", "DEFAULT_TIME_LIMIT_S", "solve_exact", "backend_available", "check_placement",
            "placement_objective"]
 
 BACKENDS = ("cpsat", "milp")
@@ -52,8 +37,8 @@ _KILL_RESERVE_S = 0.2  # the child is killed this long before time_limit_s + GRA
 DEFAULT_TIME_LIMIT_S = 60.0
 _MODULES = {"cpsat": ("ortools",), "milp": ("pyomo", "highspy")}
 _OBJECTIVES = ("min_gpus", "min_latency")
-_WORKER = Path(__file__).resolve().with_name("_exact_worker.py")
-_WORKER_PHASES = ("worker_start", "prepare", "import", "model_build", "search", "answer")
+_WORKER = "packer.solvers.exact.worker"
+_ROOT = Path(__file__).resolve().parents[3]  # the folder holding this packer: the child imports the same one
 
 
 def backend_available(backend: str) -> bool:
@@ -220,9 +205,11 @@ def _solve_exact(problem: dict, backend: str, t0: float, phases: dict[str, float
     payload = dict(problem, warm_start={"bins": warm[0], "configs": warm[1]} if warm else None, lower_bound=lb,
                    time_limit_s=deadline - spawned, deadline=deadline)
     payload.setdefault("workers", os.cpu_count() or 1)
-    # -P: the worker's directory must not shadow other modules; run by path, it does not import packer.
-    proc = subprocess.Popen([sys.executable, "-P", str(_WORKER), backend], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # -P: the working directory must not shadow other modules; the child finds this packer at _ROOT.
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, PYTHONPATH=str(_ROOT) + (os.pathsep + path if path else ""))
+    proc = subprocess.Popen([sys.executable, "-P", "-m", _WORKER, backend], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     killed = False
     try:
         stdout, stderr = proc.communicate(json.dumps(payload),
@@ -232,10 +219,10 @@ def _solve_exact(problem: dict, backend: str, t0: float, phases: dict[str, float
         stdout, stderr = proc.communicate()
         killed = True
     worker_wall = time.monotonic() - spawned
-    marks, stderr = _phase_marks(stderr)
+    marks, stderr = read_marks(stderr)
     phases.update(marks)
-    reported = [k for k, name in enumerate(_WORKER_PHASES) if name in marks]
-    in_progress = (_WORKER_PHASES + ("process",))[max(reported) + 1 if reported else 0]
+    reported = [k for k, name in enumerate(WORKER_PHASES) if name in marks]
+    in_progress = (WORKER_PHASES + ("process",))[max(reported) + 1 if reported else 0]
     rest = max(0.0, worker_wall - sum(marks.values()))
     t_check = time.monotonic()
     if killed:
@@ -256,22 +243,6 @@ def _solve_exact(problem: dict, backend: str, t0: float, phases: dict[str, float
     phases["check"] = time.monotonic() - t_check
     out["wall_seconds"] = time.monotonic() - t0
     return dict(out, lower_bounds=bounds)
-
-
-def _phase_marks(stderr: str) -> tuple[dict[str, float], str]:
-    """The worker's phase reports (see ``_exact_worker.mark``) and the rest of its stderr."""
-    marks: dict[str, float] = {}
-    rest = []
-    for line in stderr.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == PHASE_MARK:
-            try:
-                marks[parts[1]] = marks.get(parts[1], 0.0) + float(parts[2])
-                continue
-            except ValueError:
-                pass
-        rest.append(line)
-    return marks, "\n".join(rest)
 
 
 def _checked(problem: dict, backend: str, answer: dict, warm: tuple[list[int], list[int]] | None,
