@@ -37,11 +37,14 @@ __all__ = ["solve", "demo"]
               help="With --verify-with vllm: GPU indices, one server each, benchmarked in parallel.")
 @click.option("--vllm-model-config", default=None, type=click.Path(dir_okay=False),
               help="With --verify-with vllm: the base model's config.json (shapes the dummy adapters' weights).")
+@click.option("--vllm-time-scale", type=float, default=None,
+              help="With --verify-with vllm: simulated seconds per wall second, for a template that runs "
+                   "`packer serve-twin --time-scale {time_scale}` [1: real vLLM].")
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def solve(workload: str, solver: str, predictor: str, time_limit: float, objective: str | None, gpus: int | None,
           seed: int, no_verify: bool, verify_with: str, vllm_launch: str | None, vllm_gpus: str | None,
-          vllm_model_config: str | None, executor: str, ray_address: str | None, as_json: bool) -> None:
+          vllm_model_config: str | None, vllm_time_scale: float | None, executor: str, ray_address: str | None, as_json: bool) -> None:
     """Place WORKLOAD.json's adapters on the fewest GPUs (or the lowest latency on --gpus GPUs)."""
     from ..planner import solve as run_solve
 
@@ -53,12 +56,13 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
         from ..predictors.vllm import VllmPredictor
 
         try:
-            verifier = VllmPredictor(launch=vllm_launch, gpus=vllm_gpus, seed=seed, model_config=vllm_model_config)
+            verifier = VllmPredictor(launch=vllm_launch, gpus=vllm_gpus, seed=seed, model_config=vllm_model_config,
+                                     time_scale=1.0 if vllm_time_scale is None else vllm_time_scale)
         except InputError as e:
-            fail(f"--vllm-{e.field.replace('_', '-')}: {bare(e)}" if e.field in ("launch", "gpus", "model_config")
-                 else str(e))
-    elif vllm_launch or vllm_gpus or vllm_model_config:
-        fail("--vllm-launch, --vllm-gpus and --vllm-model-config go with --verify-with vllm")
+            fail(f"--vllm-{e.field.replace('_', '-')}: {bare(e)}"
+                 if e.field in ("launch", "gpus", "model_config", "time_scale") else str(e))
+    elif vllm_launch or vllm_gpus or vllm_model_config or vllm_time_scale is not None:
+        fail("--vllm-launch, --vllm-gpus, --vllm-model-config and --vllm-time-scale go with --verify-with vllm")
     try:
         result = run_solve(wl, solver=solver, predictor=predictor, objective=objective, gpus=gpus,
                            time_limit=time_limit, seed=seed, verify=not no_verify, progress=progress,
