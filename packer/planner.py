@@ -89,14 +89,15 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     pred = get_predictor(predictor)
     # verification runs one twin per GPU, in parallel processes (workers=None: every core), or what the
     # user verifies with (live vLLM)
-    if not verify:
-        twin = None
-    elif verify_with == "twin" or isinstance(verify_with, TwinPredictor):
-        twin = pred if isinstance(pred, TwinPredictor) else (
-            verify_with if isinstance(verify_with, TwinPredictor)
-            else TwinPredictor(seed=seed, workers=workers, executor=executor, ray_address=ray_address))
-    else:
+    if verify and not (verify_with == "twin" or isinstance(verify_with, TwinPredictor)):
         twin = get_predictor(verify_with)
+    elif isinstance(pred, TwinPredictor):  # the predictor's own check is the twin's
+        twin = pred
+    elif verify:
+        twin = verify_with if isinstance(verify_with, TwinPredictor) else TwinPredictor(
+            seed=seed, workers=workers, executor=executor, ray_address=ray_address)
+    else:
+        twin = None
 
     problem = build_problem(wl, pred, objective=Objective.MIN_GPUS, gpus=None, time_limit_s=float(time_limit),
                             seed=seed, workers=workers, cache=cache, progress=progress, executor=executor,

@@ -220,3 +220,72 @@ def test_solve_verifies_a_plan_on_the_live_server(marker, tmp_path):
     assert list((tmp_path / "cache" / "vllm").glob("*.json"))  # the benchmark is cached by query
     bad = subprocess.run(cmd[:6] + ["--vllm-gpus", "zero"] + cmd[6:], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and bad.stderr.startswith("error: --vllm-gpus")
+
+
+def test_sigterm_stops_serve_twin_cleanly(server):
+    s, _ = server
+    pid = s.proc.pid
+    os.kill(pid, 15)
+    assert s.proc.wait(timeout=10) == 0  # aiohttp's graceful shutdown: exit code 0
+    assert "KV cache size" in s.log_tail()
+
+
+def test_the_waiting_cap_bounds_the_queue_with_503s(marker, tmp_path):
+    # a profile whose waiting cap is 3 and whose steps are slow: the fourth waiting request is refused
+    from importlib import resources
+
+    prof = json.loads((resources.files("packer") / "profiles" / f"{LLAMA}.json").read_text())
+    prof["name"] = "llama-capped@test"
+    prof["client"]["max_waiting"] = 3
+    path = tmp_path / "capped.json"
+    path.write_text(json.dumps(prof))
+    port = free_port()
+    argv = SERVE + ["--profile", str(path), "--max-loras", "1", "--max-num-seqs", "1", "--port", str(port),
+                    "--served-model-name", marker]
+    with LaunchedServer(argv, f"http://127.0.0.1:{port}", tmp_path / "log").start(60) as s:
+        async def go():
+            async with aiohttp.ClientSession() as session:
+                async def one():
+                    async with session.post(s.url + "/v1/completions",
+                                            json={"model": marker, "prompt": [1] * 10, "max_tokens": 200}) as r:
+                        return r.status
+                return await asyncio.gather(*[one() for _ in range(8)])
+        codes = asyncio.run(go())
+    assert codes.count(503) >= 3 and codes.count(200) >= 2
+
+
+def test_ctrl_c_during_bench_leaves_no_server(marker, tmp_path):
+    sc_path = tmp_path / "sc.json"
+    sc_path.write_text(json.dumps({"profile": LLAMA, "server": {"max_loras": 4, "max_lora_rank": 16},
+                                   "adapters": [{"id": "x", "rank": 8, "rate": 1.0}], "duration_s": 600, "seed": 2}))
+    p = subprocess.Popen([sys.executable, "-m", "packer.cli", "bench", str(sc_path), "--launch", _template(marker)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _leftovers(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _leftovers(marker), "the server never started"
+    time.sleep(2.0)
+    p.send_signal(2)  # Ctrl-C
+    p.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while _leftovers(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert p.returncode != 0
+
+
+def test_dummy_adapters_for_real_vllm(tmp_path):
+    from safetensors.numpy import load_file
+
+    from packer.live.adapters import adapter_rank, write_dummy_adapters
+
+    cfg = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
+           "num_hidden_layers": 2}
+    paths = write_dummy_adapters(tmp_path, {"a": 8, "b": 16, "c": 8}, cfg)
+    assert [adapter_rank(p) for p in paths.values()] == [8, 16, 8]
+    w = load_file(os.path.join(paths["b"], "adapter_model.safetensors"))
+    assert w["base_model.model.model.layers.1.self_attn.k_proj.lora_A.weight"].shape == (16, 64)
+    assert w["base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight"].shape == (32, 16)
+    assert w["base_model.model.model.layers.0.mlp.down_proj.lora_A.weight"].shape == (16, 128)
+    assert not any(v.any() for v in w.values())  # zero: the base model's answers
+    assert os.path.realpath(os.path.join(paths["a"], "adapter_model.safetensors")) == \
+        os.path.realpath(os.path.join(paths["c"], "adapter_model.safetensors"))  # one weights file per rank
