@@ -40,14 +40,32 @@ class StepOutcome:
     dropped: np.ndarray      # request ids refused at admission (the waiting queue was full)
 
 
+_warm = False
+
+
+def _warm_up_stepping(twin: Twin) -> None:
+    """Compile (or load from numba's cache) the stepping kernel once per process, before serving: compiling
+    it at the first request would stall the server's clock for seconds."""
+    global _warm
+    if _warm:
+        return
+    warm_up()
+    st = twin.engine_state(1, online=True)
+    st.add_requests(np.zeros(1), np.zeros(1, np.int64), np.ones(1, np.int64), np.ones(1, np.int64))
+    for _ in range(1000):
+        if K.advance(*st.args(), 1) not in (K.STEP_RAN, K.STEP_WAITED):
+            break
+    st.abort(0)
+    _warm = True
+
+
 class OnlineTwin:
     """One simulated vLLM server that learns of requests as they arrive."""
 
     def __init__(self, scenario: Scenario, profile: Profile, capacity: int = 4096):
         self.twin = Twin(scenario, profile)
         self.state = self.twin.engine_state(capacity, online=True)
-        self._dropped_seen = 0
-        warm_up()
+        _warm_up_stepping(self.twin)
 
     @property
     def now(self) -> float:
