@@ -62,12 +62,16 @@ def marker():
 def test_bench_against_serve_twin_agrees_with_simulate(slots, n, rate, scale, marker):
     sc = _scenario(slots, n, rate, duration=60.0 if scale > 5 else 20.0, warmup=20.0 if scale > 5 else 5.0)
     prof = load_profile(LLAMA)
-    live = launch_and_bench(sc, prof, _template(marker), time_scale=scale, health_timeout_s=60).result
-    twin = simulate(sc)
+    for _ in range(2):  # a client that says its own timing is suspect (blocked, behind schedule) measures again
+        res = launch_and_bench(sc, prof, _template(marker), time_scale=scale, health_timeout_s=60)
+        if not res.client["behind_schedule"]:
+            break
+    live, twin = res.result, simulate(sc)
+    why = (live.throughput_tps, twin.throughput_tps, live.mean_itl_ms, twin.mean_itl_ms, res.client)
     assert live.memory_error is None and live.finished > 20
-    assert live.starved == twin.starved
-    assert abs(live.throughput_tps - twin.throughput_tps) <= 0.05 * twin.throughput_tps
-    assert abs(live.mean_itl_ms - twin.mean_itl_ms) <= 0.15 * twin.mean_itl_ms
+    assert live.starved == twin.starved, why
+    assert abs(live.throughput_tps - twin.throughput_tps) <= 0.05 * twin.throughput_tps, why
+    assert abs(live.mean_itl_ms - twin.mean_itl_ms) <= 0.15 * twin.mean_itl_ms, why
     assert live.generated == twin.generated and live.offered_tps == twin.offered_tps  # the same requests
 
 

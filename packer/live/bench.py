@@ -18,6 +18,7 @@ schedule, so an overloaded client never passes for a slow server.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ __all__ = ["BenchResult", "run_bench", "bench", "refused", "BEHIND_P99_S"]
 # The client is behind schedule when the 99th percentile of its send delays exceeds this many wall
 # seconds (asyncio's timers alone give about 1 ms): beyond it the TTFTs it measures are partly its own.
 BEHIND_P99_S = 0.005
+MAX_STALL_S = 0.05  # wall seconds the client's event loop may be blocked before its timings are suspect
 _TOKEN = b"1000,"  # every prompt token's id (any valid id: the server only counts them)
 
 
@@ -88,6 +90,7 @@ class _Run:
         self.fatal: str | None = None
         self.series: list[dict[str, Any]] = []
         self.t0 = 0.0
+        self.max_stall_s = 0.0
         longest = int(self.req.prompt_len.max()) if n else 1
         self._prompt = _TOKEN * longest
 
@@ -207,6 +210,7 @@ class _Run:
             self.t0 = loop.time() + 0.05
             tasks: set[asyncio.Task] = set()
             scraper = asyncio.create_task(self.scrape(session, loop, alive, scrape_s))
+            watcher = asyncio.create_task(self.watch_loop(loop))
             i, n = 0, len(arrival)
             while i < n and self.fatal is None:
                 now = loop.time()
@@ -227,9 +231,16 @@ class _Run:
             end = self.t0 + horizon / self.scale
             while self.fatal is None and loop.time() < end:
                 await asyncio.sleep(min(0.05, max(0.0, end - loop.time())))
-            for t in list(tasks) + [scraper]:
+            for t in list(tasks) + [scraper, watcher]:
                 t.cancel()
-            await asyncio.gather(*tasks, scraper, return_exceptions=True)
+            await asyncio.gather(*tasks, scraper, watcher, return_exceptions=True)
+
+    async def watch_loop(self, loop, every_s: float = 0.01) -> None:
+        """The longest the event loop was blocked (wall s): a blocked client times tokens late."""
+        while True:
+            t = loop.time()
+            await asyncio.sleep(every_s)
+            self.max_stall_s = max(self.max_stall_s, loop.time() - t - every_s)
 
     def result(self, kv_tokens: int, t_start: float) -> SimulationResult:
         sc, prof = self.sc, self.prof
@@ -266,7 +277,10 @@ class _Run:
         return {"sent": sent, "not_sent_waiting_cap": self.gated, "rejected_503": self.rejected,
                 "errors": self.errors, "first_error": self.first_error, "send_lag_p50_s": float(np.median(lag))
                 if len(lag) else 0.0, "send_lag_p99_s": p99, "send_lag_max_s": float(lag.max()) if len(lag) else 0.0,
-                "behind_schedule": bool(p99 / self.scale > BEHIND_P99_S), "time_scale": self.scale,
+                "max_loop_stall_s": self.max_stall_s,
+                "server_lag_max_s": max((r.get("server_lag_s", 0.0) for r in self.series), default=0.0),
+                "behind_schedule": bool(p99 / self.scale > BEHIND_P99_S or self.max_stall_s > MAX_STALL_S),
+                "time_scale": self.scale,
                 "max_waiting": self.max_waiting}
 
 
@@ -279,7 +293,14 @@ async def run_bench(sc: Scenario, prof: Profile, url: str, *, time_scale: float 
     t_start = time.perf_counter()
     run = _Run(sc, prof, url, time_scale, max_waiting)
     kv = kv_tokens if kv_tokens is not None else Twin(sc, prof).kv_capacity_tokens()
-    await run.run(alive=alive, scrape_s=scrape_s)
+    # The objects alive now (a test session's, a caller's) stay out of the collector's passes during the
+    # run: a full collection of a large heap blocks the event loop long enough to time tokens late.
+    gc.collect()
+    gc.freeze()
+    try:
+        await run.run(alive=alive, scrape_s=scrape_s)
+    finally:
+        gc.unfreeze()
     result = run.result(kv, t_start)
     result = _with_wall(result, time.perf_counter() - t_start)
     return BenchResult(result=result, client=run.client_report(), series=tuple(run.series),

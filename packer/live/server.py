@@ -395,5 +395,9 @@ def serve(server: TwinServer, host: str = "127.0.0.1", port: int = 8000, print_f
     print_fn(f"INFO packer serve-twin: GPU KV cache size: {server.engine.kv_capacity_tokens:,} tokens")
     print_fn(f"INFO packer serve-twin: model {server.model_name!r}, {len(server.adapters)} LoRA adapters, "
              f"time scale {server.scale:g}; serving on http://{host}:{port}")
+    import gc
+
+    gc.collect()
+    gc.freeze()  # what start-up built (numba, numpy, the profile) stays out of the collector's passes
     web.run_app(server.app(), host=host, port=port, print=None, handle_signals=True, shutdown_timeout=5.0,
                 access_log=None, handler_cancellation=True)
