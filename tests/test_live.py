@@ -188,10 +188,21 @@ def test_bench_cli_reports_like_simulate_and_cleans_up(marker, tmp_path):
     sc_path.write_text(json.dumps({"profile": LLAMA, "server": {"max_loras": 4, "max_lora_rank": 16},
                                    "adapters": [{"id": "x", "rank": 8, "rate": 1.0}, {"id": "y", "rank": 16, "rate": 1.0}],
                                    "duration_s": 20, "warmup_s": 5, "seed": 2}))
+    records = tmp_path / "requests.npz"
     run = subprocess.run([sys.executable, "-m", "packer.cli", "bench", str(sc_path), "--json", "--time-scale", "10",
-                          "--launch", _template(marker)], capture_output=True, text=True, timeout=120)
+                          "--requests-out", str(records), "--launch", _template(marker)],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     live = json.loads(run.stdout)
+    import numpy as np
+
+    z = np.load(records)
+    done = np.flatnonzero(z["status"] == 3)
+    assert len(done) >= live["finished"] > 0
+    for i in done:  # every token of a finished request, in order, from its first token to its finish
+        t = z["token_times_s"][z["token_offsets"][i]:z["token_offsets"][i + 1]]
+        assert len(t) == z["output_len"][i] and np.all(np.diff(t) >= 0)
+        assert t[0] == z["first_token_s"][i] and t[-1] == z["finish_s"][i] and z["send_s"][i] >= z["arrival_s"][i]
     sim = json.loads(subprocess.run([sys.executable, "-m", "packer.cli", "simulate", str(sc_path), "--json"],
                                     capture_output=True, text=True, check=True).stdout)
     assert set(sim) <= set(live) and live["partial"] is False and live["metrics_series"]

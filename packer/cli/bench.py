@@ -30,9 +30,11 @@ __all__ = ["bench"]
 @click.option("--health-timeout", type=float, default=600.0, show_default=True, help="Seconds to wait for /health.")
 @click.option("--max-waiting", type=int, default=None, help="The client's waiting cap [the profile's].")
 @click.option("--log", "log_path", default=None, type=click.Path(dir_okay=False), help="The launched server's log.")
+@click.option("--requests-out", default=None, type=click.Path(dir_okay=False),
+              help="Write every request's record and every token's arrival time here (NPZ).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object: the simulate keys, client, metrics_series.")
 def bench(scenario, url, launch, time_scale, adapters_map, adapters_dir, model_config, health_timeout, max_waiting,
-          log_path, as_json) -> None:
+          log_path, requests_out, as_json) -> None:
     """Play SCENARIO.json's workload against a server and report what `packer simulate` reports."""
     from ..profile import load_profile
 
@@ -54,13 +56,13 @@ def bench(scenario, url, launch, time_scale, adapters_map, adapters_dir, model_c
 
             res = launch_and_bench(sc, prof, launch, time_scale=time_scale, adapter_paths=paths,
                                    adapters_dir=adapters_dir, model_config=cfg, health_timeout_s=health_timeout,
-                                   max_waiting=max_waiting, log_path=log_path,
+                                   max_waiting=max_waiting, log_path=log_path, requests_out=requests_out,
                                    on_log=lambda tail: click.echo(f"the server did not start; its last lines:\n{tail}",
                                                                   err=True))
         else:
             from ..live.bench import bench as run
 
-            res = run(sc, prof, url, time_scale=time_scale, max_waiting=max_waiting)
+            res = run(sc, prof, url, time_scale=time_scale, max_waiting=max_waiting, requests_out=requests_out)
     except PackerError as e:
         fail(str(e))
     if as_json:

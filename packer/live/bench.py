@@ -21,6 +21,7 @@ import asyncio
 import gc
 import math
 import time
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +72,8 @@ class _Fatal(Exception):
 class _Run:
     """The state of one benchmark run: the requests, their outcomes, the client's schedule."""
 
-    def __init__(self, sc: Scenario, prof: Profile, url: str, time_scale: float, max_waiting: int | None):
+    def __init__(self, sc: Scenario, prof: Profile, url: str, time_scale: float, max_waiting: int | None,
+                 record_tokens: bool = False):
         self.sc, self.prof, self.url, self.scale = sc, prof, url.rstrip("/"), float(time_scale)
         self.req = generate_requests(sc.workload)
         self.out_len = client_output_len(self.req.output_len, prof.client.output_len_scale)
@@ -91,6 +93,8 @@ class _Run:
         self.series: list[dict[str, Any]] = []
         self.t0 = 0.0
         self.max_stall_s = 0.0
+        # every token's arrival (simulated s), per request, when asked for (``write_requests``)
+        self.tokens: list[array] | None = [array("d") for _ in range(n)] if record_tokens else None
         longest = int(self.req.prompt_len.max()) if n else 1
         self._prompt = _TOKEN * longest
 
@@ -145,6 +149,8 @@ class _Run:
                     self.itl_cnt[i] += k - 1 if got == 0 else k  # tokens in one chunk: gaps of zero
                     got += k
                     last = t
+                    if self.tokens is not None:
+                        self.tokens[i].extend([t] * k)
             if got:
                 self.finish[i] = last
                 self.state[i] = K.S_DONE
@@ -270,6 +276,27 @@ class _Run:
         out = (counters, self.first, finish, self.itl_sum, self.itl_cnt, waiting, running, kv, self.state)
         return summarise_run(sc, prof, kv_tokens, self.req, self.out_len, out, t_start)
 
+    def write_requests(self, path: str) -> None:
+        """Every request's record as NPZ (times in simulated s from the run's start, NaN where the event did
+        not happen): ``arrival_s`` (scheduled), ``send_s``, ``first_token_s``, ``finish_s``, ``status``
+        (0 never sent, 1 waiting, 2 streaming, 3 finished, 4 not sent / refused), ``adapter``,
+        ``prompt_len``, ``output_len``, and every token's arrival as ``token_times_s`` split by
+        ``token_offsets`` (request i's tokens are ``token_times_s[token_offsets[i]:token_offsets[i+1]]``)."""
+        import os
+        import tempfile
+
+        counts = np.array([len(t) for t in self.tokens], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        times = np.concatenate([np.frombuffer(t, dtype=np.float64) for t in self.tokens]) if len(counts) else np.zeros(0)
+        d = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, arrival_s=self.req.arrival_s, send_s=self.req.arrival_s + self.lag,
+                                first_token_s=self.first, finish_s=self.finish, status=self.state,
+                                adapter=self.req.adapter, prompt_len=self.req.prompt_len, output_len=self.out_len,
+                                token_offsets=offsets, token_times_s=times)
+        os.replace(tmp, path)
+
     def client_report(self) -> dict[str, Any]:
         lag = self.lag[np.isfinite(self.lag)]
         p99 = float(np.percentile(lag, 99)) if len(lag) else 0.0
@@ -285,13 +312,14 @@ class _Run:
 
 
 async def run_bench(sc: Scenario, prof: Profile, url: str, *, time_scale: float = 1.0, max_waiting: int | None = None,
+                    requests_out: str | None = None,
                     kv_tokens: int | None = None, alive=None, scrape_s: float = 1.0) -> BenchResult:
     """Benchmark the server at ``url`` on the scenario's workload (see the module docstring). ``alive``,
     when given, says whether the server process still runs (a launched server)."""
     from ..twin import Twin
 
     t_start = time.perf_counter()
-    run = _Run(sc, prof, url, time_scale, max_waiting)
+    run = _Run(sc, prof, url, time_scale, max_waiting, record_tokens=requests_out is not None)
     kv = kv_tokens if kv_tokens is not None else Twin(sc, prof).kv_capacity_tokens()
     # The objects alive now (a test session's, a caller's) stay out of the collector's passes during the
     # run: a full collection of a large heap blocks the event loop long enough to time tokens late.
@@ -302,6 +330,8 @@ async def run_bench(sc: Scenario, prof: Profile, url: str, *, time_scale: float 
     finally:
         gc.unfreeze()
     result = run.result(kv, t_start)
+    if requests_out is not None:
+        run.write_requests(requests_out)
     result = _with_wall(result, time.perf_counter() - t_start)
     return BenchResult(result=result, client=run.client_report(), series=tuple(run.series),
                        partial=run.fatal is not None, error=run.fatal)

@@ -50,7 +50,8 @@ def launch_and_bench(sc: Scenario, prof: Profile, template: str, *, time_scale: 
                      adapter_paths: Mapping[str, str] | None = None, adapters_dir: str | os.PathLike | None = None,
                      model_config: Mapping | None = None, health_timeout_s: float = 600.0,
                      max_waiting: int | None = None, log_path: str | os.PathLike | None = None,
-                     env: Mapping[str, str] | None = None, on_log=None) -> BenchResult:
+                     env: Mapping[str, str] | None = None, on_log=None,
+                     requests_out: str | None = None) -> BenchResult:
     """Start the server from ``template`` for the scenario, benchmark it, stop it (also on Ctrl-C or
     SIGTERM). Adapters: ``adapter_paths`` (id -> path) or dummy adapters of the scenario's ranks written
     under ``adapters_dir`` (a temporary directory by default; weights too with ``model_config``)."""
@@ -77,6 +78,6 @@ def launch_and_bench(sc: Scenario, prof: Profile, template: str, *, time_scale: 
                         on_log(e.log_tail)
                     return refused(sc, prof, e.reason or f"the server exited with code {e.code}")
                 return bench(sc, prof, server.url, time_scale=time_scale, max_waiting=max_waiting,
-                             kv_tokens=server.kv_capacity_tokens(), alive=server.alive)
+                             kv_tokens=server.kv_capacity_tokens(), alive=server.alive, requests_out=requests_out)
             finally:
                 server.stop()
