@@ -1,4 +1,5 @@
-"""Dependencies point one way: twin <- live, calibration <- predictors <- capacity <- solvers <- planner <- cli.
+"""Dependencies point one way: twin <- live, calibration <- predictors <- capacity <- solvers <- planner
+<- deploy <- cli (``deploy``: a plan as deployable files, issue 16).
 Every import of every module is read from its source (module level and inside functions), so a cycle
 cannot hide in a function-level import (issue 13, deliverable 1).
 
@@ -18,7 +19,7 @@ import pytest
 import packer
 
 PACKAGE = Path(packer.__file__).resolve().parent
-LAYERS = ["twin", "live", "calibration", "predictors", "capacity", "solvers", "planner", "cli"]
+LAYERS = ["twin", "live", "calibration", "predictors", "capacity", "solvers", "planner", "deploy", "cli"]
 # layer -> the layers it must not import (every layer above it)
 FORBIDDEN = {layer: set(LAYERS[i + 1:]) for i, layer in enumerate(LAYERS)}
 

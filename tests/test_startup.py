@@ -141,7 +141,7 @@ def test_no_numba_kernel_compiles_at_import():
 
 @pytest.mark.parametrize("package", ["packer", "packer.predictors", "packer.predictors.training", "packer.solvers",
                                      "packer.solvers.exact", "packer.twin", "packer.capacity", "packer.live",
-                                     "packer.calibration"])
+                                     "packer.calibration", "packer.deploy"])
 def test_lazy_names_are_the_defining_modules_objects(package):
     import importlib
 

@@ -40,16 +40,39 @@ __all__ = ["solve", "demo"]
 @click.option("--vllm-time-scale", type=float, default=None,
               help="With --verify-with vllm: simulated seconds per wall second, for a template that runs "
                    "`packer serve-twin --time-scale {time_scale}` [1: real vLLM].")
+@click.option("--export", "export_dir", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="Write the plan as deployable files: per server a vllm serve script, compose.yaml, "
+                   "Kubernetes manifests, routing.json and a README.")
+@click.option("--adapter-paths", default=None, type=click.Path(dir_okay=False), metavar="MAP.json",
+              help="With --export: adapter id -> its path on the servers [placeholders /adapters/<id>].")
+@click.option("--model-path", default=None, metavar="PATH",
+              help="With --export: the base model vllm serves [the profile's model name].")
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def solve(workload: str, solver: str, predictor: str, time_limit: float, objective: str | None, gpus: int | None,
           seed: int, no_verify: bool, verify_with: str, vllm_launch: str | None, vllm_gpus: str | None,
-          vllm_model_config: str | None, vllm_time_scale: float | None, executor: str, ray_address: str | None, as_json: bool) -> None:
+          vllm_model_config: str | None, vllm_time_scale: float | None, export_dir: str | None,
+          adapter_paths: str | None, model_path: str | None, executor: str, ray_address: str | None,
+          as_json: bool) -> None:
     """Place WORKLOAD.json's adapters on the fewest GPUs (or the lowest latency on --gpus GPUs)."""
     from ..planner import solve as run_solve
 
     wl = load_workload(workload)
     solver_choice(solver)
+    paths = None
+    if export_dir is None:
+        if adapter_paths is not None or model_path is not None:
+            fail("--adapter-paths and --model-path go with --export")
+    else:
+        from ..deploy.export import check_adapter_paths, check_export_dir, load_adapter_paths
+
+        try:  # refused before the solve, not after it
+            check_export_dir(export_dir)
+            if adapter_paths is not None:
+                paths = load_adapter_paths(adapter_paths)
+                check_adapter_paths([a.id for a in wl.adapters], paths)
+        except InputError as e:
+            fail(f"--{e.field.replace('_', '-')}: {bare(e)}")
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     verifier: object = verify_with
     if verify_with == "vllm" and not no_verify:
@@ -69,6 +92,19 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
                            executor=executor, ray_address=ray_address, verify_with=verifier)
     except PackerError as e:
         fail(f"{workload}: {e}")
+    if export_dir is not None:
+        from ..deploy.export import export_plan
+
+        try:
+            manifest = export_plan(result, wl, export_dir, adapter_paths=paths, model_path=model_path)
+        except InputError as e:
+            fail(f"--{e.field.replace('_', '-')}: {bare(e)}")
+        except OSError as e:
+            fail(f"--export: {export_dir}: {e.strerror or e}")
+        n = len(manifest.servers)
+        click.echo(f"exported {n} server{'' if n == 1 else 's'} to {manifest.out_dir}"
+                   + (" (adapter paths are placeholders: see its README.md)" if manifest.placeholders else ""),
+                   err=True)
     if as_json:
         echo_json(result.to_dict())
     else:
