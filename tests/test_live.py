@@ -304,3 +304,21 @@ def test_dummy_adapters_for_real_vllm(tmp_path):
     assert not any(v.any() for v in w.values())  # zero: the base model's answers
     assert os.path.realpath(os.path.join(paths["a"], "adapter_model.safetensors")) == \
         os.path.realpath(os.path.join(paths["c"], "adapter_model.safetensors"))  # one weights file per rank
+
+
+def test_a_client_that_goes_away_aborts_its_request(server):
+    s, _ = server
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "sql", "prompt": [3] * 20, "max_tokens": 5000, "stream": True}
+            async with session.post(s.url + "/v1/completions", json=body) as r:
+                await r.content.readany()  # the first token, then hang up mid-stream
+            await asyncio.sleep(0.5)
+            async with session.get(s.url + "/metrics") as r:
+                return await r.text()
+
+    metrics = asyncio.run(go())
+    running = [ln for ln in metrics.splitlines() if ln.startswith("vllm:num_requests_running{")]
+    assert running and running[0].endswith(" 0.0"), running  # vLLM aborts it and frees its KV
+    assert any(ln.startswith("vllm:kv_cache_usage_perc{") and ln.endswith(" 0.0") for ln in metrics.splitlines())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import math
 import time
 from array import array
@@ -104,8 +105,6 @@ class _Run:
     def body(self, i: int) -> bytes:
         p = int(self.req.prompt_len[i])
         name = self.names[int(self.req.adapter[i])]
-        import json
-
         return (b'{"model":' + json.dumps(name).encode() + b',"prompt":[' + self._prompt[:len(_TOKEN) * p - 1]
                 + b'],"max_tokens":' + str(int(self.out_len[i])).encode()
                 + b',"ignore_eos":true,"stream":true,"temperature":0}')

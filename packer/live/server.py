@@ -58,7 +58,6 @@ def _error(status: int, message: str, err_type: str) -> web.Response:
 class _Stream:
     """One request's token feed from the engine loop to its HTTP handler."""
 
-    request: int
     arrival_s: float
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     last_token_s: float = math.nan
@@ -297,7 +296,7 @@ class TwinServer:
         include_usage = bool(opts.get("include_usage")) if isinstance(opts, dict) else False
         at = self.sim_now()
         rid = self.engine.submit(adapter, prompt_len, max_tokens, at)
-        s = _Stream(rid, float(self.engine.state.arrival_s[rid]))
+        s = _Stream(float(self.engine.state.arrival_s[rid]))
         self.streams[rid] = s
         self._wake.set()
         name = body.get("model") or self.model_name

@@ -94,6 +94,19 @@ def _lru_take(slots, n_used, slot_of, last_used, in_step, step):
 
 
 @njit(cache=True)
+def _unlink_waiting(r, a, nxt, prv, a_head, a_tail):
+    """Take request ``r`` out of adapter ``a``'s waiting list."""
+    if prv[r] >= 0:
+        nxt[prv[r]] = nxt[r]
+    else:
+        a_head[a] = nxt[r]
+    if nxt[r] >= 0:
+        prv[nxt[r]] = prv[r]
+    else:
+        a_tail[a] = prv[r]
+
+
+@njit(cache=True)
 def advance(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
             arrival_s, adapter, prompt_len, output_len, state, computed, generated, blocks, qkey, nxt, prv,
             first_token_s, finish_s, itl_sum_s, itl_count, last_token_s,
@@ -265,14 +278,7 @@ def advance(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
                 blocks[r] += need_blocks
                 state[r] = S_RUNNING
                 a = adapter[r]
-                if prv[r] >= 0:
-                    nxt[prv[r]] = nxt[r]
-                else:
-                    a_head[a] = nxt[r]
-                if nxt[r] >= 0:
-                    prv[nxt[r]] = prv[r]
-                else:
-                    a_tail[a] = prv[r]
+                _unlink_waiting(r, a, nxt, prv, a_head, a_tail)
                 n_waiting -= 1
                 running[n_running] = r
                 n_running += 1
@@ -459,15 +465,7 @@ def abort_request(r, adapter, state, blocks, nxt, prv, a_head, a_tail, running, 
     went away); returns whether it was there. Its stale ring entry is skipped like any other."""
     s = state[r]
     if s == S_WAITING:
-        a = adapter[r]
-        if prv[r] >= 0:
-            nxt[prv[r]] = nxt[r]
-        else:
-            a_head[a] = nxt[r]
-        if nxt[r] >= 0:
-            prv[nxt[r]] = prv[r]
-        else:
-            a_tail[a] = prv[r]
+        _unlink_waiting(r, adapter[r], nxt, prv, a_head, a_tail)
         sv[V_N_WAITING] -= 1
     elif s == S_RUNNING:
         k = 0

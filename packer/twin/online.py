@@ -21,9 +21,6 @@ __all__ = ["OnlineTwin", "StepOutcome", "BASE_MODEL"]
 
 BASE_MODEL = -1  # ``submit(adapter=BASE_MODEL)``: a request for the base model, which needs no LoRA slot
 
-# Request states, as ``status`` reports them.
-WAITING, RUNNING, DONE, DROPPED, ABORTED = K.S_WAITING, K.S_RUNNING, K.S_DONE, K.S_DROPPED, K.S_ABORTED
-
 
 @dataclass(frozen=True)
 class StepOutcome:
@@ -105,10 +102,6 @@ class OnlineTwin:
         sv = self.state.sv
         return bool(sv[K.V_N_RUNNING] or sv[K.V_N_WAITING] or sv[K.V_NEXT_ARRIVAL] < sv[K.V_N_KNOWN])
 
-    def next_arrival_s(self) -> float | None:
-        sv = self.state.sv
-        return float(self.state.arrival_s[sv[K.V_NEXT_ARRIVAL]]) if sv[K.V_NEXT_ARRIVAL] < sv[K.V_N_KNOWN] else None
-
     def step(self) -> StepOutcome:
         """Run one engine step (admitting the known arrivals up to the clock first)."""
         st = self.state
@@ -130,6 +123,7 @@ class OnlineTwin:
 
     # ---- what /metrics reports ------------------------------------------------------------------
     def status(self, request: int) -> int:
+        """The request's state (``kernel.S_*``)."""
         return int(self.state.state[request])
 
     def counts(self) -> dict[str, float]:
@@ -137,8 +131,7 @@ class OnlineTwin:
         blocks = int(st.cfg[K.I_KV_BLOCKS])
         return {"running": int(st.sv[K.V_N_RUNNING]), "waiting": int(st.sv[K.V_N_WAITING]),
                 "kv_usage": (blocks - int(st.sv[K.V_FREE_BLOCKS])) / blocks if blocks else 0.0,
-                "preemptions": int(st.counters[K.C_PREEMPTIONS]), "steps": int(st.counters[K.C_STEPS]),
-                "gpu_loads": int(st.counters[K.C_GPU_LOADS]), "disk_loads": int(st.counters[K.C_DISK_LOADS])}
+                "preemptions": int(st.counters[K.C_PREEMPTIONS])}
 
     def adapters_in_flight(self) -> tuple[list[int], list[int]]:
         """Adapter indices with running requests, and with waiting ones (the base model excluded)."""
