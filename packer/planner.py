@@ -121,7 +121,7 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
                            capacity_seconds=t_cap - t0, solver_seconds=t_solve - t_cap, verify_seconds=0.0,
                            repaired_items=0, gpu_budget=budget, short_by=max(0, lb - budget) if budget else None,
                            message=assignment.message or f"needs at least {lb} GPUs on the capacity model",
-                           phases=phases, seed=seed, solver_stats=_solver_stats(assignment))
+                           phases=phases, seed=seed, solver_stats=_solver_stats(assignment), profile=wl.profile)
 
     bins = [list(b) for b in assignment.bins]
     configs = {tuple(b): c for b, c in zip(assignment.bins, assignment.configs)}
@@ -318,7 +318,8 @@ def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: st
                        wall_seconds=time.perf_counter() - t0, capacity_seconds=t_cap - t0,
                        solver_seconds=t_solve - t_cap, verify_seconds=t_verify - t_solve, repaired_items=moved,
                        gpu_budget=budget, short_by=short if budget is not None else None, message=msg,
-                       phases=phases, seed=problem.seed, solver_stats=_solver_stats(a))
+                       phases=phases, seed=problem.seed, solver_stats=_solver_stats(a),
+                       profile=problem.capacity.profile.name)
 
 
 def _solver_stats(a: Assignment) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from packer.deploy.export import MARKER, export_plan
 from packer.errors import InputError
 from packer.planner import parse_workload
 from packer.planner import solve as run_solve
+from packer.solvers.result import read_plan
 
 LLAMA = "llama-3.1-8b-instruct@h100-64gb"
 K8S_VERSION = "1.30"
@@ -79,7 +80,7 @@ def test_files_and_routing_agree_with_the_plan(exported):
     wl, result, manifest, out = exported
     names = [f"gpu-{g}" for g in range(result.num_gpus)]
     assert [s.name for s in manifest.servers] == names
-    expected = {MARKER, "README.md", "compose.yaml", "routing.json"} | {f"servers/{n}.sh" for n in names} \
+    expected = {MARKER, "README.md", "compose.yaml", "routing.json", "plan.json"} | {f"servers/{n}.sh" for n in names} \
         | {f"k8s/{n}.yaml" for n in names}
     assert set(manifest.files) == expected
     assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == expected
@@ -246,3 +247,34 @@ def test_cli_export(cache_env, tmp_path):
     (tmp_path / "busy" / "x").write_text("")
     out = _cli(cache_env, "solve", str(wl_path), "--export", str(tmp_path / "busy"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--export:" in out.stderr, out.stderr
+
+
+def test_the_plan_reads_back_from_the_export_and_from_solve_json(exported, tmp_path):
+    wl, result, _, out = exported
+    for source in (out, out / "plan.json"):
+        loaded = read_plan(source)
+        assert loaded.profile == result.profile == LLAMA
+        assert loaded.placement() == result.placement()
+        assert [(g.max_loras, g.max_cpu_loras, g.max_lora_rank) for g in loaded.gpus] == \
+            [(g.max_loras, g.max_cpu_loras, g.max_lora_rank) for g in result.gpus]
+        assert loaded.data["num_gpus"] == result.num_gpus
+    printed = tmp_path / "solve.json"
+    printed.write_text(json.dumps(result.to_dict()))
+    assert read_plan(printed).gpus == read_plan(out).gpus
+
+
+@pytest.mark.parametrize("text, where", [
+    ("[1, 2]", "top level"),
+    ('{"gpus": [{"adapters": [{"id": "a", "rank": 0}]}]}', "gpus[0].adapters[0].rank"),
+    ('{"gpus": [{"adapters": [{"id": "a", "rank": 8, "share": 1.5}]}]}', "gpus[0].adapters[0].share"),
+    ('{"gpus": [{"adapters": [{"id": "a", "rank": 8}, {"id": "a", "rank": 8}]}]}', "listed twice"),
+    ('{"gpus": [{"adapters": []}], "profile": 3}', "profile"),
+])
+def test_a_bad_plan_is_one_clear_error(tmp_path, text, where):
+    bad = tmp_path / "plan.json"
+    bad.write_text(text)
+    with pytest.raises(InputError) as e:
+        read_plan(bad)
+    assert e.value.field == "plan" and where in str(e.value) and str(bad) in str(e.value)
+    with pytest.raises(InputError, match="without plan.json"):
+        read_plan(tmp_path / "..")

@@ -211,6 +211,8 @@ def _readme(specs: tuple[ServerSpec, ...], model_path: str, placeholders: bool, 
         "- `k8s/<name>.yaml`: a Deployment (one pod, `nvidia.com/gpu: 1`, readiness probe on `/health`)",
         f"  and a Service named after the server, port {CONTAINER_PORT}.",
         "- `routing.json`: where each adapter lives, for a router.",
+        "- `plan.json`: the plan itself (`packer solve --json`), for `packer solve NEW.json --current DIR`",
+        "  and `packer report DIR`.",
         "",
         "## Routing",
         "",
@@ -265,6 +267,9 @@ def export_plan(result: SolveResult, workload: PlacementWorkload, out_dir: str |
         contents[f"k8s/{s.name}.yaml"] = yaml.safe_dump_all(_k8s(s), sort_keys=False)
     contents["compose.yaml"] = yaml.safe_dump(_compose(specs, port), sort_keys=False)
     contents["routing.json"] = json.dumps(routing(result), indent=2) + "\n"
+    from ..solvers.result import PLAN_FILE
+
+    contents[PLAN_FILE] = files.dumps(result.to_dict(), indent=2) + "\n"  # read back by --current, report
     contents["README.md"] = _readme(specs, model_path, adapter_paths is None, port)
     contents[MARKER] = json.dumps({"written_by": "packer solve --export", "servers": len(specs)}) + "\n"
 

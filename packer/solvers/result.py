@@ -9,7 +9,9 @@ from typing import Any
 from ..files import json_ready
 from .base import Objective, SolveStatus
 
-__all__ = ["AdapterShare", "GpuPlan", "SolveResult"]
+__all__ = ["AdapterShare", "GpuPlan", "SolveResult", "PlannedGpu", "LoadedPlan", "read_plan", "PLAN_FILE"]
+
+PLAN_FILE = "plan.json"  # what ``packer solve --export DIR`` writes next to the deployable files
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class SolveResult:
     seed: int = 0
     solver_stats: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     verified_with: str | None = None  # the predictor that verified each GPU (twin, or vllm on real GPUs)
+    profile: str | None = None        # the profile (model x GPU) the plan was made for
 
     @property
     def max_predicted_itl_ms(self) -> float | None:
@@ -105,9 +108,105 @@ class SolveResult:
         d = {k: getattr(self, k) for k in ("objective", "num_gpus", "objective_value", "lower_bound", "gap", "solver",
                                            "predictor", "verified", "wall_seconds", "capacity_seconds",
                                            "solver_seconds", "verify_seconds", "repaired_items", "gpu_budget",
-                                           "short_by", "message", "phases", "seed", "solver_stats", "verified_with")}
+                                           "short_by", "message", "phases", "seed", "solver_stats", "verified_with",
+                                           "profile")}
         d["warnings"] = list(self.warnings)
         d["status"] = self.status.value
         d["max_predicted_itl_ms"] = self.max_predicted_itl_ms
         d["gpus"] = [g.to_dict() for g in self.gpus]
         return json_ready(d)
+
+
+# ---- reading a plan back (re-planning, reports) -------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannedGpu:
+    """One GPU of a plan read back from JSON: its adapters (with shares) and its LoRA flags."""
+
+    adapters: tuple[AdapterShare, ...]
+    max_loras: int
+    max_cpu_loras: int
+    max_lora_rank: int
+
+
+@dataclass(frozen=True)
+class LoadedPlan:
+    """A plan as ``packer solve --json`` printed it (or ``--export`` wrote it): its GPUs, checked, and
+    the whole JSON object in ``data`` (predictions, bound, gap, warnings) for reports."""
+
+    path: str
+    profile: str | None
+    gpus: tuple[PlannedGpu, ...]
+    data: dict = field(compare=False, hash=False)
+
+    def placement(self) -> dict[str, list[tuple[int, float]]]:
+        """Adapter id -> [(GPU index, share)], as ``SolveResult.placement``."""
+        out: dict[str, list[tuple[int, float]]] = {}
+        for g, plan in enumerate(self.gpus):
+            for a in plan.adapters:
+                out.setdefault(a.id, []).append((g, a.share))
+        return out
+
+
+def read_plan(path: Any) -> LoadedPlan:
+    """The plan in ``path``: the JSON ``packer solve --json`` printed, or an ``--export`` directory
+    (its ``plan.json``). Raises ``InputError`` (field ``plan``) naming the file, the entry and the fix."""
+    from pathlib import Path
+
+    from .. import files
+    from ..errors import InputError
+
+    p = Path(path)
+    if p.is_dir():
+        if not (p / PLAN_FILE).is_file():
+            raise InputError("plan", f"{p}: a directory without {PLAN_FILE}; give the JSON `packer solve --json` "
+                             "printed, or a directory `packer solve --export` wrote (re-export it if it predates "
+                             f"{PLAN_FILE})")
+        p = p / PLAN_FILE
+    data = files.read_json(p, field="plan")
+
+    def bad(where: str, problem: str) -> InputError:
+        return InputError("plan", f"{p}: {where}: {problem}; give the JSON `packer solve --json` printed")
+
+    if not isinstance(data, dict) or not isinstance(data.get("gpus"), list):
+        raise bad("top level", "expected an object with a list 'gpus'")
+
+    def integer(v: Any, where: str, low: int = 1) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise bad(where, f"expected an integer >= {low}, got {v!r}")
+        return v
+
+    def number(v: Any, where: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise bad(where, f"expected a finite number >= 0, got {v!r}")
+        return float(v)
+
+    gpus: list[PlannedGpu] = []
+    for g, gpu in enumerate(data["gpus"]):
+        w = f"gpus[{g}]"
+        if not isinstance(gpu, dict) or not isinstance(gpu.get("adapters"), list):
+            raise bad(w, "expected an object with a list 'adapters'")
+        shares: list[AdapterShare] = []
+        seen: set[str] = set()
+        for j, a in enumerate(gpu["adapters"]):
+            wa = f"{w}.adapters[{j}]"
+            if not isinstance(a, dict) or not isinstance(a.get("id"), str) or not a["id"]:
+                raise bad(wa, "expected an object with a non-empty string 'id'")
+            if a["id"] in seen:
+                raise bad(wa, f"adapter {a['id']!r} is listed twice on this GPU")
+            seen.add(a["id"])
+            share = number(a.get("share", 1.0), f"{wa}.share")
+            if not 0 < share <= 1 + 1e-9:
+                raise bad(f"{wa}.share", f"expected a share in (0, 1], got {share!r}")
+            shares.append(AdapterShare(a["id"], integer(a.get("rank"), f"{wa}.rank"),
+                                       number(a.get("rate", 0.0), f"{wa}.rate"), min(share, 1.0)))
+        n = len(shares)
+        max_loras = integer(gpu.get("max_loras", max(n, 1)), f"{w}.max_loras")
+        gpus.append(PlannedGpu(tuple(shares), max_loras, integer(gpu.get("max_cpu_loras", max(max_loras, n)),
+                                                                  f"{w}.max_cpu_loras"),
+                               integer(gpu.get("max_lora_rank", max((a.rank for a in shares), default=8)),
+                                       f"{w}.max_lora_rank")))
+    profile = data.get("profile")
+    if profile is not None and not isinstance(profile, str):
+        raise bad("profile", f"expected a profile name, got {profile!r}")
+    return LoadedPlan(str(p), profile, tuple(gpus), data)
