@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 if TYPE_CHECKING:
     from .profile import Profile
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Adapter",
     "LengthSpec",
+    "EmpiricalLengths",
     "PoissonArrivals",
     "BurstyArrivals",
     "TraceArrivals",
@@ -79,6 +80,50 @@ class Adapter(_Frozen):
         return v
 
 
+class EmpiricalLengths(_Frozen):
+    """A measured length distribution (e.g. from a request log): the quantiles of prompt and output
+    tokens at evenly spaced probabilities 0, 1/(K-1), ..., 1 (so ``prompt[0]`` is the minimum and
+    ``prompt[-1]`` the maximum), and ``rho``, the correlation of the two lengths' normal scores (a
+    Gaussian copula: long prompts that come with long answers stay together)."""
+
+    prompt: tuple[int, ...] = Field(min_length=2, max_length=10_001)
+    output: tuple[int, ...] = Field(min_length=2, max_length=10_001)
+    rho: float = Field(default=0.0, ge=-1.0, le=1.0)
+
+    @field_validator("prompt", "output")
+    @classmethod
+    def _quantiles(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if v[0] < 1:
+            raise ValueError(f"quantiles are token counts of at least 1 (got {v[0]})")
+        if v[-1] > MAX_REQUEST_TOKENS:
+            raise ValueError(f"must be at most {MAX_REQUEST_TOKENS:,} tokens per request (got {v[-1]:,})")
+        for i in range(1, len(v)):
+            if v[i] < v[i - 1]:
+                raise ValueError(f"quantiles must not decrease (entry {i}: {v[i]} after {v[i - 1]})")
+        return v
+
+    @model_validator(mode="after")
+    def _same_grid(self) -> "EmpiricalLengths":
+        if len(self.prompt) != len(self.output):
+            raise ValueError(f"prompt and output need the same number of quantiles (got {len(self.prompt)} "
+                             f"and {len(self.output)})")
+        return self
+
+    @staticmethod
+    def quantile_mean(q: tuple[int, ...]) -> float:
+        """The mean of the piecewise-linear quantile function through ``q`` (what the twin draws)."""
+        return (sum(q) - 0.5 * (q[0] + q[-1])) / (len(q) - 1)
+
+    @property
+    def means(self) -> tuple[float, float]:
+        """(mean prompt, mean output) tokens of the distribution."""
+        return self.quantile_mean(self.prompt), self.quantile_mean(self.output)
+
+
+# The means an empirical distribution is given must be its own, up to rounding.
+_EMPIRICAL_MEAN_TOLERANCE = 0.01
+
+
 class LengthSpec(_Frozen):
     """Request lengths in tokens.
 
@@ -89,14 +134,42 @@ class LengthSpec(_Frozen):
     the shape of the Azure conversation trace (longer tails, correlated prompt and output).
     ``distribution="fixed"`` gives every request exactly the means (rounded).
     ``distribution="trace"`` takes lengths from the arrival trace (only with trace arrivals).
+    ``distribution="empirical"`` draws from the measured quantiles in ``empirical`` (``packer
+    workload from-log`` writes them); its means are the quantiles' (filled in when left out), and
+    its prompt quantiles must lie in [min_input, max_input].
     """
 
     input_mean: float = Field(default=222.7, gt=0)
     output_mean: float = Field(default=196.1, gt=0)
-    distribution: Literal["sharegpt", "azure-conv", "fixed", "trace"] = "sharegpt"
+    distribution: Literal["sharegpt", "azure-conv", "fixed", "trace", "empirical"] = "sharegpt"
     min_input: int = Field(default=4, ge=1)
     max_input: int = Field(default=1024, ge=1)
     max_total: int = Field(default=2048, ge=2)
+    empirical: EmpiricalLengths | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # Without an empirical distribution the dump is what it was before the field existed: the cache
+        # keys of capacity tables and sweeps (which hash it) stay valid.
+        d = handler(self)
+        if isinstance(d, dict) and d.get("empirical") is None:
+            d.pop("empirical", None)
+        return d
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empirical_means(cls, data):
+        if isinstance(data, dict) and data.get("distribution") == "empirical" and data.get("empirical") is not None:
+            emp = data["empirical"]
+            if not isinstance(emp, EmpiricalLengths):
+                try:
+                    emp = EmpiricalLengths.model_validate(emp)
+                except Exception:
+                    return data  # the field's own validation reports it
+            data = dict(data)
+            for field, mean in zip(("input_mean", "output_mean"), emp.means):
+                data.setdefault(field, mean)
+        return data
 
     @field_validator("min_input", "max_input", "max_total")
     @classmethod
@@ -110,6 +183,11 @@ class LengthSpec(_Frozen):
     def _consistent(self) -> "LengthSpec":
         if self.min_input > self.max_input:
             raise ValueError(f"min_input ({self.min_input}) must be <= max_input ({self.max_input})")
+        if self.distribution == "empirical":
+            self._check_empirical()
+        elif self.empirical is not None:
+            raise ValueError(f"empirical quantiles go with distribution='empirical' (got "
+                             f"distribution={self.distribution!r}); drop them or set the distribution")
         if self.distribution != "trace":
             if not (self.min_input <= self.input_mean <= self.max_input):
                 raise ValueError(
@@ -120,6 +198,19 @@ class LengthSpec(_Frozen):
                     f"input_mean + output_mean = {self.input_mean + self.output_mean:g} exceeds "
                     f"max_total={self.max_total}; lower the means or raise max_total")
         return self
+
+    def _check_empirical(self) -> None:
+        emp = self.empirical
+        if emp is None:
+            raise ValueError("distribution='empirical' needs 'empirical': {\"prompt\": [quantiles], \"output\": "
+                             "[quantiles], \"rho\": r} (packer workload from-log writes it)")
+        if emp.prompt[0] < self.min_input or emp.prompt[-1] > self.max_input:
+            raise ValueError(f"empirical prompt quantiles span [{emp.prompt[0]}, {emp.prompt[-1]}], outside "
+                             f"[min_input={self.min_input}, max_input={self.max_input}]; widen min_input/max_input")
+        for field, given, own in zip(("input_mean", "output_mean"), (self.input_mean, self.output_mean), emp.means):
+            if abs(given - own) > _EMPIRICAL_MEAN_TOLERANCE * own:
+                raise ValueError(f"{field}={given:g} is not the empirical quantiles' mean ({own:.6g}); leave "
+                                 f"{field} out (it is filled in) or set it to {own:.6g}")
 
 
 class PoissonArrivals(_Frozen):

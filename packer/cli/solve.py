@@ -47,13 +47,18 @@ __all__ = ["solve", "demo"]
               help="With --export: adapter id -> its path on the servers [placeholders /adapters/<id>].")
 @click.option("--model-path", default=None, metavar="PATH",
               help="With --export: the base model vllm serves [the profile's model name].")
+@click.option("--verify-trace", default=None, type=click.Path(dir_okay=False), metavar="LOG",
+              help="Also replay a request log (as read by `packer workload from-log`) on every GPU: each gets the "
+                   "log's own requests for its adapters (a split adapter's by its shares).")
+@click.option("--trace-columns", default=None, metavar="FIELD=NAME,...",
+              help="With --verify-trace: the log's column names, as in `packer workload from-log --columns`.")
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def solve(workload: str, solver: str, predictor: str, time_limit: float, objective: str | None, gpus: int | None,
           seed: int, no_verify: bool, verify_with: str, vllm_launch: str | None, vllm_gpus: str | None,
           vllm_model_config: str | None, vllm_time_scale: float | None, export_dir: str | None,
-          adapter_paths: str | None, model_path: str | None, executor: str, ray_address: str | None,
-          as_json: bool) -> None:
+          adapter_paths: str | None, model_path: str | None, verify_trace: str | None, trace_columns: str | None,
+          executor: str, ray_address: str | None, as_json: bool) -> None:
     """Place WORKLOAD.json's adapters on the fewest GPUs (or the lowest latency on --gpus GPUs)."""
     from ..planner import solve as run_solve
 
@@ -73,6 +78,16 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
                 check_adapter_paths([a.id for a in wl.adapters], paths)
         except InputError as e:
             fail(f"--{e.field.replace('_', '-')}: {bare(e)}")
+    log = None
+    if verify_trace is not None:
+        from ..requestlog import read_request_log
+
+        try:  # a bad log is refused before the solve, not after it
+            log = read_request_log(verify_trace, columns=trace_columns)
+        except InputError as e:
+            fail(f"--{'trace-columns' if e.field == 'columns' else 'verify-trace'}: {bare(e)}")
+    elif trace_columns is not None:
+        fail("--trace-columns goes with --verify-trace")
     progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     verifier: object = verify_with
     if verify_with == "vllm" and not no_verify:
@@ -92,6 +107,13 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
                            executor=executor, ray_address=ray_address, verify_with=verifier)
     except PackerError as e:
         fail(f"{workload}: {e}")
+    trace_check = None
+    if log is not None and result.gpus:
+        from ..deploy.trace import verify_on_trace
+
+        if progress:
+            progress(f"replaying {log.requests:,} requests of {verify_trace} on {result.num_gpus} GPUs")
+        trace_check = verify_on_trace(result, wl, log, seed=seed, executor=executor, ray_address=ray_address)
     if export_dir is not None:
         from ..deploy.export import export_plan
 
@@ -106,9 +128,31 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
                    + (" (adapter paths are placeholders: see its README.md)" if manifest.placeholders else ""),
                    err=True)
     if as_json:
-        echo_json(result.to_dict())
+        echo_json({**result.to_dict(), **({"trace_verification": trace_check.to_dict()} if trace_check else {})})
     else:
         click.echo(placement_table(workload, result))
+        if trace_check is not None:
+            click.echo(trace_lines(trace_check))
+
+
+def trace_lines(check) -> str:
+    """The --verify-trace verdict, one line per GPU and a warning line when the plan fails the log."""
+    lines = [f"replayed on {check.source} ({check.span_s:,.0f} s):"]
+    for g in check.gpus:
+        verdict = "ok" if g.ok else ("out of memory" if g.memory_error else "STARVED")
+        itl = "n/a" if g.mean_itl_ms is None else f"{g.mean_itl_ms:.1f} ms"
+        served = "n/a" if g.throughput_tps is None else f"{g.throughput_tps:,.0f}"
+        lines.append(f"  GPU {g.gpu}: {g.requests:,} requests, {served} of {g.offered_tps:,.0f} tokens/s served, "
+                     f"mean ITL {itl}: {verdict}")
+    if check.unplanned_requests:
+        names = ", ".join(check.unplanned_adapters[:5]) + (" ..." if len(check.unplanned_adapters) > 5 else "")
+        lines.append(f"warning: {check.unplanned_requests:,} requests of the log are for adapters the plan does not "
+                     f"place ({names})")
+    failing = [g.gpu for g in check.gpus if not g.ok]
+    if failing:
+        lines.append(f"warning: GPU{'s' if len(failing) > 1 else ''} {', '.join(map(str, failing))} fail on the log's "
+                     "own arrivals; plan for a higher percentile (--plan-for p99 or peak) or add GPUs")
+    return "\n".join(lines)
 
 
 @click.command()

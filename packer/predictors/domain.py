@@ -34,7 +34,7 @@ _KIND, _LORA = attrgetter("arrivals.kind"), attrgetter("server.enable_lora")
 # (a knee load factor of 0.4, recomputed from rescaled rates) is inside.
 _MARGIN = 1e-9
 _NOTES = {
-    "length_distribution": " (0 sharegpt, 1 azure-conv, 2 fixed, 3 trace)",
+    "length_distribution": " (0 sharegpt, 1 azure-conv, 2 fixed, 3 trace, 4 empirical)",
     "arrival_cv": " (Poisson is 1)",
     "arrival_sigma": " (Poisson is 0)",
     "arrival_period_s": " (Poisson is 0)",

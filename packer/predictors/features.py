@@ -28,7 +28,7 @@ Server flags
 Load and lengths
 - ``offered_tps``: Σr × (input_mean + output_mean), the nominal offered token load.
 - ``input_mean``, ``output_mean``: the length spec's mean prompt and output tokens.
-- ``length_distribution``: 0 sharegpt, 1 azure-conv, 2 fixed, 3 trace.
+- ``length_distribution``: 0 sharegpt, 1 azure-conv, 2 fixed, 3 trace, 4 empirical.
 
 Arrivals
 - ``arrival_cv``, ``arrival_sigma``, ``arrival_period_s``: Poisson is cv 1, sigma 0, period 0;
@@ -101,7 +101,7 @@ __all__ = ["FEATURE_NAMES", "FEATURE_DOCS", "TRACE_AS_BURSTY", "features", "feat
 # (cv, multiplier_sigma, period_s) standing in for a replayed trace.
 TRACE_AS_BURSTY = (1.5, 0.5, 300.0)
 _RATES = attrgetter("rates")
-_LENGTH_CODES = {"sharegpt": 0.0, "azure-conv": 1.0, "fixed": 2.0, "trace": 3.0}
+_LENGTH_CODES = {"sharegpt": 0.0, "azure-conv": 1.0, "fixed": 2.0, "trace": 3.0, "empirical": 4.0}
 
 FEATURE_DOCS: dict[str, str] = {
     "n_adapters": "number of adapters served",
@@ -124,7 +124,7 @@ FEATURE_DOCS: dict[str, str] = {
     "offered_tps": "nominal offered token load, total_rate * (input_mean + output_mean) (tokens/s)",
     "input_mean": "mean prompt tokens per request",
     "output_mean": "mean output tokens per request",
-    "length_distribution": "length distribution code: 0 sharegpt, 1 azure-conv, 2 fixed, 3 trace",
+    "length_distribution": "length distribution code: 0 sharegpt, 1 azure-conv, 2 fixed, 3 trace, 4 empirical",
     "arrival_cv": "inter-arrival coefficient of variation (Poisson 1; trace treated as 1.5)",
     "arrival_sigma": "bursty rate-multiplier log-normal sigma (Poisson 0; trace treated as 0.5)",
     "arrival_period_s": "bursty multiplier period in seconds (Poisson 0; trace treated as 300)",

@@ -10,10 +10,10 @@ from typing import Sequence
 
 from ..profile import Profile
 from ..executor import map_jobs, open_executor
-from ..twin import Twin
+from ..twin import SimulationResult, Twin
 from .base import DEFAULT_DURATION_S, DEFAULT_WARMUP_S, PREDICTORS, GpuQuery, Prediction, Predictor
 
-__all__ = ["TwinPredictor"]
+__all__ = ["TwinPredictor", "prediction_of_run"]
 
 
 class TwinPredictor(Predictor):
@@ -90,10 +90,14 @@ class TwinPredictor(Predictor):
 def _simulate(query: GpuQuery, duration_s: float, seed: int, profile: Profile | None,
               warmup_s: float) -> Prediction:
     prof = profile if profile is not None else query.profile
-    r = Twin(query.scenario(duration_s, seed, warmup_s), prof).run()
+    return prediction_of_run(Twin(query.scenario(duration_s, seed, warmup_s), prof).run(), query.offered_tps)
+
+
+def prediction_of_run(r: SimulationResult, offered_tps: float | None = None) -> Prediction:
+    """The twin's verdict on one simulated run (starts, keeps up), as a ``Prediction``."""
     if r.memory_error:
         return Prediction(predictor="twin", starved=False, memory_error=r.memory_error, throughput_tps=None,
-                          offered_tps=query.offered_tps)
+                          offered_tps=r.offered_tps if offered_tps is None else offered_tps)
     return Prediction(predictor="twin", starved=bool(r.starved), memory_error=None, throughput_tps=r.throughput_tps,
                       offered_tps=r.offered_tps, mean_itl_ms=r.mean_itl_ms, p99_ttft_ms=r.p99_ttft_ms)
 

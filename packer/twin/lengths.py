@@ -8,6 +8,9 @@
   bounds). The two location parameters are solved (Newton on an exact 1-D quadrature of the
   truncated means, cached) so that the truncated means equal ``input_mean`` / ``output_mean``.
 - ``fixed``: every request gets round(mean) (at least 1).
+- ``empirical``: measured quantiles (``LengthSpec.empirical``) joined by a Gaussian copula: a pair of
+  standard normals with correlation rho, each mapped through the normal CDF and the piecewise-linear
+  quantile function, rounded. The means are those of the quantile functions (up to rounding).
 - ``trace``: lengths of the replayed trace rows, clipped to >= 1 (by ``traces``).
 """
 
@@ -24,8 +27,8 @@ from ..files import read_json_text
 from ..model import LengthSpec
 from .traces import data_file
 
-__all__ = ["LengthShape", "SHAPE_FILES", "draw_lengths", "lognormal_lengths", "length_shape", "shipped_length_shapes",
-           "truncated_length_moments"]
+__all__ = ["LengthShape", "SHAPE_FILES", "draw_lengths", "empirical_lengths", "lognormal_lengths", "length_shape",
+           "shipped_length_shapes", "truncated_length_moments"]
 
 _QUAD_NODES = 2049  # odd: composite Simpson over log(prompt)
 _MIN_ACCEPTANCE = 0.01  # below this, rejection sampling would need > 100 draws per request
@@ -59,7 +62,23 @@ def draw_lengths(spec: LengthSpec, n: int, trace_lengths, rng: np.random.Generat
     if spec.distribution == "fixed":
         return (np.full(n, max(1, round(spec.input_mean)), dtype=np.int32),
                 np.full(n, max(1, round(spec.output_mean)), dtype=np.int32))
+    if spec.distribution == "empirical":
+        return empirical_lengths(spec.empirical, n, rng)
     return lognormal_lengths(spec, n, rng, length_shape(spec.distribution))
+
+
+def empirical_lengths(emp, n: int, rng: np.random.Generator):
+    """n (prompt, output) pairs from measured quantiles joined by a Gaussian copula of correlation rho."""
+    z = rng.standard_normal((2, n))
+    rho = emp.rho
+    z_output = rho * z[0] + math.sqrt(max(0.0, 1.0 - rho * rho)) * z[1]
+    grid = np.linspace(0.0, 1.0, len(emp.prompt))
+    out = []
+    for scores, quantiles in ((z[0], emp.prompt), (z_output, emp.output)):
+        u = 0.5 * _erfc(-scores / math.sqrt(2.0))  # the normal CDF
+        tokens = np.rint(np.interp(u, grid, np.asarray(quantiles, dtype=np.float64)))
+        out.append(np.maximum(tokens, 1).astype(np.int32))
+    return out[0], out[1]
 
 
 def lognormal_lengths(spec: LengthSpec, n: int, rng: np.random.Generator, shape: LengthShape):
