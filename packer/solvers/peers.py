@@ -91,18 +91,30 @@ class _PeerSolver(Solver):
                 message = (f"{self.name} stopped at the time limit ({problem.time_limit_s:g}s) after {budget.calls} "
                            f"predictor calls; kept the first GPU count that fits the capacity table")
                 break
+        if chosen is None and fallback is None:
+            bad = next((i for i in range(len(problem.items)) if bin_config(problem, [i]) is None), None)
+            what = (f"item {bad} ({problem.items[bad].adapter_id!r}) fits no GPU of the capacity model" if bad is not None
+                    else "no GPU count up to one per item fits the capacity model")
+            return Assignment((), (), SolveStatus.INFEASIBLE, message=f"{self.name}: {what}",
+                              details={"wall_seconds": time.perf_counter() - t0, "predictor_calls": budget.calls})
         if chosen is None:
-            if fallback is None:  # one item per GPU: verification reports what does not keep up
-                fallback = [[i] for i in range(len(problem.items))]
             chosen = fallback
             if status is SolveStatus.FEASIBLE:
                 message = f"{self.name}: no GPU count passed the predictor; kept the first that fits the capacity table"
         bins = tuple(tuple(sorted(b)) for b in chosen)
-        configs = tuple(_config(problem, b, self._max_loras(problem, b, limits)) for b in bins)
+        configs = tuple(self._gpu_config(problem, b, limits) for b in bins)
         end = time.perf_counter()
         return Assignment(bins, configs, status, objective_value=len(bins), message=message,
                           details={"wall_seconds": end - t0, "predictor_calls": budget.calls,
                                    "gpu_counts_tried": tried})
+
+    def _gpu_config(self, problem, members, limits):
+        """The capacity table's config for the GPU where its max_loras covers every adapter on it (the planner
+        then sets max_loras = adapters on the GPU), else the adapter count within the memory limit."""
+        c = bin_config(problem, members)
+        if c is not None and c.max_loras >= len(members):
+            return c
+        return _config(problem, members, self._max_loras(problem, members, limits))
 
     def _max_loras(self, problem, members, limits) -> int:
         R = rank_class(max(problem.items[i].rank for i in members))
