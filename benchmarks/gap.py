@@ -1,7 +1,8 @@
 """Greedy against the exact solvers and the published ladder: GPUs, bounds, gaps, wall times.
 
     python benchmarks/gap.py [--sizes 50,100,200,500] [--families uniform,zipf,azure]
-                             [--profiles llama,qwen] [--time-limit 120] [--solvers greedy,ladder,cpsat,milp]
+                             [--profiles llama,qwen] [--time-limit 120]
+                             [--solvers greedy,ladder,loraserve,dlora,cpsat,milp]
                              [--executor process|serial|ray] [--ray-address A]
 
 Instance families (seeded): N adapters with ranks drawn from {8, 16, 32} (50/30/20 %) and rates
@@ -77,7 +78,7 @@ def main() -> None:
     args = ap.parse_args()
     solvers = args.solvers.split(",")
     OUT.mkdir(exist_ok=True)
-    print(f"{'instance':<22} {'solver':<7} {'GPUs':>4} {'LB':>3} {'status':<10} {'gap':>6} {'verified':<8} "
+    print(f"{'instance':<22} {'solver':<9} {'GPUs':>4} {'LB':>3} {'status':<10} {'gap':>6} {'verified':<8} "
           f"{'solve s':>8} {'total s':>8}")
     with open_executor(args.executor, ray_address=args.ray_address) as ex:
         rows = solve_all(args, solvers, ex)
@@ -107,7 +108,7 @@ def solve_all(args: argparse.Namespace, solvers: list[str], executor) -> list[di
                            "solver_s": round(r.solver_seconds, 3), "capacity_s": round(r.capacity_seconds, 2),
                            "total_s": round(total, 2)}
                     rows.append(row)
-                    print(f"{name:<22} {s:<7} {r.num_gpus:>4} {r.lower_bound:>3} {r.status.value:<10} "
+                    print(f"{name:<22} {s:<9} {r.num_gpus:>4} {r.lower_bound:>3} {r.status.value:<10} "
                           f"{r.gap:>6.1%} {str(r.verified):<8} {r.solver_seconds:>8.2f} {total:>8.1f}", flush=True)
     return rows
 

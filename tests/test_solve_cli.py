@@ -62,7 +62,7 @@ def test_solve_table_and_exact_solver(env, tmp_path):
     (["--gpus", "0"], "--gpus"),
     (["--time-limit", "-1"], "--time-limit"),
     (["--objective", "cheapest"], "--objective"),
-    (["--solver", "simplex"], "valid: cpsat, greedy, ladder, milp"),
+    (["--solver", "simplex"], "valid: cpsat, dlora, greedy, ladder, loraserve, milp"),
     (["--predictor", "oracle"], "valid: forest, tree, twin"),
 ])
 def test_bad_flags_are_one_line(env, tmp_path, args, needle):

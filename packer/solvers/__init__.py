@@ -2,6 +2,8 @@
 
 - ``greedy`` (default): first-fit / best-fit decreasing, fine-grained in the adapter count.
 - ``ladder``: the published checkpoint greedy, as a reference.
+- ``loraserve``, ``dlora``: the peers' methods as published (background §7), each at its own smallest
+  GPU count that the predictor verifies (``peers.py``).
 - ``cpsat``: OR-Tools CP-SAT, exact; ``milp``: Pyomo + HiGHS, exact (each in its own process; ``exact/``).
 """
 
@@ -11,7 +13,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {  # imported on first use (numpy,
     **dict.fromkeys(["SOLVERS", "Assignment", "Item", "Objective", "PlacementProblem", "Solver", "SolveStatus",
                      "get_solver"], ".base"),
     "CpSatSolver": ".exact.solvers", "MilpSolver": ".exact.solvers", "GreedySolver": ".greedy",
-    "LadderSolver": ".ladder", **dict.fromkeys(["AdapterShare", "GpuPlan", "SolveResult"], ".result")})
+    "LadderSolver": ".ladder",
+    "LoraServeSolver": ".peers", "DLoraSolver": ".peers", **dict.fromkeys(["AdapterShare", "GpuPlan", "SolveResult"], ".result")})
 
 __all__ = ["SOLVERS", "get_solver", "Solver", "SolveStatus", "Objective", "Item", "PlacementProblem", "Assignment",
-           "GreedySolver", "LadderSolver", "CpSatSolver", "MilpSolver", "AdapterShare", "GpuPlan", "SolveResult"]
+           "GreedySolver", "LadderSolver", "LoraServeSolver", "DLoraSolver", "CpSatSolver", "MilpSolver", "AdapterShare", "GpuPlan", "SolveResult"]

@@ -214,6 +214,8 @@ SOLVERS: Registry[Solver] = Registry("solver", Solver)
 # The shipped backends, imported only when one is asked for (cpsat and milp run OR-Tools / Pyomo in a child).
 SOLVERS.declare("greedy", "packer.solvers.greedy")
 SOLVERS.declare("ladder", "packer.solvers.ladder")
+SOLVERS.declare("loraserve", "packer.solvers.peers")
+SOLVERS.declare("dlora", "packer.solvers.peers")
 SOLVERS.declare("cpsat", "packer.solvers.exact.solvers")
 SOLVERS.declare("milp", "packer.solvers.exact.solvers")
 
