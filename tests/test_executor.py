@@ -87,3 +87,18 @@ def test_every_executor_gives_the_same_capacity_table_and_verdicts(ray_cluster):
         verdicts[name] = TwinPredictor(duration_s=120.0, warmup_s=60.0, workers=2, executor=name).predict_many(queries)
     assert all(t == tables["serial"] for t in tables.values())
     assert all(v == verdicts["serial"] for v in verdicts.values())
+
+
+def test_a_twin_predictor_holding_an_open_executor_still_goes_to_worker_processes():
+    """The capacity search ships the predictor to its workers; an open executor object stays behind
+    (benchmarks/gap.py passes one), a named one travels."""
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    from packer.predictors.twin import TwinPredictor
+
+    with ProcessPoolExecutor(1) as pool:
+        twin = TwinPredictor(executor=pool, seed=3)
+        copy = pickle.loads(pickle.dumps(twin))
+        assert copy.executor is None and copy.seed == 3 and twin.executor is pool
+    assert pickle.loads(pickle.dumps(TwinPredictor(executor="serial"))).executor == "serial"

@@ -48,6 +48,14 @@ class TwinPredictor(Predictor):
         self.calls = 0       # simulations actually run
         self.cache_hits = 0
 
+    def __getstate__(self) -> dict:
+        # A copy sent to a worker process (the capacity search) runs its queries there: an open
+        # executor object (its locks and pipes) stays with the parent.
+        state = self.__dict__.copy()
+        if not isinstance(state["executor"], (str, type(None))):
+            state["executor"] = None
+        return state
+
     def describe(self) -> dict:
         d = {"name": self.name, "duration_s": self.duration_s, "warmup_s": self.warmup_s, "seed": self.seed}
         if self.profile is not None:
