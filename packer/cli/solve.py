@@ -150,8 +150,9 @@ def trace_lines(check) -> str:
                      f"place ({names})")
     failing = [g.gpu for g in check.gpus if not g.ok]
     if failing:
-        lines.append(f"warning: GPU{'s' if len(failing) > 1 else ''} {', '.join(map(str, failing))} fail on the log's "
-                     "own arrivals; plan for a higher percentile (--plan-for p99 or peak) or add GPUs")
+        lines.append(f"warning: GPU{'s' if len(failing) > 1 else ''} {', '.join(map(str, failing))} "
+                     f"fail{'' if len(failing) > 1 else 's'} on the log's own arrivals; plan with the log's lengths "
+                     "(packer workload from-log), for a higher percentile (--plan-for p99 or peak), or add GPUs")
     return "\n".join(lines)
 
 
