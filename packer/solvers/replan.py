@@ -3,8 +3,9 @@
 Every item keeps its current GPU (``home``) while that GPU stays within the capacity model. A GPU
 that no longer fits sheds the fewest items it can (the lightest of those that suffice); shed items
 and new items (new adapters, extra replicas) go first-fit into the existing GPUs, then onto new
-ones. With ``max_moves``, once that many items have moved an overloaded GPU keeps its heaviest
-adapter and splits off only the part that does not fit, as a new replica (usually on a new server).
+ones. With ``max_moves``, once that many items have moved an overloaded GPU splits its heaviest
+adapters instead (each keeps at least half its load there; the rest is a new replica, usually on a
+new server) until it fits; only where that does not suffice does it move more.
 GPUs left empty are dropped by the caller.
 """
 
@@ -51,14 +52,18 @@ def replan(problem: PlacementProblem, home: Sequence[int | None], n_current: int
 
     moved = 0
     split: list[str] = []
+    halved: set[int] = set()
     for g in range(n_current):
         while deficit(bins[g]) > 0:
-            if max_moves is not None and moved >= max_moves:
-                i = max(bins[g], key=lambda j: (items[j].units, -j))
-                rest = [j for j in bins[g] if j != i]
-                room = -deficit(rest + [i]) + items[i].units  # what item i may carry here (same count and rank)
-                if 1 <= room < items[i].units:
+            whole = [j for j in bins[g] if j not in halved]
+            if max_moves is not None and moved >= max_moves and whole and deficit(bins[g]) < float("inf"):
+                # split the heaviest adapter not yet split here: it keeps at least half its load on this GPU
+                i = max(whole, key=lambda j: (items[j].units, -j))
+                halved.add(i)
+                shed = min(int(deficit(bins[g])), items[i].units // 2)
+                if shed >= 1:
                     it = items[i]
+                    room = it.units - shed
                     f = room * LOAD_UNIT / it.load_tps
                     items[i] = Item.of(it.adapter_id, it.rank, it.rate * f, it.share * f, room * LOAD_UNIT)
                     items.append(Item.of(it.adapter_id, it.rank, it.rate * (1 - f), it.share * (1 - f),
@@ -66,7 +71,7 @@ def replan(problem: PlacementProblem, home: Sequence[int | None], n_current: int
                     homes.append(None)
                     unplaced.append(len(items) - 1)
                     split.append(it.adapter_id)
-                    continue
+                continue
             # the fewest items: the lightest one whose removal suffices, else the one that helps most
             options = [(deficit([j for j in bins[g] if j != i]), items[i].units, i) for i in bins[g]]
             enough = [o for o in options if o[0] <= 0]
