@@ -180,3 +180,14 @@ def test_cli_round_trip(cache_env, tmp_path):
         assert bad.returncode == 2 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     nocur = _cli(["solve", "w2.json", "--max-moves", "2"], env, tmp_path)
     assert nocur.returncode == 2 and "--current" in nocur.stderr
+
+
+def test_servers_left_empty_are_dropped_and_later_gpus_renumbered(base_plan):
+    old, path = base_plan
+    gone = {a.id for a in old.gpus[0].adapters}
+    wl = {**BASE, "adapters": [a for a in BASE["adapters"] if a["id"] not in gone]}
+    r = solve(wl, verify=False, executor="serial", current=path)
+    assert r.replan.servers_removed == (0,) and r.replan.moves == () and r.replan.servers_added == ()
+    assert r.replan.gpu_origin == tuple(range(1, old.num_gpus))
+    assert [{a.id for a in g.adapters} for g in r.gpus] == [{a.id for a in g.adapters} for g in old.gpus[1:]]
+    assert set(r.replan.adapters_removed) == gone
