@@ -21,11 +21,12 @@ from .predictors.base import GpuQuery, Prediction, Predictor, get_predictor
 from .predictors.twin import TwinPredictor
 from .profile import load_profile
 from .solvers import bounds as _bounds
-from .solvers.base import (Assignment, Objective, PlacementProblem, SolveStatus, get_solver, make_items,
-                           utilisation)
+from .solvers.base import (Assignment, Objective, PlacementProblem, SolveStatus, bin_config, get_solver,
+                           make_items, utilisation)
 from .capacity import build_capacity_model
 from .model import rank_class
-from .solvers.result import AdapterShare, GpuPlan, SolveResult
+from .solvers.replan import replan as _replan_bins
+from .solvers.result import AdapterShare, GpuPlan, LoadedPlan, Move, ReplanSummary, SolveResult, read_plan
 
 __all__ = ["solve", "parse_workload", "build_problem"]
 
@@ -61,7 +62,8 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
           objective: str | None = None, gpus: int | None = None, time_limit: float = 60.0, seed: int = 0,
           verify: bool = True, workers: int | None = None, cache: bool = True,
           progress: Callable[[str], None] | None = None, executor: Any = None,
-          ray_address: str | None = None, verify_with: Any = "twin") -> SolveResult:
+          ray_address: str | None = None, verify_with: Any = "twin", current: Any = None,
+          max_moves: int | None = None) -> SolveResult:
     """Place ``workload``'s adapters on GPUs; see ``SolveResult``.
 
     ``solver`` and ``predictor`` are registered names or objects; ``objective`` and ``gpus``
@@ -76,10 +78,17 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
 
     ``verify_with`` is the predictor that verifies (and repairs) each GPU: ``"twin"`` by default, or
     ``"vllm"`` (a ``VllmPredictor``, or any predictor object) to check the plan on real GPUs.
+
+    ``current`` (a ``LoadedPlan``, or the path of a plan ``read_plan`` reads) re-plans a deployed plan
+    for this workload with few moves (``packer.solvers.replan``): adapters stay where their GPU still
+    keeps up; the result's ``replan`` lists the moves and the servers added and removed. With
+    ``max_moves``, no more than that many adapters move: overloaded GPUs split adapters onto new
+    servers instead.
     """
     t0 = time.perf_counter()
     wl = parse_workload(workload)
     obj = _objective(objective if objective is not None else wl.objective)
+    plan = _current_plan(current, max_moves, wl, obj, solver)
     budget = gpus if gpus is not None else wl.gpus
     if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 1):
         raise InputError("gpus", f"the GPU budget must be a positive integer (got {budget!r})")
@@ -109,7 +118,12 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
         phases["gpu_budget"] = time.perf_counter() - t_cap
     problem = PlacementProblem(problem.items, problem.capacity, pred, obj, budget if obj is Objective.MIN_LATENCY
                                else None, float(time_limit), seed, workers)
-    assignment = slv.solve(problem)
+    tags: list | None = None
+    home: tuple[int | None, ...] | None = None
+    if plan is None:
+        assignment = slv.solve(problem)
+    else:
+        problem, assignment, tags, home = _replan(problem, plan, max_moves)
     t_solve = time.perf_counter()
     phases.update(assignment.details.get("phases", {}))
 
@@ -129,7 +143,7 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     moved = 0
     final_preds: list[Prediction] = []
     for checker in checkers:
-        bins, n_moved, final_preds = _confirm_and_repair(problem, bins, configs, checker, budget, obj)
+        bins, n_moved, final_preds = _confirm_and_repair(problem, bins, configs, checker, budget, obj, tags, home)
         moved += n_moved
     twin_preds = final_preds if twin is not None else None
     pred_preds = final_preds if twin is None or twin is pred else [pred.predict(_query(problem, b, configs)) for b in bins]
@@ -138,8 +152,11 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     plans = tuple(_plan(problem, b, configs, p, tp) for b, p, tp in
                   zip(bins, pred_preds, twin_preds if twin_preds is not None else [None] * len(bins)))
     verified = twin_preds is not None and all(p.ok for p in twin_preds)
-    result = _result(problem, assignment, obj, slv.name, pred.name, plans, verified, moved, budget,
-                     t0, t_cap, t_solve, t_verify, phases)
+    result = _result(problem, assignment, obj, slv.name if plan is None else "replan", pred.name, plans, verified,
+                     moved, budget, t0, t_cap, t_solve, t_verify, phases)
+    if plan is not None:
+        summary = _replan_summary(problem, plan, wl, bins, tags, home, max_moves, assignment)
+        result = dataclasses.replace(result, replan=summary, message=_replan_message(summary, result.message))
     return dataclasses.replace(result, verified_with=twin.name if twin is not None else None,
                                warnings=result.warnings + _warnings(pred.name, pred_preds, twin_preds,
                                                                     twin.name if twin is not None else "twin"))
@@ -171,11 +188,100 @@ def _gpu_list(gpus: Sequence[int], shown: int = 8) -> str:
     return head + (f" and {len(gpus) - shown} more" if len(gpus) > shown else "")
 
 
+# ---- re-planning ---------------------------------------------------------------------------------
+
+def _current_plan(current: Any, max_moves: Any, wl: PlacementWorkload, obj: Objective, solver: Any) -> LoadedPlan | None:
+    """The deployed plan to re-plan from (None: a fresh solve), checked against the workload."""
+    if current is None:
+        if max_moves is not None:
+            raise InputError("max_moves", "goes with a current plan (--current PLAN.json) to re-plan from")
+        return None
+    if max_moves is not None and (isinstance(max_moves, bool) or not isinstance(max_moves, int) or max_moves < 0):
+        raise InputError("max_moves", f"expected an integer >= 0 (adapters that may move), got {max_moves!r}")
+    plan = current if isinstance(current, LoadedPlan) else read_plan(current)
+    if plan.profile is not None and plan.profile != wl.profile:
+        raise InputError("current", f"{plan.path}: the plan is for profile {plan.profile!r} but the workload is for "
+                         f"{wl.profile!r}; re-plan from a plan made for {wl.profile!r}, or solve afresh")
+    if obj is not Objective.MIN_GPUS:
+        raise InputError("objective", f"re-planning minimises moves, then GPUs; objective {obj.value!r} does not go "
+                         "with a current plan (drop --objective min_latency or --current)")
+    if solver not in ("greedy", "replan"):
+        raise InputError("solver", f"re-planning runs its own incremental greedy; solver {solver!r} does not go with "
+                         "a current plan (drop --solver or --current)")
+    ranks = {a.id: a.rank for a in wl.adapters}
+    for g, gpu in enumerate(plan.gpus):
+        for j, a in enumerate(gpu.adapters):
+            if a.id in ranks and ranks[a.id] != a.rank:
+                raise InputError("current", f"{plan.path}: gpus[{g}].adapters[{j}].rank: adapter {a.id!r} has rank "
+                                 f"{a.rank} in the plan but {ranks[a.id]} in the workload; a new rank is a new "
+                                 "adapter: give it a new id, or solve afresh")
+    return plan
+
+
+def _replan(problem: PlacementProblem, plan: LoadedPlan,
+            max_moves: int | None) -> tuple[PlacementProblem, Assignment, list, tuple[int | None, ...]]:
+    """Map the plan onto the problem's items (an adapter's replicas onto its current GPUs, in order;
+    extra replicas are new), re-plan, and drop the GPUs left empty."""
+    where = {aid: [g for g, _ in gs] for aid, gs in plan.placement().items()}
+    taken: dict[str, int] = {}
+    home: list[int | None] = []
+    for it in problem.items:
+        k = taken.get(it.adapter_id, 0)
+        gs = where.get(it.adapter_id, [])
+        home.append(gs[k] if k < len(gs) else None)
+        taken[it.adapter_id] = k + 1
+    t = time.perf_counter()
+    r = _replan_bins(problem, home, len(plan.gpus), max_moves)
+    problem = dataclasses.replace(problem, items=r.items)
+    keep = [g for g, b in enumerate(r.bins) if b]
+    bins = tuple(r.bins[g] for g in keep)
+    tags = [g if g < r.n_current else None for g in keep]
+    configs = tuple(bin_config(problem, b) for b in bins)
+    details = {"phases": {"replan": time.perf_counter() - t}, "shed_items": r.moved, "split": list(r.split)}
+    return problem, Assignment(bins, configs, SolveStatus.FEASIBLE, objective_value=float(len(bins)),
+                               details=details), tags, r.home
+
+
+def _replan_summary(problem: PlacementProblem, plan: LoadedPlan, wl: PlacementWorkload, bins: list[list[int]],
+                    tags: list, home: Sequence[int | None], max_moves: int | None, a: Assignment) -> ReplanSummary:
+    moves: list[Move] = []
+    for g, members in enumerate(bins):
+        for i in members:
+            if home[i] is not None and home[i] != tags[g]:
+                moves.append(Move(problem.items[i].adapter_id, home[i], g))
+    moves.sort(key=lambda m: (m.from_gpu, m.to_gpu, m.adapter))
+    new_ids = {a.id for a in wl.adapters}
+    old_ids = {a.id for gpu in plan.gpus for a in gpu.adapters}
+    return ReplanSummary(
+        current_plan=plan.path, moves=tuple(moves), gpu_origin=tuple(tags),
+        servers_added=tuple(g for g, t in enumerate(tags) if t is None),
+        servers_removed=tuple(g for g in range(len(plan.gpus)) if g not in set(tags)),
+        adapters_added=tuple(sorted(new_ids - old_ids)), adapters_removed=tuple(sorted(old_ids - new_ids)),
+        split=tuple(a.details.get("split", ())), max_moves=max_moves)
+
+
+def _replan_message(s: ReplanSummary, message: str) -> str:
+    parts = [f"re-planned from {s.current_plan}: {len(s.moves)} move{'s' if len(s.moves) != 1 else ''}, "
+             f"{len(s.servers_added)} server{'s' if len(s.servers_added) != 1 else ''} added, "
+             f"{len(s.servers_removed)} removed"]
+    if s.split:
+        parts.append(f"max-moves {s.max_moves} reached: {len(s.split)} adapter part(s) split onto other servers "
+                     f"instead of moving more ({', '.join(sorted(set(s.split))[:5])})")
+    if s.max_moves is not None and len(s.moves) > s.max_moves:
+        parts.append(f"verification and repair moved more than max-moves {s.max_moves} ({len(s.moves)} moves)")
+    return "; ".join(parts + ([message] if message else []))
+
+
 # ---- confirmation and repair --------------------------------------------------------------------
 
 def _confirm_and_repair(problem: PlacementProblem, bins: list[list[int]], configs: dict, checker: Predictor,
-                        budget: int | None, obj: Objective) -> tuple[list[list[int]], int, list[Prediction]]:
-    """Check every GPU with ``checker``; shed items from failing GPUs and re-place them until all pass."""
+                        budget: int | None, obj: Objective, tags: list | None = None,
+                        home: Sequence[int | None] | None = None) -> tuple[list[list[int]], int, list[Prediction]]:
+    """Check every GPU with ``checker``; shed items from failing GPUs and re-place them until all pass.
+
+    Re-planning passes ``tags`` (each GPU's index in the current plan, or None; kept in step with
+    ``bins``) and ``home`` (each item's current GPU): a failing GPU sheds the items that are not at
+    home there before those that are."""
     moved = 0
     preds = checker.predict_many([_query(problem, b, configs) for b in bins])
     for _ in range(MAX_REPAIR_ROUNDS):
@@ -184,7 +290,9 @@ def _confirm_and_repair(problem: PlacementProblem, bins: list[list[int]], config
             break
         shed: list[int] = []
         for g in failing:
-            bins[g], out, preds[g] = _shed_until_ok(problem, bins[g], configs, checker)
+            settled = (set() if tags is None or home is None or tags[g] is None
+                       else {i for i in bins[g] if home[i] == tags[g]})
+            bins[g], out, preds[g] = _shed_until_ok(problem, bins[g], configs, checker, settled)
             shed += out
         moved += len(shed)
         if not shed:
@@ -196,15 +304,20 @@ def _confirm_and_repair(problem: PlacementProblem, bins: list[list[int]], config
             if not _place_into_existing(problem, bins, preds, i, configs, checker, budget, obj, refused):
                 bins.append([i])
                 preds.append(checker.predict(_query(problem, bins[-1], configs)))
+                if tags is not None:
+                    tags.append(None)
         keep = [g for g, b in enumerate(bins) if b]
         bins, preds = [bins[g] for g in keep], [preds[g] for g in keep]
+        if tags is not None:
+            tags[:] = [tags[g] for g in keep]
     return bins, moved, preds
 
 
-def _shed_until_ok(problem: PlacementProblem, members: list[int], configs: dict,
-                   checker: Predictor) -> tuple[list[int], list[int], Prediction]:
-    """Remove the lightest items, a growing fraction of the load at a time, until the GPU passes."""
-    order = sorted(members, key=lambda i: (problem.items[i].units, i))
+def _shed_until_ok(problem: PlacementProblem, members: list[int], configs: dict, checker: Predictor,
+                   settled: set[int] = frozenset()) -> tuple[list[int], list[int], Prediction]:
+    """Remove the lightest items (those not ``settled`` first), a growing fraction of the load at a
+    time, until the GPU passes."""
+    order = sorted(members, key=lambda i: (i in settled, problem.items[i].units, i))
     total = sum(problem.items[i].units for i in members)
     for step in range(1, 40):
         target = total * (1 - 0.03 * step)

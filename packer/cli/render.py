@@ -96,10 +96,25 @@ def placement_table(name: str, r) -> str:
     console.print("util = load / the capacity model's sustainable load")
     if r.repaired_items:
         console.print(f"{r.repaired_items} adapter placement(s) moved by verification and repair")
+    if r.replan is not None:
+        console.print(_moves_summary(r.replan), soft_wrap=True, markup=False, highlight=False)
     phases = ", ".join(f"{name} {seconds:.2f}" for name, seconds in r.phases.items())
     console.print(f"time: capacity model {r.capacity_seconds:.1f} s, solver {r.solver_seconds:.1f} s"
                   + (f" ({phases})" if phases else "") + f", verification {r.verify_seconds:.1f} s")
     return console.export_text()
+
+
+def _moves_summary(s, shown: int = 10) -> str:
+    """A re-plan's moves, servers added and removed, and adapters added and removed, a few lines."""
+    moves = ", ".join(f"{m.adapter} {m.from_gpu}->{m.to_gpu}" for m in s.moves[:shown])
+    more = f" and {len(s.moves) - shown} more" if len(s.moves) > shown else ""
+    lines = [f"moves ({len(s.moves)}; from the current plan's GPU -> this plan's): {moves + more or 'none'}",
+             f"servers: {len(s.servers_added)} added (GPUs {', '.join(map(str, s.servers_added)) or '-'}), "
+             f"{len(s.servers_removed)} removed (current plan's GPUs {', '.join(map(str, s.servers_removed)) or '-'})",
+             f"adapters: {len(s.adapters_added)} added, {len(s.adapters_removed)} removed"
+             + (f"; split instead of moved (max-moves {s.max_moves}): {', '.join(sorted(set(s.split)))}"
+                if s.split else "")]
+    return "\n".join(lines)
 
 
 def prediction_dict(pred, wall_seconds: float) -> dict:

@@ -52,18 +52,36 @@ __all__ = ["solve", "demo"]
                    "log's own requests for its adapters (a split adapter's by its shares).")
 @click.option("--trace-columns", default=None, metavar="FIELD=NAME,...",
               help="With --verify-trace: the log's column names, as in `packer workload from-log --columns`.")
+@click.option("--current", default=None, type=click.Path(), metavar="PLAN.json",
+              help="Re-plan this deployed plan (what `solve --json` printed, or an --export directory) for the "
+                   "new workload with few moves: adapters stay where their GPU still keeps up.")
+@click.option("--max-moves", type=int, default=None, metavar="K",
+              help="With --current: move at most K adapters; beyond that, split onto added servers instead.")
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def solve(workload: str, solver: str, predictor: str, time_limit: float, objective: str | None, gpus: int | None,
           seed: int, no_verify: bool, verify_with: str, vllm_launch: str | None, vllm_gpus: str | None,
           vllm_model_config: str | None, vllm_time_scale: float | None, export_dir: str | None,
           adapter_paths: str | None, model_path: str | None, verify_trace: str | None, trace_columns: str | None,
+          current: str | None, max_moves: int | None,
           executor: str, ray_address: str | None, as_json: bool) -> None:
     """Place WORKLOAD.json's adapters on the fewest GPUs (or the lowest latency on --gpus GPUs)."""
     from ..planner import solve as run_solve
 
     wl = load_workload(workload)
     solver_choice(solver)
+    plan = None
+    if max_moves is not None and max_moves < 0:
+        fail(f"--max-moves: expected an integer >= 0 (adapters that may move), got {max_moves}")
+    if max_moves is not None and current is None:
+        fail("--max-moves goes with --current PLAN.json")
+    if current is not None:
+        from ..solvers.result import read_plan
+
+        try:  # refused before the capacity model is built
+            plan = read_plan(current)
+        except InputError as e:
+            fail(f"--current: {bare(e)}")
     paths = None
     if export_dir is None:
         if adapter_paths is not None or model_path is not None:
@@ -104,7 +122,11 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
     try:
         result = run_solve(wl, solver=solver, predictor=predictor, objective=objective, gpus=gpus,
                            time_limit=time_limit, seed=seed, verify=not no_verify, progress=progress,
-                           executor=executor, ray_address=ray_address, verify_with=verifier)
+                           executor=executor, ray_address=ray_address, verify_with=verifier, current=plan,
+                           max_moves=max_moves)
+    except InputError as e:
+        fail(f"--{e.field.replace('_', '-')}: {bare(e)}" if e.field in ("current", "max_moves")
+             else f"{workload}: {e}")
     except PackerError as e:
         fail(f"{workload}: {e}")
     trace_check = None

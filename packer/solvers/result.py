@@ -9,7 +9,7 @@ from typing import Any
 from ..files import json_ready
 from .base import Objective, SolveStatus
 
-__all__ = ["AdapterShare", "GpuPlan", "SolveResult", "PlannedGpu", "LoadedPlan", "read_plan", "PLAN_FILE"]
+__all__ = ["AdapterShare", "GpuPlan", "Move", "ReplanSummary", "SolveResult", "PlannedGpu", "LoadedPlan", "read_plan", "PLAN_FILE"]
 
 PLAN_FILE = "plan.json"  # what ``packer solve --export DIR`` writes next to the deployable files
 
@@ -48,6 +48,37 @@ class GpuPlan:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["adapters"] = [asdict(a) for a in self.adapters]
+        return json_ready(d)
+
+
+@dataclass(frozen=True)
+class Move:
+    """An adapter (replica) that leaves ``from_gpu`` (its index in the current plan) for ``to_gpu`` (its
+    index in the new plan)."""
+
+    adapter: str
+    from_gpu: int
+    to_gpu: int
+
+
+@dataclass(frozen=True)
+class ReplanSummary:
+    """How a re-plan differs from the plan it started from. New-plan GPU ``g`` was the current plan's
+    GPU ``gpu_origin[g]`` (None: a server added); the kept GPUs come first, in their old order."""
+
+    current_plan: str
+    moves: tuple[Move, ...]
+    gpu_origin: tuple[int | None, ...]
+    servers_added: tuple[int, ...]      # new-plan indices
+    servers_removed: tuple[int, ...]    # current-plan indices (left empty)
+    adapters_added: tuple[str, ...]
+    adapters_removed: tuple[str, ...]
+    split: tuple[str, ...] = ()         # adapters split instead of moved (max_moves reached)
+    max_moves: int | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["moves"] = [asdict(m) for m in self.moves]
         return json_ready(d)
 
 
@@ -90,6 +121,7 @@ class SolveResult:
     solver_stats: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     verified_with: str | None = None  # the predictor that verified each GPU (twin, or vllm on real GPUs)
     profile: str | None = None        # the profile (model x GPU) the plan was made for
+    replan: ReplanSummary | None = None  # moves and servers added/removed (re-planning from a current plan)
 
     @property
     def max_predicted_itl_ms(self) -> float | None:
@@ -114,6 +146,7 @@ class SolveResult:
         d["status"] = self.status.value
         d["max_predicted_itl_ms"] = self.max_predicted_itl_ms
         d["gpus"] = [g.to_dict() for g in self.gpus]
+        d["replan"] = None if self.replan is None else self.replan.to_dict()
         return json_ready(d)
 
 
