@@ -121,7 +121,8 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
                            capacity_seconds=t_cap - t0, solver_seconds=t_solve - t_cap, verify_seconds=0.0,
                            repaired_items=0, gpu_budget=budget, short_by=max(0, lb - budget) if budget else None,
                            message=assignment.message or f"needs at least {lb} GPUs on the capacity model",
-                           phases=phases, seed=seed, solver_stats=_solver_stats(assignment), profile=wl.profile)
+                           phases=phases, seed=seed, solver_stats=_solver_stats(assignment), profile=wl.profile,
+                           capacity_curve=_capacity_curve(problem))
 
     bins = [list(b) for b in assignment.bins]
     configs = {tuple(b): c for b, c in zip(assignment.bins, assignment.configs)}
@@ -319,7 +320,12 @@ def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: st
                        solver_seconds=t_solve - t_cap, verify_seconds=t_verify - t_solve, repaired_items=moved,
                        gpu_budget=budget, short_by=short if budget is not None else None, message=msg,
                        phases=phases, seed=problem.seed, solver_stats=_solver_stats(a),
-                       profile=problem.capacity.profile.name)
+                       profile=problem.capacity.profile.name, capacity_curve=_capacity_curve(problem))
+
+
+def _capacity_curve(problem: PlacementProblem) -> dict[int, tuple[tuple[int, float], ...]]:
+    """Rank class -> (adapter count, sustainable tokens/s) at each measured point of the capacity model."""
+    return {r: tuple((c.max_adapters, c.capacity_tps) for c in es) for r, es in problem.capacity.table.items()}
 
 
 def _solver_stats(a: Assignment) -> dict[str, Any]:

@@ -90,6 +90,8 @@ class SolveResult:
     solver_stats: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     verified_with: str | None = None  # the predictor that verified each GPU (twin, or vllm on real GPUs)
     profile: str | None = None        # the profile (model x GPU) the plan was made for
+    # the capacity model the plan packed against: rank class -> ((adapter count, sustainable tokens/s), ...)
+    capacity_curve: dict[int, tuple[tuple[int, float], ...]] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def max_predicted_itl_ms(self) -> float | None:
@@ -114,6 +116,7 @@ class SolveResult:
         d["status"] = self.status.value
         d["max_predicted_itl_ms"] = self.max_predicted_itl_ms
         d["gpus"] = [g.to_dict() for g in self.gpus]
+        d["capacity_curve"] = {str(r): [[n, c] for n, c in pts] for r, pts in sorted(self.capacity_curve.items())}
         return json_ready(d)
 
 
