@@ -109,6 +109,8 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
         phases["gpu_budget"] = time.perf_counter() - t_cap
     problem = PlacementProblem(problem.items, problem.capacity, pred, obj, budget if obj is Objective.MIN_LATENCY
                                else None, float(time_limit), seed, workers)
+    if progress:
+        progress(f"placing {len(problem.items)} items with the {slv.name} solver")
     assignment = slv.solve(problem)
     t_solve = time.perf_counter()
     phases.update(assignment.details.get("phases", {}))
@@ -130,6 +132,9 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     moved = 0
     final_preds: list[Prediction] = []
     for checker in checkers:
+        if progress:
+            progress(f"{'verifying' if checker is twin else 'checking'} {len(bins)} GPU{'s' if len(bins) > 1 else ''} "
+                     f"with the {checker.name} predictor")
         bins, n_moved, final_preds = _confirm_and_repair(problem, bins, configs, checker, budget, obj)
         moved += n_moved
     twin_preds = final_preds if twin is not None else None

@@ -9,7 +9,7 @@ import click
 from .. import files
 from ..defaults import GRACE_S
 from ..errors import InputError, PackerError
-from .common import bare, executor_options, fail, load_workload, solver_choice
+from .common import bare, executor_options, fail, load_workload, progress_display, solver_choice
 from .render import echo_json, placement_table
 
 __all__ = ["solve", "demo"]
@@ -73,7 +73,6 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
                 check_adapter_paths([a.id for a in wl.adapters], paths)
         except InputError as e:
             fail(f"--{e.field.replace('_', '-')}: {bare(e)}")
-    progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     verifier: object = verify_with
     if verify_with == "vllm" and not no_verify:
         from ..predictors.vllm import VllmPredictor
@@ -87,9 +86,10 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
     elif vllm_launch or vllm_gpus or vllm_model_config or vllm_time_scale is not None:
         fail("--vllm-launch, --vllm-gpus, --vllm-model-config and --vllm-time-scale go with --verify-with vllm")
     try:
-        result = run_solve(wl, solver=solver, predictor=predictor, objective=objective, gpus=gpus,
-                           time_limit=time_limit, seed=seed, verify=not no_verify, progress=progress,
-                           executor=executor, ray_address=ray_address, verify_with=verifier)
+        with progress_display(quiet=as_json) as progress:
+            result = run_solve(wl, solver=solver, predictor=predictor, objective=objective, gpus=gpus,
+                               time_limit=time_limit, seed=seed, verify=not no_verify, progress=progress,
+                               executor=executor, ray_address=ray_address, verify_with=verifier)
     except PackerError as e:
         fail(f"{workload}: {e}")
     if export_dir is not None:
@@ -123,7 +123,8 @@ def demo(as_json: bool) -> None:
     if not as_json:
         click.echo(f"Example workload: {len(wl.adapters)} adapters, {wl.total_rate:.1f} req/s in total, "
                    f"profile {wl.profile}; placing them with the greedy solver and verifying with the twin.")
-    result = run_solve(wl, progress=None if as_json else (lambda m: click.echo(m, err=True)))
+    with progress_display(quiet=as_json) as progress:
+        result = run_solve(wl, progress=progress)
     if as_json:
         echo_json(result.to_dict())
     else:
