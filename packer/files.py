@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 __all__ = ["cache_root", "MAX_FILE_BYTES", "read_text", "read_json", "read_json_text", "read_csv", "CsvTable", "read_npz",
-           "write_json_atomic", "json_ready", "dumps", "loaded_numpy"]
+           "write_json_atomic", "write_text_atomic", "json_ready", "dumps", "loaded_numpy"]
 
 MAX_FILE_BYTES = 256 << 20  # far above any file packer reads; a bigger one is a wrong path, not data
 
@@ -289,10 +289,14 @@ _tmp_serial = itertools.count()
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, **kwargs) -> Path:
-    """Write ``dumps(obj, **kwargs)`` to ``path`` through a temporary file in the same directory
-    (then renamed over it), so a reader never sees a half-written file. Raises OSError."""
+    """Write ``dumps(obj, **kwargs)`` to ``path`` atomically (see ``write_text_atomic``). Raises OSError."""
+    return write_text_atomic(path, dumps(obj, **kwargs))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same directory (then renamed
+    over it), so a reader never sees a half-written file. Raises OSError."""
     p = Path(path)
-    text = dumps(obj, **kwargs)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.{next(_tmp_serial)}.tmp")
     created = False
     try:

@@ -120,6 +120,8 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
                                else None, float(time_limit), seed, workers)
     tags: list | None = None
     home: tuple[int | None, ...] | None = None
+    if progress:
+        progress(f"placing {len(problem.items)} items with the {slv.name if plan is None else 'replan'} solver")
     if plan is None:
         assignment = slv.solve(problem)
     else:
@@ -135,7 +137,8 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
                            capacity_seconds=t_cap - t0, solver_seconds=t_solve - t_cap, verify_seconds=0.0,
                            repaired_items=0, gpu_budget=budget, short_by=max(0, lb - budget) if budget else None,
                            message=assignment.message or f"needs at least {lb} GPUs on the capacity model",
-                           phases=phases, seed=seed, solver_stats=_solver_stats(assignment), profile=wl.profile)
+                           phases=phases, seed=seed, solver_stats=_solver_stats(assignment), profile=wl.profile,
+                           capacity_curve=_capacity_curve(problem))
 
     bins = [list(b) for b in assignment.bins]
     configs = {tuple(b): c for b, c in zip(assignment.bins, assignment.configs)}
@@ -143,6 +146,9 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     moved = 0
     final_preds: list[Prediction] = []
     for checker in checkers:
+        if progress:
+            progress(f"{'verifying' if checker is twin else 'checking'} {len(bins)} GPU{'s' if len(bins) > 1 else ''} "
+                     f"with the {checker.name} predictor")
         bins, n_moved, final_preds = _confirm_and_repair(problem, bins, configs, checker, budget, obj, tags, home)
         moved += n_moved
     twin_preds = final_preds if twin is not None else None
@@ -432,7 +438,12 @@ def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: st
                        solver_seconds=t_solve - t_cap, verify_seconds=t_verify - t_solve, repaired_items=moved,
                        gpu_budget=budget, short_by=short if budget is not None else None, message=msg,
                        phases=phases, seed=problem.seed, solver_stats=_solver_stats(a),
-                       profile=problem.capacity.profile.name)
+                       profile=problem.capacity.profile.name, capacity_curve=_capacity_curve(problem))
+
+
+def _capacity_curve(problem: PlacementProblem) -> dict[int, tuple[tuple[int, float], ...]]:
+    """Rank class -> (adapter count, sustainable tokens/s) at each measured point of the capacity model."""
+    return {r: tuple((c.max_adapters, c.capacity_tps) for c in es) for r, es in problem.capacity.table.items()}
 
 
 def _solver_stats(a: Assignment) -> dict[str, Any]:

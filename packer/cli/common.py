@@ -3,9 +3,10 @@ warnings as one ``warning:`` line, the input files' loaders and the shared optio
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from ..model import PlacementWorkload, Scenario
 
 __all__ = ["EXIT_INPUT", "OneLineErrors", "fail", "bare", "read_json", "load_scenario", "load_workload",
-           "solver_choice", "executor_options"]
+           "solver_choice", "executor_options", "progress_display"]
 
 EXIT_INPUT = 2
 
@@ -106,3 +107,31 @@ def executor_options(f):
                      help="Ray cluster to use with --executor ray [default: start a local Ray].")(f)
     return click.option("--executor", type=click.Choice(["process", "serial", "ray"]), default="process",
                         show_default=True, help=_EXECUTOR_HELP)(f)
+
+
+@contextlib.contextmanager
+def progress_display(quiet: bool = False) -> Iterator[Callable[[str], None] | None]:
+    """The ``progress`` callback for a long job (capacity measurement, verification): a rich display on
+    stderr, one line per step with a spinner and its elapsed time, the previous step ticked off as the next
+    begins. None (silent) with ``quiet`` (``--json``) or when stderr is not a terminal: a display redrawn
+    into a log file or a pipe is noise."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=Console(file=sys.stderr), transient=False) as bar:
+        current: list[Any] = []
+
+        def step(message: str) -> None:
+            if current:
+                bar.update(current[-1], total=1, completed=1)
+            current.append(bar.add_task(message, total=None))
+
+        try:
+            yield step
+        finally:
+            if current:
+                bar.update(current[-1], total=1, completed=1)

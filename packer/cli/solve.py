@@ -9,7 +9,7 @@ import click
 from .. import files
 from ..defaults import GRACE_S
 from ..errors import InputError, PackerError
-from .common import bare, executor_options, fail, load_workload, solver_choice
+from .common import bare, executor_options, fail, load_workload, progress_display, solver_choice
 from .render import echo_json, placement_table
 
 __all__ = ["solve", "demo"]
@@ -106,7 +106,6 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
             fail(f"--{'trace-columns' if e.field == 'columns' else 'verify-trace'}: {bare(e)}")
     elif trace_columns is not None:
         fail("--trace-columns goes with --verify-trace")
-    progress = None if as_json else (lambda msg: click.echo(msg, err=True))
     verifier: object = verify_with
     if verify_with == "vllm" and not no_verify:
         from ..predictors.vllm import VllmPredictor
@@ -120,10 +119,11 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
     elif vllm_launch or vllm_gpus or vllm_model_config or vllm_time_scale is not None:
         fail("--vllm-launch, --vllm-gpus, --vllm-model-config and --vllm-time-scale go with --verify-with vllm")
     try:
-        result = run_solve(wl, solver=solver, predictor=predictor, objective=objective, gpus=gpus,
-                           time_limit=time_limit, seed=seed, verify=not no_verify, progress=progress,
-                           executor=executor, ray_address=ray_address, verify_with=verifier, current=plan,
-                           max_moves=max_moves)
+        with progress_display(quiet=as_json) as progress:
+            result = run_solve(wl, solver=solver, predictor=predictor, objective=objective, gpus=gpus,
+                               time_limit=time_limit, seed=seed, verify=not no_verify, progress=progress,
+                               executor=executor, ray_address=ray_address, verify_with=verifier, current=plan,
+                               max_moves=max_moves)
     except InputError as e:
         fail(f"--{e.field.replace('_', '-')}: {bare(e)}" if e.field in ("current", "max_moves")
              else f"{workload}: {e}")
@@ -133,9 +133,10 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
     if log is not None and result.gpus:
         from ..deploy.trace import verify_on_trace
 
-        if progress:
-            progress(f"replaying {log.requests:,} requests of {verify_trace} on {result.num_gpus} GPUs")
-        trace_check = verify_on_trace(result, wl, log, seed=seed, executor=executor, ray_address=ray_address)
+        with progress_display(quiet=as_json) as progress:
+            if progress:
+                progress(f"replaying {log.requests:,} requests of {verify_trace} on {result.num_gpus} GPUs")
+            trace_check = verify_on_trace(result, wl, log, seed=seed, executor=executor, ray_address=ray_address)
     if export_dir is not None:
         from ..deploy.export import export_plan
 
@@ -190,7 +191,8 @@ def demo(as_json: bool) -> None:
     if not as_json:
         click.echo(f"Example workload: {len(wl.adapters)} adapters, {wl.total_rate:.1f} req/s in total, "
                    f"profile {wl.profile}; placing them with the greedy solver and verifying with the twin.")
-    result = run_solve(wl, progress=None if as_json else (lambda m: click.echo(m, err=True)))
+    with progress_display(quiet=as_json) as progress:
+        result = run_solve(wl, progress=progress)
     if as_json:
         echo_json(result.to_dict())
     else:

@@ -122,6 +122,8 @@ class SolveResult:
     verified_with: str | None = None  # the predictor that verified each GPU (twin, or vllm on real GPUs)
     profile: str | None = None        # the profile (model x GPU) the plan was made for
     replan: ReplanSummary | None = None  # moves and servers added/removed (re-planning from a current plan)
+    # the capacity model the plan packed against: rank class -> ((adapter count, sustainable tokens/s), ...)
+    capacity_curve: dict[int, tuple[tuple[int, float], ...]] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def max_predicted_itl_ms(self) -> float | None:
@@ -147,6 +149,7 @@ class SolveResult:
         d["max_predicted_itl_ms"] = self.max_predicted_itl_ms
         d["gpus"] = [g.to_dict() for g in self.gpus]
         d["replan"] = None if self.replan is None else self.replan.to_dict()
+        d["capacity_curve"] = {str(r): [[n, c] for n, c in pts] for r, pts in sorted(self.capacity_curve.items())}
         return json_ready(d)
 
 
