@@ -1,11 +1,13 @@
 """Re-planning with few moves vs a fresh solve, on drift scenarios of a ~100-adapter Zipf workload.
 
     python benchmarks/replan.py [--adapters 100] [--seed 0] [--executor process|serial] [--no-verify]
+                                [--exact cpsat|milp|none] [--time-limit 60]
 
 The base workload is benchmarks/gap.py's Zipf instance (ranks 8/16/32, 1 req/s per adapter on
 average) on the Llama profile; its greedy plan is the deployed plan. Each scenario drifts the workload
 (10% of adapters' rates x1.5; 20 new adapters; the hottest adapter x5; every rate x0.7) and is solved
-three times: ``solve(current=plan)``, the same with ``max_moves=0``, and afresh. "moves" are the re-plan's own (replicas that left their GPU);
+three times: ``solve(current=plan)``, the same with ``max_moves=0``, and afresh; then with the exact
+solver (``--exact``: fewest GPUs first, then fewest moves, proven or not as its status says). "moves" are the re-plan's own (replicas that left their GPU);
 "new placements" counts, for adapters of the deployed plan, placements on a GPU that did not hold that
 adapter (moves plus extra replicas): for a fresh plan its GPUs are first matched to the deployed plan's
 to keep the most placements (the fewest any renumbering of it would need). Every GPU is verified with the twin unless ``--no-verify``.
@@ -68,6 +70,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--executor", default="process")
     ap.add_argument("--no-verify", action="store_true")
+    ap.add_argument("--exact", default="cpsat", choices=["cpsat", "milp", "none"])
+    ap.add_argument("--time-limit", type=float, default=60.0)
     args = ap.parse_args()
     verify = not args.no_verify
     base = gap.instance(gap.PROFILES["llama"], "zipf", args.adapters, args.seed)
@@ -75,8 +79,10 @@ def main() -> None:
     cur = sets(plan)
     print(f"deployed plan: {len(base['adapters'])} adapters (Zipf), {plan.num_gpus} GPUs, verified {plan.verified}")
     print("| scenario | re-plan GPUs | re-plan moves | re-plan new placements | servers added / removed | verified "
-          "| --max-moves 0: GPUs / moves / splits | fresh GPUs | fresh new placements | re-plan s | fresh s |")
-    print("|" + "---|" * 11)
+          "| --max-moves 0: GPUs / moves / splits | fresh GPUs | fresh new placements | re-plan s | fresh s |"
+          + (f" {args.exact}: GPUs / moves / status | {args.exact} moves bound | {args.exact} s |" if args.exact != "none"
+             else ""))
+    print("|" + "---|" * (11 + 3 * (args.exact != "none")))
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/plan.json"
         with open(path, "w") as f:
@@ -93,7 +99,14 @@ def main() -> None:
                   f"{len(s.servers_added)} / {len(s.servers_removed)} | "
                   f"{'yes' if r.verified else 'NO'} | {k0.num_gpus} / {len(k0.replan.moves)} / {len(k0.replan.split)} | "
                   f"{fresh.num_gpus} | {moved(cur, sets(fresh))} | "
-                  f"{t1 - t0:.1f} | {t2 - t1:.1f} |", flush=True)
+                  f"{t1 - t0:.1f} | {t2 - t1:.1f} |", end="", flush=True)
+            if args.exact != "none":
+                t3 = time.perf_counter()
+                x = solve(wl, verify=verify, executor=args.executor, seed=args.seed, current=path, solver=args.exact,
+                          time_limit=args.time_limit)
+                print(f" {x.num_gpus} / {len(x.replan.moves)} / {x.status.value}{'' if x.verified or not verify else ' UNVERIFIED'}"
+                      f" | {x.replan.moves_lower_bound} | {time.perf_counter() - t3:.1f} |", end="")
+            print(flush=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from .solvers.base import (Assignment, Objective, PlacementProblem, SolveStatus,
 from .capacity import build_capacity_model
 from .model import rank_class
 from .solvers.replan import replan as _replan_bins
+from .solvers.replan import replan_exact as _replan_exact
 from .solvers.result import AdapterShare, GpuPlan, LoadedPlan, Move, ReplanSummary, SolveResult, read_plan
 
 __all__ = ["solve", "parse_workload", "build_problem"]
@@ -125,7 +126,7 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     if plan is None:
         assignment = slv.solve(problem)
     else:
-        problem, assignment, tags, home = _replan(problem, plan, max_moves)
+        problem, assignment, tags, home = _replan(problem, plan, max_moves, slv.name)
     t_solve = time.perf_counter()
     phases.update(assignment.details.get("phases", {}))
 
@@ -158,7 +159,8 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     plans = tuple(_plan(problem, b, configs, p, tp) for b, p, tp in
                   zip(bins, pred_preds, twin_preds if twin_preds is not None else [None] * len(bins)))
     verified = twin_preds is not None and all(p.ok for p in twin_preds)
-    result = _result(problem, assignment, obj, slv.name if plan is None else "replan", pred.name, plans, verified,
+    result = _result(problem, assignment, obj, slv.name if plan is None or slv.name in ("cpsat", "milp") else "replan",
+                     pred.name, plans, verified,
                      moved, budget, t0, t_cap, t_solve, t_verify, phases)
     if plan is not None:
         summary = _replan_summary(problem, plan, wl, bins, tags, home, max_moves, assignment)
@@ -196,6 +198,9 @@ def _gpu_list(gpus: Sequence[int], shown: int = 8) -> str:
 
 # ---- re-planning ---------------------------------------------------------------------------------
 
+_REPLAN_SOLVERS = ("greedy", "replan", "cpsat", "milp")
+
+
 def _current_plan(current: Any, max_moves: Any, wl: PlacementWorkload, obj: Objective, solver: Any) -> LoadedPlan | None:
     """The deployed plan to re-plan from (None: a fresh solve), checked against the workload."""
     if current is None:
@@ -211,9 +216,10 @@ def _current_plan(current: Any, max_moves: Any, wl: PlacementWorkload, obj: Obje
     if obj is not Objective.MIN_GPUS:
         raise InputError("objective", f"re-planning minimises moves, then GPUs; objective {obj.value!r} does not go "
                          "with a current plan (drop --objective min_latency or --current)")
-    if solver not in ("greedy", "replan"):
-        raise InputError("solver", f"re-planning runs its own incremental greedy; solver {solver!r} does not go with "
-                         "a current plan (drop --solver or --current)")
+    if solver not in _REPLAN_SOLVERS:
+        raise InputError("solver", f"re-planning runs the incremental greedy (greedy) or an exact solver "
+                         f"({', '.join(s for s in _REPLAN_SOLVERS if s not in ('greedy', 'replan'))}); solver "
+                         f"{solver!r} does not go with a current plan")
     ranks = {a.id: a.rank for a in wl.adapters}
     for g, gpu in enumerate(plan.gpus):
         for j, a in enumerate(gpu.adapters):
@@ -224,10 +230,11 @@ def _current_plan(current: Any, max_moves: Any, wl: PlacementWorkload, obj: Obje
     return plan
 
 
-def _replan(problem: PlacementProblem, plan: LoadedPlan,
-            max_moves: int | None) -> tuple[PlacementProblem, Assignment, list, tuple[int | None, ...]]:
+def _replan(problem: PlacementProblem, plan: LoadedPlan, max_moves: int | None,
+            solver: str = "greedy") -> tuple[PlacementProblem, Assignment, list, tuple[int | None, ...]]:
     """Map the plan onto the problem's items (an adapter's replicas onto its current GPUs, in order;
-    extra replicas are new), re-plan, and drop the GPUs left empty."""
+    extra replicas are new), re-plan (greedy; then exactly with ``solver`` "cpsat" or "milp"), and drop
+    the GPUs left empty."""
     where = {aid: [g for g, _ in gs] for aid, gs in plan.placement().items()}
     taken: dict[str, int] = {}
     home: list[int | None] = []
@@ -236,16 +243,26 @@ def _replan(problem: PlacementProblem, plan: LoadedPlan,
         gs = where.get(it.adapter_id, [])
         home.append(gs[k] if k < len(gs) else None)
         taken[it.adapter_id] = k + 1
-    t = time.perf_counter()
+    t, started = time.perf_counter(), time.monotonic()
     r = _replan_bins(problem, home, len(plan.gpus), max_moves)
+    phases = {"replan": time.perf_counter() - t}
+    status, lower_bound, message, details = SolveStatus.FEASIBLE, None, "", {}
+    if solver in ("cpsat", "milp"):
+        x = _replan_exact(problem, home, len(plan.gpus), max_moves, solver, r, started=started)
+        r, status, message = x.replan, x.status, x.message
+        lower_bound = float(x.gpus_lower_bound) if x.exact else None
+        phases["warm_start"] = phases.pop("replan")
+        phases.update(x.details.get("phases", {}))
+        details = {"backend": solver, "exact": x.exact, "moves_lower_bound": x.moves_lower_bound if x.exact else None,
+                   "solver_wall_seconds": x.details.get("solver_wall_seconds"), "message": x.details.get("message")}
     problem = dataclasses.replace(problem, items=r.items)
     keep = [g for g, b in enumerate(r.bins) if b]
     bins = tuple(r.bins[g] for g in keep)
     tags = [g if g < r.n_current else None for g in keep]
     configs = tuple(bin_config(problem, b) for b in bins)
-    details = {"phases": {"replan": time.perf_counter() - t}, "shed_items": r.moved, "split": list(r.split)}
-    return problem, Assignment(bins, configs, SolveStatus.FEASIBLE, objective_value=float(len(bins)),
-                               details=details), tags, r.home
+    details.update({"phases": phases, "shed_items": r.moved, "split": list(r.split)})
+    return problem, Assignment(bins, configs, status, lower_bound=lower_bound, objective_value=float(len(bins)),
+                               message=message, details=details), tags, r.home
 
 
 def _replan_summary(problem: PlacementProblem, plan: LoadedPlan, wl: PlacementWorkload, bins: list[list[int]],
@@ -263,7 +280,8 @@ def _replan_summary(problem: PlacementProblem, plan: LoadedPlan, wl: PlacementWo
         servers_added=tuple(g for g, t in enumerate(tags) if t is None),
         servers_removed=tuple(g for g in range(len(plan.gpus)) if g not in set(tags)),
         adapters_added=tuple(sorted(new_ids - old_ids)), adapters_removed=tuple(sorted(old_ids - new_ids)),
-        split=tuple(a.details.get("split", ())), max_moves=max_moves)
+        split=tuple(a.details.get("split", ())), max_moves=max_moves,
+        moves_lower_bound=a.details.get("moves_lower_bound"))
 
 
 def _replan_message(s: ReplanSummary, message: str) -> str:

@@ -36,7 +36,7 @@ from .errors import InputError
 from .model import MAX_REQUEST_TOKENS, BURSTY_RANGES
 
 __all__ = ["COLUMN_ALIASES", "RequestLog", "LogSummary", "read_request_log", "workload_from_log", "parse_plan_for",
-           "parse_columns", "TIME_UNITS"]
+           "parse_columns", "TIME_UNITS", "write_trace"]
 
 # The four fields a log row needs, and the names they go by (matched case-insensitively, in this order).
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -601,24 +601,15 @@ def workload_from_log(log: RequestLog, profile: str, *, plan_for: str = "mean", 
 def write_trace(log: RequestLog, path: str | Path) -> Path:
     """The log as a twin trace CSV (``arrived_at``, ``num_prefill_tokens``, ``num_decode_tokens``,
     ``adapter``), written atomically."""
-    import os
-    import tempfile
+    import io
 
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["arrived_at", "num_prefill_tokens", "num_decode_tokens", "adapter"])
-            ids = log.adapter_ids
-            for t, p, o, a in zip(log.arrival_s.tolist(), log.prompt_tokens.tolist(), log.output_tokens.tolist(),
-                                  log.adapter.tolist()):
-                w.writerow([repr(t), p, o, ids[a]])
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    from .files import write_text_atomic
 
-
-__all__ += ["write_trace"]
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["arrived_at", "num_prefill_tokens", "num_decode_tokens", "adapter"])
+    ids = log.adapter_ids
+    for t, p, o, a in zip(log.arrival_s.tolist(), log.prompt_tokens.tolist(), log.output_tokens.tolist(),
+                          log.adapter.tolist()):
+        w.writerow([repr(t), p, o, ids[a]])
+    return write_text_atomic(path, buf.getvalue())

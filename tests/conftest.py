@@ -3,6 +3,9 @@ the real twin on hand-written requests."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +88,24 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "agullo-h100" / "real_runs.csv").is_file():
         pytest.skip("shared/data is not next to the repository")
     return SHARED_DATA
+
+
+def packer_cli(env: dict | None, *args: str, cwd=None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m packer ARGS`` in a real process with ``env``."""
+    return subprocess.run([sys.executable, "-m", "packer", *args], capture_output=True, text=True, timeout=600,
+                          env=env, cwd=cwd, input=stdin)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """An environment for CLI processes with a capacity cache of this module's own."""
+    return {**os.environ, "PACKER_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+
+
+@pytest.fixture(scope="module")
+def cache_env(env):
+    """``env``, with this process's capacity cache pointed at the same directory for the module."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PACKER_CACHE_DIR", env["PACKER_CACHE_DIR"])
+    yield env
+    mp.undo()

@@ -8,13 +8,12 @@ import json
 import math
 import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import packer_cli as cli
 from packer.deploy.export import MARKER, export_plan
 from packer.errors import InputError
 from packer.planner import parse_workload
@@ -26,15 +25,6 @@ K8S_VERSION = "1.30"
 WORKLOAD = {"profile": LLAMA, "lengths": {"input_mean": 222.7, "output_mean": 196.1},
             "adapters": [{"id": "hot", "rank": 16, "rate": 100.0}]
             + [{"id": f"a{i}", "rank": 8 if i % 3 else 16, "rate": 0.5 + (i % 4)} for i in range(9)]}
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    cache = str(tmp_path_factory.mktemp("cache"))
-    mp.setenv("PACKER_CACHE_DIR", cache)
-    yield {**os.environ, "PACKER_CACHE_DIR": cache}
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -207,18 +197,13 @@ def test_a_non_empty_directory_is_refused_and_a_previous_export_replaced(plan, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "empty", "file"]
 
 
-def _cli(env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "packer", *args], capture_output=True, text=True, timeout=600,
-                          env=env)
-
-
 def test_cli_export(cache_env, tmp_path):
     wl_path = tmp_path / "wl.json"
     wl_path.write_text(json.dumps(WORKLOAD))
     paths = {a["id"]: f"/lora/{a['id']}" for a in WORKLOAD["adapters"]}
     map_path = tmp_path / "map.json"
     map_path.write_text(json.dumps({k: v for k, v in paths.items() if k not in ("a2", "a7")}))
-    out = _cli(cache_env, "solve", str(wl_path), "--no-verify", "--export", str(tmp_path / "d"),
+    out = cli(cache_env, "solve", str(wl_path), "--no-verify", "--export", str(tmp_path / "d"),
                "--adapter-paths", str(map_path))
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: --adapter-paths: ")
@@ -226,7 +211,7 @@ def test_cli_export(cache_env, tmp_path):
     assert not (tmp_path / "d").exists()
 
     map_path.write_text(json.dumps(paths))
-    out = _cli(cache_env, "solve", str(wl_path), "--no-verify", "--executor", "serial", "--json",
+    out = cli(cache_env, "solve", str(wl_path), "--no-verify", "--executor", "serial", "--json",
                "--export", str(tmp_path / "d"), "--adapter-paths", str(map_path), "--model-path", "/models/m")
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)  # --json is one object, as without --export
@@ -238,14 +223,14 @@ def test_cli_export(cache_env, tmp_path):
         assert math.isclose(sum(e["weight"] for e in entries), 1.0, abs_tol=1e-12)
     assert _serve_args(tmp_path / "d" / "servers" / "gpu-0.sh")[0] == "/models/m"
 
-    out = _cli(cache_env, "solve", str(wl_path), "--export", str(tmp_path / "d2"), "--solver", "greedy",
+    out = cli(cache_env, "solve", str(wl_path), "--export", str(tmp_path / "d2"), "--solver", "greedy",
                "--model-path", "x", "--adapter-paths", str(tmp_path / "nope.json"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "nope.json" in out.stderr, out.stderr
-    out = _cli(cache_env, "solve", str(wl_path), "--model-path", "x")
+    out = cli(cache_env, "solve", str(wl_path), "--model-path", "x")
     assert out.returncode == 2 and "go with --export" in out.stderr
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("")
-    out = _cli(cache_env, "solve", str(wl_path), "--export", str(tmp_path / "busy"))
+    out = cli(cache_env, "solve", str(wl_path), "--export", str(tmp_path / "busy"))
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--export:" in out.stderr, out.stderr
 
 

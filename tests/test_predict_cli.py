@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 
 import pytest
 
 from conftest import LLAMA, llama_scenario
+from conftest import packer_cli as cli
 from packer import simulate
 KEYS = {"predictor", "throughput_tps", "offered_tps", "starved", "memory_error", "mean_itl_ms", "p99_ttft_ms",
         "throughput_ratio", "wall_seconds"}
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return {**os.environ, "PACKER_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
-
-
-def cli(env, *args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "packer", *args], capture_output=True, text=True, timeout=600,
-                          env=env, cwd=cwd)
 
 
 def scenario(**over) -> dict:

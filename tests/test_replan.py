@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
+from conftest import packer_cli as cli
 from packer.errors import InputError
 from packer.planner import solve
 from packer.solvers.result import read_plan
@@ -26,15 +26,6 @@ FULL = {"profile": LLAMA, "lengths": LENGTHS,  # equal adapters: every GPU but t
 def scaled(wl: dict, factor: float, ids=None) -> dict:
     return {**wl, "adapters": [{**a, "rate": a["rate"] * (factor if ids is None or a["id"] in ids else 1.0)}
                                for a in wl["adapters"]]}
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    cache = str(tmp_path_factory.mktemp("cache"))
-    mp.setenv("PACKER_CACHE_DIR", cache)
-    yield {**os.environ, "PACKER_CACHE_DIR": cache}
-    mp.undo()
 
 
 def _plan_file(tmp_path_factory, wl: dict, name: str):
@@ -131,6 +122,72 @@ def test_max_moves_zero_adds_servers_instead(full_plan):
     assert len(one.replan.moves) <= 1
 
 
+EXACT = ("cpsat", "milp")
+
+
+@pytest.mark.parametrize("solver", EXACT)
+def test_exact_replan_consolidates_a_load_drop_with_fewest_moves(base_plan, solver):
+    old, path = base_plan
+    wl = scaled(BASE, 0.7)
+    greedy = solve(wl, verify=False, executor="serial", current=path)
+    x = solve(wl, verify=False, executor="serial", current=path, solver=solver, time_limit=30)
+    fresh = solve(wl, verify=False, executor="serial", solver=solver, time_limit=30)
+    assert x.solver == solver and x.status.value == "optimal" and x.replan is not None
+    assert x.num_gpus == fresh.num_gpus <= greedy.num_gpus  # moves are free to find the fewest GPUs
+    assert x.replan.moves_lower_bound == len(x.replan.moves)  # and the fewest moves at that count, proven
+    if x.num_gpus == greedy.num_gpus:
+        assert len(x.replan.moves) <= len(greedy.replan.moves)
+    moved = {m.adapter for m in x.replan.moves}
+    assert _kept_in_place(old, x) == set(_where(old)) - moved
+    assert all(g.utilisation <= 1.0 + 1e-9 for g in x.gpus)
+    # with no move allowed the exact re-plan keeps every adapter where it is
+    k0 = solve(wl, verify=False, executor="serial", current=path, solver=solver, max_moves=0, time_limit=30)
+    assert k0.replan.moves == () and _kept_in_place(old, k0) == set(_where(old))
+
+
+@pytest.mark.parametrize("solver", EXACT)
+def test_exact_replan_within_max_moves_or_the_greedy_split_plan(full_plan, solver):
+    old, path = full_plan
+    wl = scaled(FULL, 1.5)
+    free = solve(wl, verify=False, executor="serial", current=path, solver=solver, time_limit=30)
+    greedy = solve(wl, verify=False, executor="serial", current=path)
+    assert free.num_gpus <= greedy.num_gpus
+    if free.num_gpus == greedy.num_gpus:
+        assert len(free.replan.moves) <= len(greedy.replan.moves)
+    k = max(1, len(free.replan.moves) // 2)
+    tight = solve(wl, verify=False, executor="serial", current=path, solver=solver, max_moves=k, time_limit=30)
+    assert len(tight.replan.moves) <= k and tight.num_gpus >= free.num_gpus
+    # no move at all: whole adapters cannot stay (every GPU is full), so the exact solver proves it and
+    # keeps the greedy re-plan, which splits adapters onto added servers
+    k0 = solve(wl, verify=False, executor="serial", current=path, solver=solver, max_moves=0, time_limit=30)
+    assert k0.replan.moves == () and k0.replan.split and "proven" in k0.message
+    assert _kept_in_place(old, k0) == set(_where(old))
+
+
+def test_exact_moves_are_counted_as_the_summary_counts_them(base_plan):
+    """The exact model's move count (``exact.moves``) and the result's moves agree, replicas included."""
+    from packer.solvers.exact.moves import count_moves
+
+    _, path = base_plan
+    hot = scaled(BASE, 12.0, {"a3", "a7"})  # replicated adapters
+    x = solve(hot, verify=False, executor="serial", current=path, solver="cpsat", time_limit=30)
+    assert any(len(w) > 1 for w in x.placement().values())
+    plan = read_plan(path)
+    where = {aid: [g for g, _ in gs] for aid, gs in plan.placement().items()}
+    items, home, taken = [], [], {}
+    for n, (aid, gs) in enumerate(sorted(x.placement().items())):
+        for g, share in gs:
+            k = taken.get(aid, 0)
+            home.append(where[aid][k] if k < len(where.get(aid, [])) else None)
+            taken[aid] = k + 1
+            items.append({"load": 1, "rank_class": 0, **({"group": n} if len(gs) > 1 else {}),
+                          "gpu": g})
+    problem = {"items": items, "current": {"home": home, "n_current": len(plan.gpus), "max_moves": None}}
+    bins = [it["gpu"] for it in items]
+    origin = list(x.replan.gpu_origin)
+    assert count_moves(problem, bins, origin) == len(x.replan.moves)
+
+
 def test_bad_inputs_name_the_field(base_plan, tmp_path):
     _, path = base_plan
     with pytest.raises(InputError, match="max_moves"):
@@ -152,33 +209,28 @@ def test_bad_inputs_name_the_field(base_plan, tmp_path):
         solve(BASE, executor="serial", current=rank)
 
 
-def _cli(args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "packer", *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=300)
-
-
 def test_cli_round_trip(cache_env, tmp_path):
     env = {**cache_env, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     (tmp_path / "w.json").write_text(json.dumps(BASE))
     (tmp_path / "w2.json").write_text(json.dumps(scaled(BASE, 5.0, {"a3"})))
-    first = _cli(["solve", "w.json", "--json", "--executor", "serial"], env, tmp_path)
+    first = cli(env, "solve", "w.json", "--json", "--executor", "serial", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     (tmp_path / "plan.json").write_text(first.stdout)
     assert read_plan(tmp_path / "plan.json").gpus
-    second = _cli(["solve", "w2.json", "--current", "plan.json", "--json", "--executor", "serial"], env, tmp_path)
+    second = cli(env, "solve", "w2.json", "--current", "plan.json", "--json", "--executor", "serial", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     out = json.loads(second.stdout)
     assert out["replan"]["current_plan"].endswith("plan.json") and out["solver"] == "replan"
     assert all(set(m) == {"adapter", "from_gpu", "to_gpu"} for m in out["replan"]["moves"])
-    table = _cli(["solve", "w2.json", "--current", "plan.json", "--executor", "serial", "--max-moves", "0"], env,
-                 tmp_path)
+    table = cli(env, "solve", "w2.json", "--current", "plan.json", "--executor", "serial", "--max-moves", "0",
+                cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert "moves (" in table.stdout and "servers:" in table.stdout
     for args, needle in ((["--max-moves", "-1"], "--max-moves"), (["--max-moves", "x"], "max-moves"),
                          ([], "--current: missing.json")):
-        bad = _cli(["solve", "w2.json", "--current", "plan.json" if args else "missing.json", *args], env, tmp_path)
+        bad = cli(env, "solve", "w2.json", "--current", "plan.json" if args else "missing.json", *args, cwd=tmp_path)
         assert bad.returncode == 2 and needle in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
-    nocur = _cli(["solve", "w2.json", "--max-moves", "2"], env, tmp_path)
+    nocur = cli(env, "solve", "w2.json", "--max-moves", "2", cwd=tmp_path)
     assert nocur.returncode == 2 and "--current" in nocur.stderr
 
 

@@ -11,11 +11,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 
 import pytest
 
+from conftest import packer_cli as cli
 from packer.deploy.export import export_plan
 from packer.deploy.report import NO_CURVE, render_report, write_report
 from packer.planner import parse_workload
@@ -27,15 +27,6 @@ WORKLOAD = {"profile": LLAMA, "lengths": {"input_mean": 222.7, "output_mean": 19
             "adapters": [{"id": "hot", "rank": 16, "rate": 100.0}]
             + [{"id": f"a{i}", "rank": 8 if i % 3 else 16, "rate": 0.5 + (i % 4)} for i in range(9)]}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def cache_env(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    cache = str(tmp_path_factory.mktemp("cache"))
-    mp.setenv("PACKER_CACHE_DIR", cache)
-    yield {**os.environ, "PACKER_CACHE_DIR": cache}
-    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -147,20 +138,15 @@ def test_a_plan_without_the_curve_renders_with_a_note(solved, tmp_path):
     assert [f.name for f in tmp_path.iterdir()] and not [f for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
 
 
-def _cli(args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "packer", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=300)
-
-
 def test_cli_round_trip_from_solve_json_and_from_an_export(solved, cache_env, tmp_path):
     wl, result, _ = solved
     (tmp_path / "wl.json").write_text(json.dumps(WORKLOAD))
-    r = _cli(["solve", "wl.json", "--no-verify", "--executor", "serial", "--json", "--export", "deploy"],
-             cache_env, tmp_path)
+    r = cli(cache_env, "solve", "wl.json", "--no-verify", "--executor", "serial", "--json", "--export", "deploy",
+            cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     (tmp_path / "plan.json").write_text(r.stdout)
     for src, out in (("plan.json", "from-json.html"), ("deploy", "from-export.html")):
-        r = _cli(["report", src, "--out", out], cache_env, tmp_path)
+        r = cli(cache_env, "report", src, "--out", out, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         page = (tmp_path / out).read_text()
         p = _parse(page)
@@ -184,7 +170,7 @@ def test_bad_input_exits_2_with_one_line(case, cache_env, tmp_path, solved):
     (tmp_path / "empty").mkdir()
     args = {"missing": ["nope.json"], "not-json": ["bad.json"], "no-gpus": ["nogpus.json"], "empty-dir": ["empty"],
             "bad-out": [str(solved[2] / "plan.json"), "--out", "no/such/dir/r.html"]}[case]
-    r = _cli(["report", *args], cache_env, tmp_path)
+    r = cli(cache_env, "report", *args, cwd=tmp_path)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr

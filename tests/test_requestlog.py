@@ -7,14 +7,12 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import packer_cli as cli
 from packer.errors import InputError
 from packer.model import LengthSpec
 from packer.planner import parse_workload
@@ -41,16 +39,6 @@ def azure_log(tmp_path_factory) -> Path:
         for r, a in zip(rows, pick):
             out.writerow([r["arrived_at"], r["num_prefill_tokens"], r["num_decode_tokens"], f"lora-{a:02d}"])
     return path
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return {**os.environ, "PACKER_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
-
-
-def cli(env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "packer", *args], capture_output=True, text=True, timeout=600,
-                          env=env)
 
 
 def test_the_azure_trace_reads_with_its_own_column_names(azure_log):
@@ -125,6 +113,18 @@ def test_jsonl_nested_keys_iso_timestamps_and_bad_rows_counted(tmp_path):
     assert log.arrival_s[-1] == pytest.approx(39.0) and log.start_epoch_s is not None
     assert log.adapter_ids == ("ad-0", "ad-1", "ad-2")
     assert "4 of 44 rows skipped" in log.bad_summary()
+
+
+def test_tsv_logs_read_like_csv(tmp_path):
+    rows = [(i * 0.5, f"ad-{i % 2}", 100 + i, 10 + i) for i in range(20)]
+    tsv, csv_ = tmp_path / "log.tsv", tmp_path / "log.csv"
+    for path, sep in ((tsv, "\t"), (csv_, ",")):
+        path.write_text("timestamp" + sep + "adapter" + sep + "prompt_tokens" + sep + "output_tokens\n"
+                        + "".join(sep.join(map(str, r)) + "\n" for r in rows))
+    a, b = read_request_log(tsv), read_request_log(csv_)
+    assert a.requests == 20 and not a.bad_rows and a.adapter_ids == ("ad-0", "ad-1")
+    assert np.array_equal(a.arrival_s, b.arrival_s) and np.array_equal(a.prompt_tokens, b.prompt_tokens)
+    assert np.array_equal(a.output_tokens, b.output_tokens) and np.array_equal(a.adapter, b.adapter)
 
 
 def test_bad_logs_are_one_clear_error(tmp_path):

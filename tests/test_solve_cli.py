@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from conftest import packer_cli as cli
 LLAMA = "llama-3.1-8b-instruct@h100-64gb"
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    return {**os.environ, "PACKER_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
-
-
-def cli(env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "packer", *args], capture_output=True, text=True, timeout=600,
-                          env=env)
 
 
 def write(tmp_path, data, name="wl.json") -> str:

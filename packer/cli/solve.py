@@ -54,9 +54,11 @@ __all__ = ["solve", "demo"]
               help="With --verify-trace: the log's column names, as in `packer workload from-log --columns`.")
 @click.option("--current", default=None, type=click.Path(), metavar="PLAN.json",
               help="Re-plan this deployed plan (what `solve --json` printed, or an --export directory) for the "
-                   "new workload with few moves: adapters stay where their GPU still keeps up.")
+                   "new workload with few moves: adapters stay where their GPU still keeps up (greedy), or fewest "
+                   "GPUs then fewest moves (--solver cpsat|milp).")
 @click.option("--max-moves", type=int, default=None, metavar="K",
-              help="With --current: move at most K adapters; beyond that, split onto added servers instead.")
+              help="With --current: move at most K adapters; beyond that, greedy splits onto added servers "
+                   "instead (an exact solver keeps that plan where it proves no plan of whole adapters exists).")
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def solve(workload: str, solver: str, predictor: str, time_limit: float, objective: str | None, gpus: int | None,

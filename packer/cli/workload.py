@@ -18,8 +18,12 @@ _FLAGS = {"log": "LOG", "format": "--format", "columns": "--columns", "time_unit
 
 
 def _flag_error(e: InputError) -> None:
+    """Fail with the flag the bad value came from in place of the library's field name (errors in the
+    log itself already name the file)."""
     flag = _FLAGS.get(e.field)
-    fail(f"{flag}: {bare(e)}" if flag and flag != "LOG" else str(e) if flag is None else bare(e))
+    if flag is None:
+        fail(str(e))
+    fail(bare(e) if flag == "LOG" else f"{flag}: {bare(e)}")
 
 
 @click.group()

@@ -7,16 +7,23 @@ ones. With ``max_moves``, once that many items have moved an overloaded GPU spli
 adapters instead (each keeps at least half its load there; the rest is a new replica, usually on a
 new server) until it fits; only where that does not suffice does it move more.
 GPUs left empty are dropped by the caller.
+
+``replan_exact`` solves the same question exactly with ``cpsat`` or ``milp`` (``packer.solvers.exact``,
+see ``exact.moves``): fewest GPUs first, then fewest moves, at most ``max_moves`` moves, starting from
+the greedy re-plan. It moves whole adapters only: where ``max_moves`` admits no such placement it
+proves so and the greedy re-plan (which splits adapters) is kept.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import dataclass, field
 from typing import Sequence
 
-from .base import LOAD_UNIT, Item, PlacementProblem
+from .base import LOAD_UNIT, Item, PlacementProblem, SolveStatus, bin_config
 
-__all__ = ["Replan", "replan"]
+__all__ = ["Replan", "replan", "replan_exact", "ExactReplan"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,20 @@ class Replan:
     n_current: int
     moved: int                        # items shed from an overloaded GPU
     split: tuple[str, ...]            # adapters split (instead of moved) because max_moves was reached
+
+
+@dataclass(frozen=True)
+class ExactReplan:
+    """``replan_exact``'s answer: the re-plan kept (the exact one, or greedy's where the exact solver
+    found none) and what the exact solver proved."""
+
+    replan: Replan
+    status: SolveStatus               # OPTIMAL: fewest GPUs, then fewest moves, proven
+    gpus_lower_bound: int             # no re-plan within max_moves has fewer GPUs
+    moves_lower_bound: int            # no re-plan with this many GPUs has fewer moves
+    exact: bool                       # False: the exact solver found nothing; this is greedy's re-plan
+    message: str
+    details: dict = field(default_factory=dict, compare=False)
 
 
 def replan(problem: PlacementProblem, home: Sequence[int | None], n_current: int,
@@ -94,3 +115,77 @@ def replan(problem: PlacementProblem, home: Sequence[int | None], n_current: int
         else:
             bins.append([i])
     return Replan(tuple(items), tuple(homes), tuple(tuple(b) for b in bins), n_current, moved, tuple(split))
+
+
+_STATUS = {"optimal": SolveStatus.OPTIMAL, "feasible": SolveStatus.FEASIBLE, "time_limit": SolveStatus.TIME_LIMIT,
+           "infeasible": SolveStatus.INFEASIBLE}
+
+
+def replan_exact(problem: PlacementProblem, home: Sequence[int | None], n_current: int, max_moves: int | None,
+                 backend: str, greedy: Replan, started: float | None = None) -> ExactReplan:
+    """Re-plan ``problem``'s items exactly with ``backend`` ("cpsat" or "milp"): fewest GPUs, then fewest
+    moves, at most ``max_moves``; ``greedy`` (``replan``'s answer for the same input) is the warm start
+    when it moved whole adapters, and the answer kept when the exact solver finds nothing."""
+    from .exact.runner import solve_exact
+
+    started = time.monotonic() if started is None else started
+    plain = problem.to_plain(None)
+    plain["current"] = {"home": list(home), "n_current": n_current, "max_moves": max_moves}
+    used = [g for g, b in enumerate(greedy.bins) if b]
+    if not greedy.split:  # the same items: a valid warm start (within max_moves: greedy moved at most that many)
+        bin_of = [0] * len(problem.items)
+        for k, g in enumerate(used):
+            for i in greedy.bins[g]:
+                bin_of[i] = k
+        index = {c: k for k, c in enumerate(problem.configs)}
+        plain["warm_start"] = {"bins": bin_of, "configs": [index[bin_config(problem, greedy.bins[g])] for g in used],
+                               "origin": [g if g < n_current else None for g in used]}
+        plain["max_bins"] = len(used)
+    else:  # a fresh placement, all on added servers, is feasible when moves allow it
+        from .greedy import GreedySolver
+
+        plain["max_bins"] = max(len(used), GreedySolver().solve(problem).num_gpus)
+    answer = solve_exact(plain, backend, started=started)
+    w = 1 + sum(h is not None for h in home)
+    bound = answer.get("bound")
+    details = {"backend": backend, "phases": answer.get("phases", {}), "message": answer.get("message", ""),
+               "solver_wall_seconds": answer.get("wall_seconds")}
+    status = answer.get("status")
+    if answer.get("bins") is None or status not in _STATUS or status == "infeasible":
+        why = ("no re-plan of whole adapters moves at most max-moves "
+               f"{max_moves} (proven)" if status == "infeasible" else f"found no re-plan ({answer.get('message')})")
+        return ExactReplan(greedy, SolveStatus.FEASIBLE, 0, 0, False,
+                           f"{backend}: {why}; the greedy re-plan is kept", details)
+    slot, added = {}, n_current  # answer bin -> re-plan bin: a current GPU keeps its index, added ones follow
+    for k, o in enumerate(answer["origin"]):
+        slot[k] = added if o is None else o
+        added += o is None
+    bins: list[list[int]] = [[] for _ in range(added)]
+    for i, k in enumerate(answer["bins"]):
+        bins[slot[k]].append(i)
+    new_home = _homes_kept(problem, home, bins)
+    n_bins = len(answer["configs"])
+    moves = sum(h is not None and i not in bins[h] for i, h in enumerate(new_home))
+    gpus_lb = 0 if bound is None else max(0, math.ceil((bound - (w - 1)) / w))
+    moves_lb = moves if status == "optimal" else (0 if bound is None else max(0, int(bound) - w * n_bins))
+    r = Replan(tuple(problem.items), tuple(new_home), tuple(tuple(b) for b in bins), n_current, moves, ())
+    return ExactReplan(r, _STATUS[status], gpus_lb, min(moves_lb, moves), True,
+                       f"{backend} {status}: {n_bins} GPUs, {moves} moves (bounds: {gpus_lb} GPUs, "
+                       f"{min(moves_lb, moves)} moves at {n_bins} GPUs)", details)
+
+
+def _homes_kept(problem: PlacementProblem, home: Sequence[int | None], bins: Sequence[Sequence[int]]) -> list:
+    """Each item's home, with an adapter's homes handed to its replicas that sit on them (replicas are
+    interchangeable), the others to the rest in order: an item moves iff it is not on its home."""
+    gpu_of = {i: g for g, b in enumerate(bins) for i in b}
+    by_adapter: dict[str, list[int]] = {}
+    for i, it in enumerate(problem.items):
+        by_adapter.setdefault(it.adapter_id, []).append(i)
+    out = list(home)
+    for members in by_adapter.values():
+        homes = [home[i] for i in members if home[i] is not None]
+        kept = [i for i in members if gpu_of[i] in homes]
+        left = [h for h in homes if h not in {gpu_of[i] for i in kept}]
+        for i in members:
+            out[i] = gpu_of[i] if i in kept else (left.pop(0) if left else None)
+    return out

@@ -75,11 +75,21 @@ class ReplanSummary:
     adapters_removed: tuple[str, ...]
     split: tuple[str, ...] = ()         # adapters split instead of moved (max_moves reached)
     max_moves: int | None = None
+    moves_lower_bound: int | None = None  # exact solvers: no re-plan with this many GPUs moves fewer
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["moves"] = [asdict(m) for m in self.moves]
         return json_ready(d)
+
+
+def _placement(gpus) -> dict[str, list[tuple[int, float]]]:
+    """Adapter id -> [(GPU index, share)] over GPUs that each have ``adapters`` with ``id`` and ``share``."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for g, plan in enumerate(gpus):
+        for a in plan.adapters:
+            out.setdefault(a.id, []).append((g, a.share))
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,11 +142,7 @@ class SolveResult:
 
     def placement(self) -> dict[str, list[tuple[int, float]]]:
         """Adapter id -> [(GPU index, share)]."""
-        out: dict[str, list[tuple[int, float]]] = {}
-        for g, plan in enumerate(self.gpus):
-            for a in plan.adapters:
-                out.setdefault(a.id, []).append((g, a.share))
-        return out
+        return _placement(self.gpus)
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in ("objective", "num_gpus", "objective_value", "lower_bound", "gap", "solver",
@@ -177,11 +183,7 @@ class LoadedPlan:
 
     def placement(self) -> dict[str, list[tuple[int, float]]]:
         """Adapter id -> [(GPU index, share)], as ``SolveResult.placement``."""
-        out: dict[str, list[tuple[int, float]]] = {}
-        for g, plan in enumerate(self.gpus):
-            for a in plan.adapters:
-                out.setdefault(a.id, []).append((g, a.share))
-        return out
+        return _placement(self.gpus)
 
 
 def read_plan(path: Any) -> LoadedPlan:

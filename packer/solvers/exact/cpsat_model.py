@@ -34,8 +34,8 @@ def solve_cpsat(p: Prepared, t0: float, phases: Phases) -> dict:
         m.add(sum(x[s, g] for s in p.members(g)) <= sum(p.count[c] * z[g, c] for c in p.configs))
         for s in p.members(g):
             m.add(x[s, g] <= sum(z[g, c] for c in p.fits(s)))
-        if g + 1 < U:
-            m.add(y[g] >= y[g + 1])
+    for g in p.ordered():
+        m.add(y[g] >= y[g + 1])
     for g, on in apart(p):
         m.add(sum(x[s, g] for s in on) <= 1)
     m.add(sum(y) >= p.lower_bound)
@@ -50,6 +50,11 @@ def solve_cpsat(p: Prepared, t0: float, phases: Phases) -> dict:
             m.add(PERMILLE * sum(p.loads[s] * x[s, g] for s in p.members(g))
                   <= sum(p.cap[c] * u[g, c] for c in p.configs))
         m.minimize(T)
+    elif p.moved is not None:
+        moves = sum(homed - sum(x[s, h] for s in items for h in homes) for items, homes, homed in p.moved)
+        if p.max_moves is not None:
+            m.add(moves <= p.max_moves)
+        m.minimize(p.weight * sum(y) + moves)
     else:
         m.minimize(sum(y))
     hint = hint_values(p)

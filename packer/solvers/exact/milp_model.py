@@ -38,7 +38,7 @@ def solve_milp(p: Prepared, t0: float, phases: Phases) -> dict:
     m.rank = pyo.Constraint(list(m.x.keys()), rule=lambda m, s, g: m.x[s, g]
                             <= pyo.quicksum(m.z[g, c] for c in p.fits(s)))
     p.check_time()
-    m.sym = pyo.Constraint(range(U - 1), rule=lambda m, g: m.y[g] >= m.y[g + 1])
+    m.sym = pyo.Constraint(list(p.ordered()), rule=lambda m, g: m.y[g] >= m.y[g + 1])
     pairs = apart(p)
     m.apart = pyo.Constraint(range(len(pairs)), rule=lambda m, k: pyo.quicksum(m.x[s, pairs[k][0]]
                                                                               for s in pairs[k][1]) <= 1)
@@ -54,6 +54,14 @@ def solve_milp(p: Prepared, t0: float, phases: Phases) -> dict:
             p.loads[s] * m.x[s, g] for s in p.members(g))
             <= pyo.quicksum(p.cap[c] * m.u[g, c] for c in p.configs))
         m.obj = pyo.Objective(expr=m.T, sense=pyo.minimize)
+    elif p.moved is not None:
+        # moves = homed - kept; the constant is added back to the objective's value below
+        homed = sum(h for _, _, h in p.moved)
+        kept = pyo.quicksum(m.x[s, h] for items, homes, _ in p.moved for s in items for h in homes)
+        if p.max_moves is not None:
+            m.moves = pyo.Constraint(expr=kept >= homed - p.max_moves)
+        m.obj = pyo.Objective(expr=pyo.quicksum([p.weight * m.y[g] for g in range(U)] + [
+            -m.x[s, h] for items, homes, _ in p.moved for s in items for h in homes]), sense=pyo.minimize)
     else:
         m.obj = pyo.Objective(expr=pyo.quicksum(m.y[g] for g in range(U)), sense=pyo.minimize)
 
@@ -76,7 +84,9 @@ def solve_milp(p: Prepared, t0: float, phases: Phases) -> dict:
     # The appsi class reads config.time_limit itself; SolverFactory('appsi_highs').solve() (the legacy
     # wrapper) overwrites it with its own ``timelimit`` argument, so we use the class directly.
     opt.config.load_solution = False
-    opt.config.warmstart = hint is not None
+    # HiGHS 1.15 given this warm start on the re-planning model answered "optimal" with an objective no
+    # feasible point has (below its own incumbent's): re-planning searches cold (the runner keeps the warm start)
+    opt.config.warmstart = hint is not None and p.moved is None
     # Objectives are integral: an absolute gap below 1 proves optimality.
     opt.highs_options = {"random_seed": p.seed, "mip_rel_gap": 0.0, "mip_abs_gap": 0.99}
     phases.done("model_build")
@@ -96,12 +106,20 @@ def solve_milp(p: Prepared, t0: float, phases: Phases) -> dict:
         status = "feasible" if has_solution else "error"
     bin_of = config_of = None
     objective = None
+    trusted = True
     if has_solution:
         res.solution_loader.load_vars()
         bin_of = [max(p.slots(s), key=lambda g: m.x[s, g].value or 0.0) for s in range(n)]
         config_of = {g: max(p.configs, key=lambda c: m.z[g, c].value or 0.0) for g in set(bin_of)}
         objective = res.best_feasible_objective
-    bound = res.best_objective_bound  # HiGHS info.mip_dual_bound
+        own = pyo.value(m.obj)
+        if abs(own - objective) > 0.5:  # the solver's value is not its solution's: trust neither bound nor status
+            status, objective, trusted = ("feasible" if status == "optimal" else status), own, False
+    bound = res.best_objective_bound if trusted else None  # HiGHS info.mip_dual_bound
+    if p.moved is not None:  # the objective's constant (see above)
+        offset = sum(h for _, _, h in p.moved)
+        objective = None if objective is None else objective + offset
+        bound = None if bound is None else bound + offset
     if bound is None or not math.isfinite(bound) or status == "infeasible":
         bound = None
     elif status != "optimal" and objective is not None and bound >= objective - EPS:
@@ -110,4 +128,4 @@ def solve_milp(p: Prepared, t0: float, phases: Phases) -> dict:
         bound = math.ceil(bound - EPS)
     return make_answer(p, status, bin_of, config_of, objective, bound, t0,
                        f"highs {tc.name} in {res.wallclock_time:.2f}s, {len(m.x)} x vars, "
-                       f"hint={'yes' if hint else 'no'}")
+                       f"hint={'yes' if opt.config.warmstart else 'no'}")

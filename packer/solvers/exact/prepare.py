@@ -12,6 +12,12 @@ index, so item i only goes on bins g <= i and y[g] >= y[g+1]. sum_g y[g] >= the 
 ``min_latency``: U = gpus, T in [latency lower bound, 1000] integer, u[g,c] in [0, 1000] with
 u <= 1000 z, u <= T, u >= T - 1000 (1 - z) (so u[g,c] = T on the chosen config) and
 1000 load(g) <= sum_c C_c u[g,c]; minimise T.
+
+Re-planning (``problem["current"]``, see ``moves``): bins g < N are the current plan's GPUs (told apart:
+no symmetry breaking among them, any item may go on them); bins N.. are servers added, labelled in the
+order of their smallest sorted item (the k-th added bin holds items s >= k) with y ordered among them.
+moves = sum over adapters of (items with a home - sum over its homes h and its items s of x[s,h]);
+moves <= max_moves when given; minimise weight * sum_g y[g] + moves (fewest GPUs, then fewest moves).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from ..bounds import PERMILLE, latency_lower_bound, lower_bounds
+from .moves import adapters, current_of, weight
 
 __all__ = ["EPS", "ANSWER_RESERVE_S", "MIN_SEARCH_S", "OutOfTime", "Prepared", "prepare", "apart", "hint_values",
            "make_answer"]
@@ -55,14 +62,29 @@ class Prepared:
     deadline: float  # time.monotonic() by which the answer must be written
     workers: int
     seed: int
+    n_current: int = 0  # re-planning: bins 0..n_current-1 are the current plan's GPUs
+    moved: list[tuple[list[int], list[int], int]] | None = None  # (sorted items, homes, homed) per adapter
+    max_moves: int | None = None
+    weight: int = 1  # of a bin against a move
 
-    def slots(self, s: int) -> range:
-        """The bins sorted item ``s`` may go on (symmetry breaking: g <= s)."""
-        return range(min(s + 1, self.bins))
+    def slots(self, s: int) -> range | list[int]:
+        """The bins sorted item ``s`` may go on (symmetry breaking: the k-th symmetric bin, k <= s)."""
+        n = self.n_current
+        if not n:
+            return range(min(s + 1, self.bins))
+        return [*range(n), *range(n, min(n + s + 1, self.bins))]
 
     def members(self, g: int) -> range:
         """The sorted items that may go on bin ``g``."""
-        return range(g, len(self.loads))
+        return range(max(0, g - self.n_current), len(self.loads))
+
+    def allowed(self, s: int, g: int) -> bool:
+        """Whether sorted item ``s`` may go on bin ``g``."""
+        return g < self.n_current or g - self.n_current <= s
+
+    def ordered(self) -> range:
+        """The bins g with y[g] >= y[g+1] (the symmetric ones)."""
+        return range(self.n_current, self.bins - 1)
 
     def search_seconds(self) -> float:
         """The search's own limit: what is left until the deadline, less the time to write the answer."""
@@ -107,11 +129,17 @@ def prepare(problem: dict, deadline: float) -> Prepared:
         bins = int(problem["max_bins"])
         t_lower = 0
     bins = min(bins, len(items))
-    hint = _hint(problem, order, bins)
-    if hint is not None and objective == "min_gpus":
+    cur = current_of(problem)
+    n_current = int(cur["n_current"]) if cur else 0
+    if cur:
+        bins += n_current  # the current GPUs, and as many added ones as the solution may use
+    hint = _hint(problem, order, bins, n_current)
+    if hint is not None and objective == "min_gpus" and not cur:
         bins = len(hint[1])  # the warm start is the incumbent: a better solution needs no more bins
     lb = problem.get("lower_bound")
     lb = int(lower_bounds(problem)["best"] if lb is None else lb)
+    sorted_at = {i: s for s, i in enumerate(order)}
+    moved = [([sorted_at[i] for i in members], homes, homed) for members, homes, homed in adapters(problem)]
     return Prepared(
         objective=objective, order=order, loads=loads, ranks=ranks, configs=_non_dominated(configs),
         cap={c: int(cf["capacity"]) for c, cf in enumerate(configs)},
@@ -119,7 +147,9 @@ def prepare(problem: dict, deadline: float) -> Prepared:
         rank={c: int(cf["rank_class"]) for c, cf in enumerate(configs)},
         bins=bins, lower_bound=lb, t_lower=t_lower, hint=hint, groups=_groups(items, order),
         deadline=deadline, workers=int(problem.get("workers") or os.cpu_count() or 1),
-        seed=int(problem.get("seed") or 0))
+        seed=int(problem.get("seed") or 0), n_current=n_current, moved=moved if cur else None,
+        max_moves=None if not cur or cur.get("max_moves") is None else int(cur["max_moves"]),
+        weight=weight(problem))
 
 
 def _groups(items: list[dict], order: list[int]) -> list[list[int]]:
@@ -133,27 +163,38 @@ def _groups(items: list[dict], order: list[int]) -> list[list[int]]:
 
 def apart(p: Prepared) -> list[tuple[int, list[int]]]:
     """(bin, sorted items of one group that may go on it) where at most one of them may."""
-    return [(g, on) for grp in p.groups for g in range(p.bins) if len(on := [s for s in grp if g <= s]) > 1]
+    return [(g, on) for grp in p.groups for g in range(p.bins) if len(on := [s for s in grp if p.allowed(s, g)]) > 1]
 
 
-def _hint(problem: dict, order: list[int], bins: int) -> tuple[list[int], list[int]] | None:
-    """The warm start relabelled to satisfy the symmetry breaking (bins in the order of their smallest
-    sorted item), or None when there is none or it does not fit in ``bins`` bins."""
+def _hint(problem: dict, order: list[int], bins: int, n_current: int = 0) -> tuple[list[int], list[int]] | None:
+    """The warm start relabelled to satisfy the symmetry breaking (symmetric bins in the order of their
+    smallest sorted item; re-planning, a current GPU keeps its index and configs of unused current GPUs
+    are -1), or None when there is none or it does not fit in ``bins`` bins."""
     warm = problem.get("warm_start")
     if not warm or not warm.get("bins") or len(warm["bins"]) != len(order):
         return None
+    origin = warm.get("origin") or []
     new_label: dict[int, int] = {}
+    for b, o in enumerate(origin):
+        if o is not None:
+            new_label[b] = int(o)
+    added = 0
     hint_bins = []
     for i in order:  # sorted order: first appearance = smallest sorted item of the bin
         b = int(warm["bins"][i])
-        hint_bins.append(new_label.setdefault(b, len(new_label)))
-    if len(new_label) > bins or any(b >= len(warm["configs"]) for b in new_label):
+        if b not in new_label:
+            new_label[b] = n_current + added
+            added += 1
+        hint_bins.append(new_label[b])
+    if n_current + added > bins or any(b >= len(warm["configs"]) for b in new_label):
         return None
-    hint_configs = [0] * len(new_label)
+    hint_configs = [-1] * (max(new_label.values()) + 1 if new_label else 0)
     for old, new in new_label.items():
         hint_configs[new] = int(warm["configs"][old])
-    if any(g > s for s, g in enumerate(hint_bins)):  # cannot happen with this labelling; be safe
+    used = {g for g in hint_bins}
+    if any(g >= n_current and g - n_current > s for s, g in enumerate(hint_bins)):  # not with this labelling
         return None
+    hint_configs = [c if g in used else -1 for g, c in enumerate(hint_configs)]
     return hint_bins, hint_configs
 
 
@@ -166,6 +207,9 @@ def hint_values(p: Prepared) -> dict[str, dict] | None:
     offered = set(p.configs)
     configs = []
     for g, c in enumerate(hint_configs):
+        if c < 0:  # a current GPU the warm start leaves empty
+            configs.append(c)
+            continue
         if c not in offered:
             c = next((d for d in p.configs if p.rank[d] >= p.rank[c] and p.count[d] >= p.count[c]
                       and p.cap[d] >= p.cap[c]), None)
@@ -176,11 +220,11 @@ def hint_values(p: Prepared) -> dict[str, dict] | None:
     for s, g in enumerate(hint_bins):
         load[g] += p.loads[s]
     used = len(configs)
-    t = max([math.ceil(PERMILLE * load[g] / p.cap[configs[g]]) for g in range(used)], default=0)
+    t = max([math.ceil(PERMILLE * load[g] / p.cap[configs[g]]) for g in range(used) if configs[g] >= 0], default=0)
     t = max(t, p.t_lower)
     x = {(s, g): int(hint_bins[s] == g) for s in range(len(p.loads)) for g in p.slots(s)}
     z = {(g, c): int(g < used and configs[g] == c) for g in range(p.bins) for c in p.configs}
-    y = {g: int(g < used) for g in range(p.bins)}
+    y = {g: int(g < used and configs[g] >= 0) for g in range(p.bins)}
     u = {(g, c): t * z[g, c] for g in range(p.bins) for c in p.configs}
     return {"x": x, "z": z, "y": y, "T": t, "u": u}
 
@@ -188,14 +232,17 @@ def hint_values(p: Prepared) -> dict[str, dict] | None:
 def make_answer(p: Prepared, status: str, bin_of: list[int] | None, config_of: dict[int, int] | None,
                 objective: float | None, bound: float | None, t0: float, message: str) -> dict:
     """Map a sorted-item solution back to the original items, bins relabelled 0..m-1 (used bins only)."""
-    bins_out = configs_out = None
+    bins_out = configs_out = origin = None
     if bin_of is not None and config_of is not None:
         relabel: dict[int, int] = {}
         bins_out = [0] * len(p.order)
         for s, g in enumerate(bin_of):
             bins_out[p.order[s]] = relabel.setdefault(g, len(relabel))
         configs_out = [0] * len(relabel)
+        origin = [None] * len(relabel)
         for g, new in relabel.items():
             configs_out[new] = config_of[g]
-    return {"status": status, "bins": bins_out, "configs": configs_out, "objective": objective,
+            origin[new] = g if g < p.n_current else None
+    return {"status": status, "bins": bins_out, "configs": configs_out,
+            "origin": origin if p.moved is not None else None, "objective": objective,
             "bound": bound, "wall_seconds": time.monotonic() - t0, "message": message}

@@ -27,6 +27,7 @@ from pathlib import Path
 from ...defaults import GRACE_S  # the stated margin (see solve_exact)
 from ...errors import InputError
 from ..bounds import PERMILLE, latency_lower_bound, lower_bounds, unplaceable_items
+from .moves import check_origin, count_moves, current_of, weight
 from .phases import WORKER_PHASES, read_marks
 
 __all__ = ["BACKENDS", "DEFAULT_TIME_LIMIT_S", "solve_exact", "backend_available", "check_placement",
@@ -46,9 +47,10 @@ def backend_available(backend: str) -> bool:
     return backend in _MODULES and all(importlib.util.find_spec(mod) is not None for mod in _MODULES[backend])
 
 
-def check_placement(problem: dict, bins: list[int], configs: list[int]) -> str | None:
+def check_placement(problem: dict, bins: list[int], configs: list[int], origin: list | None = None) -> str | None:
     """None when ``bins`` (bin per item) and ``configs`` (config per bin) are a valid placement with bins
-    numbered 0..m-1, each used; otherwise a message naming the first broken rule."""
+    numbered 0..m-1, each used (and, re-planning, ``origin`` per bin: see ``moves``); otherwise a message
+    naming the first broken rule."""
     items, cfgs = problem["items"], problem["configs"]
     if not isinstance(bins, list) or not isinstance(configs, list):
         return "bins and configs must be lists"
@@ -82,12 +84,15 @@ def check_placement(problem: dict, bins: list[int], configs: list[int]) -> str |
             if (int(it["group"]), b) in seen:
                 return f"bin {b} holds two items of group {it['group']}"
             seen.add((int(it["group"]), b))
-    return None
+    return check_origin(problem, bins, m, origin)
 
 
-def placement_objective(problem: dict, bins: list[int], configs: list[int]) -> int:
-    """The objective of a valid placement: its bin count, or its max per-mille utilisation."""
+def placement_objective(problem: dict, bins: list[int], configs: list[int], origin: list | None = None) -> int:
+    """The objective of a valid placement: its bin count (re-planning: ``weight`` x bins + moves), or its
+    max per-mille utilisation."""
     if problem["objective"] == "min_gpus":
+        if current_of(problem) is not None:
+            return weight(problem) * len(configs) + count_moves(problem, bins, origin)
         return len(configs)
     load = [0] * len(configs)
     for it, b in zip(problem["items"], bins):
@@ -96,8 +101,9 @@ def placement_objective(problem: dict, bins: list[int], configs: list[int]) -> i
                default=0)
 
 
-def _normalised_warm_start(problem: dict) -> tuple[list[int], list[int]] | None:
-    """The warm start with bins relabelled 0..m-1 in order of first use, or None if absent or invalid."""
+def _normalised_warm_start(problem: dict) -> tuple[list[int], list[int], list | None] | None:
+    """The warm start (bins, configs, origin) with bins relabelled 0..m-1 in order of first use, or None
+    if absent or invalid."""
     warm = problem.get("warm_start")
     if not warm:
         return None
@@ -105,11 +111,14 @@ def _normalised_warm_start(problem: dict) -> tuple[list[int], list[int]] | None:
         relabel: dict[int, int] = {}
         bins = [relabel.setdefault(int(b), len(relabel)) for b in warm["bins"]]
         configs = [0] * len(relabel)
+        origin = None if warm.get("origin") is None else [None] * len(relabel)
         for old, new in relabel.items():
             configs[new] = int(warm["configs"][old])
+            if origin is not None:
+                origin[new] = warm["origin"][old]
     except (KeyError, IndexError, TypeError, ValueError):
         return None
-    return (bins, configs) if check_placement(problem, bins, configs) is None else None
+    return (bins, configs, origin) if check_placement(problem, bins, configs, origin) is None else None
 
 
 def _validate(problem: dict, backend: str) -> None:
@@ -129,11 +138,11 @@ def _validate(problem: dict, backend: str) -> None:
             raise InputError("configs", f"max_count and capacity must be >= 1, got {c}")
 
 
-def _result(status: str, placement: tuple[list[int], list[int]] | None, objective: float | None,
+def _result(status: str, placement: tuple[list[int], list[int], list | None] | None, objective: float | None,
             bound: float | None, t0: float, message: str) -> dict:
     return {"status": status, "bins": placement[0] if placement else None,
-            "configs": placement[1] if placement else None, "objective": objective, "bound": bound,
-            "wall_seconds": time.monotonic() - t0, "message": message}
+            "configs": placement[1] if placement else None, "origin": placement[2] if placement and len(placement) > 2 else None,
+            "objective": objective, "bound": bound, "wall_seconds": time.monotonic() - t0, "message": message}
 
 
 def solve_exact(problem: dict, backend: str, started: float | None = None) -> dict:
@@ -176,9 +185,9 @@ def _solve_exact(problem: dict, backend: str, t0: float, phases: dict[str, float
     bounds = lower_bounds(problem)
     lb = bounds["best"]
     if problem["objective"] == "min_gpus":
-        bound = lb
-        if warm and warm_obj == lb:
-            return dict(result("optimal", warm, warm_obj, lb, t0, "warm start meets the lower bound; no solver run"),
+        bound = lb * weight(problem)  # re-planning: lb GPUs and no move
+        if warm and warm_obj == bound:
+            return dict(result("optimal", warm, warm_obj, bound, t0, "warm start meets the lower bound; no solver run"),
                         lower_bounds=bounds)
         if lb > int(problem["max_bins"]):
             return dict(result("infeasible", None, None, lb, t0,
@@ -193,7 +202,7 @@ def _solve_exact(problem: dict, backend: str, t0: float, phases: dict[str, float
         if warm and warm_obj == t_lb:
             return result("optimal", warm, warm_obj, t_lb, t0, "warm start meets the lower bound; no solver run")
     if not items:
-        return result("optimal", ([], []), 0, 0, t0, "no items")
+        return result("optimal", ([], [], [] if current_of(problem) else None), 0, 0, t0, "no items")
 
     time_limit = float(problem.get("time_limit_s") or DEFAULT_TIME_LIMIT_S)
     deadline = t0 + time_limit
@@ -202,7 +211,8 @@ def _solve_exact(problem: dict, backend: str, t0: float, phases: dict[str, float
     if spawned >= deadline:
         return dict(_result("time_limit", warm, warm_obj, bound, t0, f"{backend}: the time limit was spent before "
                             "the solver could start; returning the warm start" + note), lower_bounds=bounds)
-    payload = dict(problem, warm_start={"bins": warm[0], "configs": warm[1]} if warm else None, lower_bound=lb,
+    payload = dict(problem, warm_start={"bins": warm[0], "configs": warm[1], "origin": warm[2]} if warm else None,
+                   lower_bound=lb,
                    time_limit_s=deadline - spawned, deadline=deadline)
     payload.setdefault("workers", os.cpu_count() or 1)
     # -P: the working directory must not shadow other modules; the child finds this packer at _ROOT.
@@ -262,7 +272,7 @@ def _checked(problem: dict, backend: str, answer: dict, warm: tuple[list[int], l
         bound = max(bound, math.ceil(solver_bound - 1e-6))
     placement = None
     if answer.get("bins") is not None:
-        placement = (answer["bins"], answer["configs"])
+        placement = (answer["bins"], answer["configs"], answer.get("origin"))
         issue = check_placement(problem, *placement)
         if issue:
             return _result("error", warm, warm_obj, bound if warm is None else min(bound, warm_obj), t0,
