@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Adapter",
+    "Slo",
+    "SLO_METRICS",
     "LengthSpec",
     "EmpiricalLengths",
     "PoissonArrivals",
@@ -411,11 +413,42 @@ class ServerDefaults(_Frozen):
                             gpu_memory_utilization=self.gpu_memory_utilization)
 
 
+SLO_METRICS = ("ttft_p99_ms", "ttft_mean_ms", "itl_mean_ms", "itl_p99_ms")
+
+
+class Slo(_Frozen):
+    """Latency targets every GPU of a placement must meet (any subset, milliseconds).
+
+    ``ttft_p99_ms`` / ``ttft_mean_ms``: time to first token, its 99th percentile and mean over the
+    GPU's requests; with ``per_adapter`` the p99 is each adapter's own (the worst adapter's tail, where
+    a starved adapter shows first). ``itl_mean_ms``: the token-weighted mean inter-token latency;
+    ``itl_p99_ms``: the 99th percentile over requests of each request's mean inter-token time (TPOT).
+    """
+
+    ttft_p99_ms: float | None = Field(default=None, gt=0.0)
+    ttft_mean_ms: float | None = Field(default=None, gt=0.0)
+    itl_mean_ms: float | None = Field(default=None, gt=0.0)
+    itl_p99_ms: float | None = Field(default=None, gt=0.0)
+    per_adapter: bool = False
+
+    @model_validator(mode="after")
+    def _some_target(self) -> "Slo":
+        if all(getattr(self, m) is None for m in SLO_METRICS):
+            raise ValueError(f"set at least one of {', '.join(SLO_METRICS)} (milliseconds)")
+        return self
+
+    def targets(self) -> dict[str, float]:
+        """The metrics set, with their targets in milliseconds."""
+        return {m: getattr(self, m) for m in SLO_METRICS if getattr(self, m) is not None}
+
+
 class PlacementWorkload(_Frozen):
     """A placement request: a profile and the adapters to serve, with their traffic.
 
-    ``objective`` is ``min_gpus`` (the fewest GPUs that keep up) or ``min_latency`` (the lowest worst
-    GPU utilisation on ``gpus`` GPUs); ``gpus`` is an optional GPU budget.
+    ``objective`` is ``min_gpus`` (the fewest GPUs that keep up) or ``min_latency`` (on ``gpus`` GPUs,
+    the lowest worst-GPU ``latency_metric``: ``utilisation`` on the capacity model, with proven bounds,
+    or ``ttft_p99_ms`` / ``itl_mean_ms`` as the twin measures them); ``gpus`` is an optional GPU budget.
+    With ``slo`` every GPU must also meet those latency targets, in the capacity model and in verification.
     """
 
     profile: str
@@ -425,6 +458,8 @@ class PlacementWorkload(_Frozen):
     server: ServerDefaults = ServerDefaults()
     objective: Literal["min_gpus", "min_latency"] = "min_gpus"
     gpus: int | None = Field(default=None, gt=0, le=MAX_FLEET_GPUS)
+    slo: Slo | None = None
+    latency_metric: Literal["utilisation", "ttft_p99_ms", "itl_mean_ms"] = "utilisation"
 
     _arrivals_shorthand = field_validator("arrivals", mode="before")(Workload._arrivals_shorthand.__func__)
 

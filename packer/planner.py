@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .errors import InputError
 from .model import PlacementWorkload, check_placement_load, parse_model
 from .predictors.base import GpuQuery, Prediction, Predictor, get_predictor
+from .predictors.slo import SloPredictor, check_slo, missing_metrics
 from .predictors.twin import TwinPredictor
 from .profile import load_profile
 from .solvers import bounds as _bounds
@@ -108,6 +109,15 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
             seed=seed, workers=workers, executor=executor, ray_address=ray_address)
     else:
         twin = None
+    metric = wl.latency_metric if obj is Objective.MIN_LATENCY else "utilisation"
+    if metric != "utilisation" and twin is None:  # the metric is the twin's: measuring it verifies too
+        twin = pred if isinstance(pred, TwinPredictor) else TwinPredictor(
+            seed=seed, workers=workers, executor=executor, ray_address=ray_address)
+    slo_note = None
+    if wl.slo is not None:
+        pred, twin, slo_note = _with_slo(wl, pred, twin, seed, workers, executor, ray_address)
+        if slo_note and progress:
+            progress(slo_note)
 
     problem = build_problem(wl, pred, objective=Objective.MIN_GPUS, gpus=None, time_limit_s=float(time_limit),
                             seed=seed, workers=workers, cache=cache, progress=progress, executor=executor,
@@ -152,6 +162,13 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
                      f"with the {checker.name} predictor")
         bins, n_moved, final_preds = _confirm_and_repair(problem, bins, configs, checker, budget, obj, tags, home)
         moved += n_moved
+    if metric != "utilisation" and bins:
+        if progress:
+            progress(f"lowering the worst GPU's {metric} by moving adapters, measured by the twin")
+        t_search = time.perf_counter()
+        bins, final_preds, rounds = _lower_worst_latency(problem, bins, configs, twin, metric, float(time_limit))
+        phases["latency_search"] = time.perf_counter() - t_search
+        assignment = dataclasses.replace(assignment, details={**assignment.details, "latency_search_moves": rounds})
     twin_preds = final_preds if twin is not None else None
     pred_preds = final_preds if twin is None or twin is pred else [pred.predict(_query(problem, b, configs)) for b in bins]
     t_verify = time.perf_counter()
@@ -162,12 +179,42 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     result = _result(problem, assignment, obj, slv.name if plan is None or slv.name in ("cpsat", "milp") else "replan",
                      pred.name, plans, verified,
                      moved, budget, t0, t_cap, t_solve, t_verify, phases)
+    if metric != "utilisation":  # the value is the twin's latency; the capacity model's bound is not on it
+        worst = max((_latency(p, metric) for p in twin_preds), default=0.0)
+        result = dataclasses.replace(result, objective_value=worst, lower_bound=None, gap=None,
+                                     status=SolveStatus.FEASIBLE if result.status is SolveStatus.OPTIMAL
+                                     else result.status)
+    result = dataclasses.replace(result, objective_metric="gpus" if obj is Objective.MIN_GPUS else metric)
     if plan is not None:
         summary = _replan_summary(problem, plan, wl, bins, tags, home, max_moves, assignment)
         result = dataclasses.replace(result, replan=summary, message=_replan_message(summary, result.message))
-    return dataclasses.replace(result, verified_with=twin.name if twin is not None else None,
+    return dataclasses.replace(result, verified_with=twin.name if twin is not None else None, slo=wl.slo,
                                warnings=result.warnings + _warnings(pred.name, pred_preds, twin_preds,
-                                                                    twin.name if twin is not None else "twin"))
+                                                                    twin.name if twin is not None else "twin")
+                               + ((slo_note,) if slo_note else ()))
+
+
+def _with_slo(wl: PlacementWorkload, pred: Predictor, twin: Predictor | None, seed: int, workers: int | None,
+              executor: Any, ray_address: str | None) -> tuple[Predictor, Predictor | None, str | None]:
+    """The planning predictor and the verifier, both checking the workload's SLO. A planning predictor
+    that does not predict a metric the SLO sets is replaced by the twin (and the note says so)."""
+    note = None
+    if not isinstance(pred, TwinPredictor):
+        a = min(wl.adapters, key=lambda a: a.rank)
+        probe = GpuQuery(load_profile(wl.profile), wl.server.server(1, rank_class(a.rank)), (a.rank,),
+                         (max(a.rate, 1e-3),), wl.lengths, wl.arrivals)
+        missing = missing_metrics(wl.slo, pred.predict(probe))
+        if missing:
+            base = twin if isinstance(twin, TwinPredictor) else TwinPredictor(
+                seed=seed, workers=workers, executor=executor, ray_address=ray_address)
+            note = (f"the {pred.name} predictor does not predict {', '.join(missing)}: the capacity model for the "
+                    f"SLO is measured with the twin")
+            same = twin is pred
+            pred = base
+            if same:
+                twin = base
+    wrapped = SloPredictor(pred, wl.slo)
+    return wrapped, (wrapped if twin is pred else (SloPredictor(twin, wl.slo) if twin is not None else None)), note
 
 
 def _warnings(predictor: str, preds: Sequence[Prediction], twin_preds: Sequence[Prediction] | None,
@@ -404,6 +451,62 @@ def _query(problem: PlacementProblem, members: Sequence[int], configs: dict) -> 
                     tuple(it.rate for it in its), cm.lengths, cm.arrivals)
 
 
+# ---- min_latency on the twin's latency -----------------------------------------------------------
+
+def _latency(p: Prediction, metric: str) -> float:
+    """A GPU's ``metric`` (ms) as the twin predicts it; infinite where it fails or nothing finished."""
+    v = p.p99_ttft_ms if metric == "ttft_p99_ms" else p.mean_itl_ms
+    return float(v) if p.ok and v is not None and math.isfinite(v) else math.inf
+
+
+def _lower_worst_latency(problem: PlacementProblem, bins: list[list[int]], configs: dict, twin: Predictor,
+                         metric: str, time_limit_s: float, per_round: int = 8,
+                         ) -> tuple[list[list[int]], list[Prediction], int]:
+    """Local search on the verified placement: move one adapter off the GPU with the worst ``metric``
+    onto another GPU (within the capacity model, replicas apart) while that lowers the worst GPU's
+    value by at least 1 %; each round measures its candidate moves with the twin in one batch. Stops
+    at no improvement or after ``time_limit_s``. Returns the bins, their predictions and the moves made."""
+    t0 = time.perf_counter()
+    bins = [list(b) for b in bins]
+    preds = twin.predict_many([_query(problem, b, configs) for b in bins])
+    moves = 0
+    while len(bins) > 1 and time.perf_counter() - t0 < time_limit_s:
+        vals = [_latency(p, metric) for p in preds]
+        g = max(range(len(bins)), key=lambda k: vals[k])
+        if len(bins[g]) < 2:
+            break
+        cands = []
+        for i in sorted(bins[g], key=lambda j: -problem.items[j].units)[:per_round]:
+            aid = problem.items[i].adapter_id
+            for h in sorted(range(len(bins)), key=lambda k: vals[k]):
+                if h == g or any(problem.items[j].adapter_id == aid for j in bins[h]):
+                    continue
+                if bin_config(problem, bins[h] + [i]) is not None:
+                    cands.append((i, h))
+                    break  # the least loaded GPU that takes it
+        if not cands:
+            break
+        queries = []
+        for i, h in cands:
+            queries += [_query(problem, [j for j in bins[g] if j != i], configs), _query(problem, bins[h] + [i], configs)]
+        answers = twin.predict_many(queries)
+        best = None
+        for k, (i, h) in enumerate(cands):
+            pg, ph = answers[2 * k], answers[2 * k + 1]
+            rest = max((vals[x] for x in range(len(bins)) if x not in (g, h)), default=0.0)
+            worst = max(rest, _latency(pg, metric), _latency(ph, metric))
+            if best is None or worst < best[0]:
+                best = (worst, i, h, pg, ph)
+        if best is None or not best[0] < vals[g] * 0.99:
+            break
+        _, i, h, pg, ph = best
+        bins[g].remove(i)
+        bins[h].append(i)
+        preds[g], preds[h] = pg, ph
+        moves += 1
+    return bins, preds, moves
+
+
 # ---- result -------------------------------------------------------------------------------------
 
 def _plan(problem: PlacementProblem, members: list[int], configs: dict, p: Prediction,
@@ -417,9 +520,16 @@ def _plan(problem: PlacementProblem, members: list[int], configs: dict, p: Predi
                                              it.share + (prev.share if prev else 0.0))
     offered = sum(problem.items[i].load_tps for i in members)
     cap = problem.capacity.capacity(R, len(members))
+    slo = getattr(problem.predictor, "slo", None)
     return GpuPlan(tuple(shares.values()), a, cpu, R, offered, cap, offered / cap if cap > 0 else math.inf,
                    p.throughput_tps, p.mean_itl_ms, p.starved, p.memory_error,
-                   None if twin_p is None else twin_p.ok)
+                   None if twin_p is None else twin_p.ok,
+                   slo=() if slo is None else check_slo(slo, twin_p if twin_p is not None else p),
+                   predicted_ttft_p99_ms=_finite_or_none((twin_p or p).p99_ttft_ms))
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def _min_gpus_bound(problem: PlacementProblem) -> int:

@@ -55,6 +55,11 @@ def build_capacity_model(predictor: Predictor, profile: str | Profile, lengths: 
             table[R] = _monotone([measured[n] for n in grid if n in measured])
     for R in classes:
         if not table[R] or table[R][0].capacity_tps <= 0:
+            slo = getattr(predictor, "slo", None)
+            if slo is not None:
+                targets = ", ".join(f"{m} {v:g}" for m, v in slo.targets().items())
+                raise InputError("slo", f"no {prof.name} server serving one adapter of rank {R} meets the SLO "
+                                 f"({targets}) at any rate: relax the targets, or plan for a faster GPU")
             raise InputError("adapters", f"no {prof.name} server can serve an adapter of rank {R}: even with "
                              "max_loras=1 it does not start or keeps up with nothing; use lower ranks or a larger GPU")
         table[R] = tuple(c for c in table[R] if c.capacity_tps > 0)

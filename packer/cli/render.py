@@ -75,9 +75,12 @@ def placement_table(name: str, r) -> str:
     if r.message:
         console.print(r.message)
     t = Table(show_lines=False)
+    slo_cols = list(r.slo.targets()) if getattr(r, "slo", None) is not None else []
     for col, just in (("GPU", "right"), ("adapters", "right"), ("max-loras", "right"), ("max-cpu-loras", "right"),
                       ("max-lora-rank", "right"), ("load tok/s", "right"), ("util", "right"),
-                      ("pred. tok/s", "right"), ("pred. ITL ms", "right"), ("twin", "left")):
+                      ("pred. tok/s", "right"), ("pred. ITL ms", "right"),
+                      *((f"{_SLO_LABEL[m]} ms ≤{r.slo.targets()[m]:g}", "right") for m in slo_cols),
+                      ("twin", "left")):
         t.add_column(col, justify=just)
     for g, p in enumerate(r.gpus):
         replicated = sum(1 for a in p.adapters if a.share < 1.0)
@@ -85,15 +88,22 @@ def placement_table(name: str, r) -> str:
         thr = "-" if p.predicted_throughput_tps is None else f"{p.predicted_throughput_tps:,.0f}"
         itl = "-" if p.predicted_itl_ms is None else f"{p.predicted_itl_ms:.1f}"
         ok = {True: "ok", False: "FAILS", None: "-"}[p.verified]
+        checks = {c.metric: c for c in p.slo}
+        slo_cells = [_slo_cell(checks.get(m)) for m in slo_cols]
         t.add_row(str(g), count, str(p.max_loras), str(p.max_cpu_loras), str(p.max_lora_rank),
-                  f"{p.offered_tps:,.0f}", f"{p.utilisation:.0%}", thr, itl, ok)
+                  f"{p.offered_tps:,.0f}", f"{p.utilisation:.0%}", thr, itl, *slo_cells, ok)
     console.print(t)
     shown = r.gpus[:8]
     for g, p in enumerate(shown):
         console.print(f"GPU {g}: vllm serve <model> {p.vllm_flags()}", soft_wrap=True, markup=False, highlight=False)
     if len(r.gpus) > len(shown):
         console.print(f"... and {len(r.gpus) - len(shown)} more GPUs, each with the flags of its row")
-    console.print("util = load / the capacity model's sustainable load")
+    tail = ""
+    if slo_cols:
+        tail = "; SLO columns: the twin's prediction in ms and its margin to the target"
+        if "ttft_p99_ms" in slo_cols:
+            tail += f" (p99 TTFT of the {'worst adapter' if r.slo.per_adapter else 'whole GPU'})"
+    console.print("util = load / the capacity model's sustainable load" + tail, soft_wrap=True)
     if r.repaired_items:
         console.print(f"{r.repaired_items} adapter placement(s) moved by verification and repair")
     if r.replan is not None:
@@ -102,6 +112,17 @@ def placement_table(name: str, r) -> str:
     console.print(f"time: capacity model {r.capacity_seconds:.1f} s, solver {r.solver_seconds:.1f} s"
                   + (f" ({phases})" if phases else "") + f", verification {r.verify_seconds:.1f} s")
     return console.export_text()
+
+
+_SLO_LABEL = {"ttft_p99_ms": "p99 TTFT", "ttft_mean_ms": "TTFT", "itl_mean_ms": "ITL", "itl_p99_ms": "p99 TPOT"}
+
+
+def _slo_cell(c) -> str:
+    if c is None:
+        return "-"
+    if c.predicted_ms is None:
+        return "none finished"
+    return f"{c.predicted_ms:,.0f} ({c.margin:+.0%})"
 
 
 def _moves_summary(s, shown: int = 10) -> str:

@@ -26,6 +26,13 @@ __all__ = ["solve", "demo"]
 @click.option("--objective", type=click.Choice(["min_gpus", "min_latency"]), default=None,
               help="Overrides the workload's objective (default min_gpus).")
 @click.option("--gpus", type=click.IntRange(min=1), default=None, help="GPU budget.")
+@click.option("--latency-metric", type=click.Choice(["utilisation", "ttft_p99_ms", "itl_mean_ms"]), default=None,
+              help="With --objective min_latency: what the worst GPU minimises (overrides the workload's): the "
+                   "capacity model's utilisation (proven bounds), or the twin's p99 TTFT or mean ITL.")
+@click.option("--slo", default=None, metavar="METRIC=MS,...",
+              help="Latency targets every GPU must meet (overrides the workload's \"slo\"): any of ttft_p99_ms, "
+                   "ttft_mean_ms, itl_mean_ms, itl_p99_ms, and per_adapter (p99 TTFT of each adapter), "
+                   "e.g. ttft_p99_ms=500,itl_mean_ms=30.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--no-verify", is_flag=True, help="Skip the verification of every GPU.")
 @click.option("--verify-with", type=click.Choice(["twin", "vllm"]), default="twin", show_default=True,
@@ -62,7 +69,7 @@ __all__ = ["solve", "demo"]
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def solve(workload: str, solver: str, predictor: str, time_limit: float, objective: str | None, gpus: int | None,
-          seed: int, no_verify: bool, verify_with: str, vllm_launch: str | None, vllm_gpus: str | None,
+          latency_metric: str | None, slo: str | None, seed: int, no_verify: bool, verify_with: str, vllm_launch: str | None, vllm_gpus: str | None,
           vllm_model_config: str | None, vllm_time_scale: float | None, export_dir: str | None,
           adapter_paths: str | None, model_path: str | None, verify_trace: str | None, trace_columns: str | None,
           current: str | None, max_moves: int | None,
@@ -71,6 +78,10 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
     from ..planner import solve as run_solve
 
     wl = load_workload(workload)
+    if slo is not None:
+        wl = wl.model_copy(update={"slo": _parse_slo(slo)})
+    if latency_metric is not None:
+        wl = wl.model_copy(update={"latency_metric": latency_metric})
     solver_choice(solver)
     plan = None
     if max_moves is not None and max_moves < 0:
@@ -199,3 +210,25 @@ def demo(as_json: bool) -> None:
         echo_json(result.to_dict())
     else:
         click.echo(placement_table("example workload", result))
+
+
+def _parse_slo(text: str):
+    """``--slo ttft_p99_ms=500,itl_mean_ms=30,per_adapter`` as an ``Slo`` (one error line if bad)."""
+    from ..model import SLO_METRICS, Slo, parse_model
+
+    d: dict = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if key == "per_adapter":
+            d[key] = value.strip().lower() not in ("0", "false", "no") if eq else True
+        elif key in SLO_METRICS and eq:
+            d[key] = value.strip()
+        else:
+            fail(f"--slo: {part!r} is not METRIC=MS with METRIC one of {', '.join(SLO_METRICS)} (or per_adapter)")
+    try:
+        return parse_model(Slo, d)
+    except InputError as e:
+        fail(f"--slo: {e}")

@@ -90,6 +90,10 @@ class Prediction:
     mean_itl_ms: float | None = None
     p99_ttft_ms: float | None = None
     warnings: tuple[str, ...] = ()
+    mean_ttft_ms: float | None = None
+    p99_tpot_ms: float | None = None
+    worst_adapter_p99_ttft_ms: float | None = None
+    slo_misses: tuple[str, ...] = ()  # the latency targets this GPU misses (``packer.predictors.slo``)
 
     @property
     def throughput_ratio(self) -> float | None:
@@ -99,14 +103,15 @@ class Prediction:
 
     @property
     def keeps_up(self) -> bool:
-        """The capacity model's criterion: starts, not starved, serves >= KEEP_UP_RATIO of the offered tokens."""
+        """The capacity model's criterion: starts, not starved, serves >= KEEP_UP_RATIO of the offered tokens
+        (and meets the SLO, where one is checked)."""
         ratio = self.throughput_ratio
         return self.ok and (ratio is None or ratio >= KEEP_UP_RATIO)
 
     @property
     def ok(self) -> bool:
-        """Keeps up and starts: the GPU is usable as configured."""
-        return self.memory_error is None and not self.starved
+        """Starts, keeps up and meets the SLO where one is checked: the GPU is usable as configured."""
+        return self.memory_error is None and not self.starved and not self.slo_misses
 
     def to_dict(self) -> dict:
         return json_ready(asdict(self))

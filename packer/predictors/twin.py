@@ -107,7 +107,9 @@ def prediction_of_run(r: SimulationResult, offered_tps: float | None = None) -> 
         return Prediction(predictor="twin", starved=False, memory_error=r.memory_error, throughput_tps=None,
                           offered_tps=r.offered_tps if offered_tps is None else offered_tps)
     return Prediction(predictor="twin", starved=bool(r.starved), memory_error=None, throughput_tps=r.throughput_tps,
-                      offered_tps=r.offered_tps, mean_itl_ms=r.mean_itl_ms, p99_ttft_ms=r.p99_ttft_ms)
+                      offered_tps=r.offered_tps, mean_itl_ms=r.mean_itl_ms, p99_ttft_ms=r.p99_ttft_ms,
+                      mean_ttft_ms=r.mean_ttft_ms, p99_tpot_ms=r.p99_tpot_ms,
+                      worst_adapter_p99_ttft_ms=r.worst_adapter_p99_ttft_ms)
 
 
 PREDICTORS.register("twin", TwinPredictor, summary="the Digital Twin (discrete-event simulation), cached")

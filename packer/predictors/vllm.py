@@ -110,7 +110,9 @@ class VllmPredictor(Predictor):
         else:
             p = Prediction(predictor=self.name, starved=bool(r.starved), memory_error=None,
                            throughput_tps=r.throughput_tps, offered_tps=r.offered_tps, mean_itl_ms=_finite(r.mean_itl_ms),
-                           p99_ttft_ms=_finite(r.p99_ttft_ms), warnings=warnings)
+                           p99_ttft_ms=_finite(r.p99_ttft_ms), warnings=warnings, mean_ttft_ms=_finite(r.mean_ttft_ms),
+                           p99_tpot_ms=_finite(r.p99_tpot_ms),
+                           worst_adapter_p99_ttft_ms=_finite(r.worst_adapter_p99_ttft_ms))
         if self.cache:
             path = self._path(q)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +132,8 @@ class VllmPredictor(Predictor):
             return None
         try:
             d = read_json(path, field="cache", allow_nan=True)
-            return Prediction(**{**d, "warnings": tuple(d.get("warnings") or ())})
+            return Prediction(**{**d, "warnings": tuple(d.get("warnings") or ()),
+                                 "slo_misses": tuple(d.get("slo_misses") or ())})
         except (InputError, TypeError):
             return None  # unreadable: measured again
 

@@ -128,23 +128,31 @@ def replan_exact(problem: PlacementProblem, home: Sequence[int | None], n_curren
     when it moved whole adapters, and the answer kept when the exact solver finds nothing."""
     from .exact.runner import solve_exact
 
+    from .exact.moves import count_moves, weight
+    from .greedy import GreedySolver
+
     started = time.monotonic() if started is None else started
     plain = problem.to_plain(None)
     plain["current"] = {"home": list(home), "n_current": n_current, "max_moves": max_moves}
-    used = [g for g, b in enumerate(greedy.bins) if b]
-    if not greedy.split:  # the same items: a valid warm start (within max_moves: greedy moved at most that many)
-        bin_of = [0] * len(problem.items)
-        for k, g in enumerate(used):
-            for i in greedy.bins[g]:
-                bin_of[i] = k
-        index = {c: k for k, c in enumerate(problem.configs)}
-        plain["warm_start"] = {"bins": bin_of, "configs": [index[bin_config(problem, greedy.bins[g])] for g in used],
-                               "origin": [g if g < n_current else None for g in used]}
-        plain["max_bins"] = len(used)
+    index = {c: k for k, c in enumerate(problem.configs)}
+    warm = []  # (objective, warm start): greedy's re-plan and a fresh greedy plan matched to the current GPUs
+    if not greedy.split:  # the same items (and within max_moves: greedy moved at most that many)
+        used = [g for g, b in enumerate(greedy.bins) if b]
+        warm.append(_warm_start(problem, index, [greedy.bins[g] for g in used],
+                                [g if g < n_current else None for g in used]))
+    fresh = GreedySolver().solve(problem)
+    if fresh.bins:
+        warm.append(_warm_start(problem, index, fresh.bins, _matched_origin(fresh.bins, home, n_current)))
+    scored = []
+    for w in warm:
+        moves = count_moves(plain, w["bins"], w["origin"])
+        if max_moves is None or moves <= max_moves:
+            scored.append((weight(plain) * len(w["configs"]) + moves, w))
+    if scored:
+        plain["warm_start"] = min(scored, key=lambda t: t[0])[1]
+        plain["max_bins"] = len(plain["warm_start"]["configs"])
     else:  # a fresh placement, all on added servers, is feasible when moves allow it
-        from .greedy import GreedySolver
-
-        plain["max_bins"] = max(len(used), GreedySolver().solve(problem).num_gpus)
+        plain["max_bins"] = max([len([b for b in greedy.bins if b])] + [fresh.num_gpus])
     answer = solve_exact(plain, backend, started=started)
     w = 1 + sum(h is not None for h in home)
     bound = answer.get("bound")
@@ -172,6 +180,35 @@ def replan_exact(problem: PlacementProblem, home: Sequence[int | None], n_curren
     return ExactReplan(r, _STATUS[status], gpus_lb, min(moves_lb, moves), True,
                        f"{backend} {status}: {n_bins} GPUs, {moves} moves (bounds: {gpus_lb} GPUs, "
                        f"{min(moves_lb, moves)} moves at {n_bins} GPUs)", details)
+
+
+def _warm_start(problem: PlacementProblem, index: dict, bins: Sequence[Sequence[int]], origin: list) -> dict:
+    """A warm start in the exact backends' form: bin per item, config per bin, origin per bin."""
+    bin_of = [0] * len(problem.items)
+    for k, members in enumerate(bins):
+        for i in members:
+            bin_of[i] = k
+    return {"bins": bin_of, "configs": [index[bin_config(problem, b)] for b in bins], "origin": list(origin)}
+
+
+def _matched_origin(bins: Sequence[Sequence[int]], home: Sequence[int | None], n_current: int) -> list[int | None]:
+    """Each bin's current GPU in the matching that keeps the most items at home (None: an added server)."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    if not n_current or not bins:
+        return [None] * len(bins)
+    keep = np.zeros((len(bins), n_current))
+    for k, members in enumerate(bins):
+        for i in members:
+            if home[i] is not None:
+                keep[k, home[i]] += 1
+    rows, cols = linear_sum_assignment(-keep)
+    origin: list[int | None] = [None] * len(bins)
+    for r, c in zip(rows, cols):
+        if keep[r, c] > 0:
+            origin[r] = int(c)
+    return origin
 
 
 def _homes_kept(problem: PlacementProblem, home: Sequence[int | None], bins: Sequence[Sequence[int]]) -> list:

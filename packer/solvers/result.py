@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..files import json_ready
+from ..model import Slo
+from ..predictors.slo import SloCheck
 from .base import Objective, SolveStatus
 
 __all__ = ["AdapterShare", "GpuPlan", "Move", "ReplanSummary", "SolveResult", "PlannedGpu", "LoadedPlan", "read_plan", "PLAN_FILE"]
@@ -39,7 +41,9 @@ class GpuPlan:
     predicted_itl_ms: float | None
     starved: bool
     memory_error: str | None
-    verified: bool | None         # the twin says it starts and keeps up (None: not verified)
+    verified: bool | None         # the twin says it starts, keeps up and meets the SLO (None: not verified)
+    predicted_ttft_p99_ms: float | None = None
+    slo: tuple[SloCheck, ...] = ()  # each latency target against the twin's prediction (the predictor's unverified)
 
     def vllm_flags(self) -> str:
         return (f"--enable-lora --max-loras {self.max_loras} --max-cpu-loras {self.max_cpu_loras} "
@@ -132,6 +136,8 @@ class SolveResult:
     verified_with: str | None = None  # the predictor that verified each GPU (twin, or vllm on real GPUs)
     profile: str | None = None        # the profile (model x GPU) the plan was made for
     replan: ReplanSummary | None = None  # moves and servers added/removed (re-planning from a current plan)
+    slo: Slo | None = None  # the latency targets every GPU was planned and verified against
+    objective_metric: str = ""  # what objective_value counts: "gpus", "utilisation", "ttft_p99_ms", "itl_mean_ms"
     # the capacity model the plan packed against: rank class -> ((adapter count, sustainable tokens/s), ...)
     capacity_curve: dict[int, tuple[tuple[int, float], ...]] = field(default_factory=dict, compare=False, hash=False)
 
@@ -149,12 +155,13 @@ class SolveResult:
                                            "predictor", "verified", "wall_seconds", "capacity_seconds",
                                            "solver_seconds", "verify_seconds", "repaired_items", "gpu_budget",
                                            "short_by", "message", "phases", "seed", "solver_stats", "verified_with",
-                                           "profile")}
+                                           "profile", "objective_metric")}
         d["warnings"] = list(self.warnings)
         d["status"] = self.status.value
         d["max_predicted_itl_ms"] = self.max_predicted_itl_ms
         d["gpus"] = [g.to_dict() for g in self.gpus]
         d["replan"] = None if self.replan is None else self.replan.to_dict()
+        d["slo"] = None if self.slo is None else self.slo.model_dump(exclude_none=True)
         d["capacity_curve"] = {str(r): [[n, c] for n, c in pts] for r, pts in sorted(self.capacity_curve.items())}
         return json_ready(d)
 
