@@ -23,8 +23,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/packer demo
 
+# Tests that measure wall-clock time (live servers on a scaled clock, solver time limits) run alone,
+# after the rest has run on every core.
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not realtime" -n auto --dist loadfile
+	$(BIN)/python -m pytest -m realtime
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/twin_fidelity.py

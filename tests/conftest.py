@@ -12,6 +12,16 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+# Modules whose every test measures wall-clock time: run alone (``make test``), never beside other tests.
+_REALTIME_MODULES = {"test_live.py", "test_time_limits.py", "test_worker_lifetime.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in _REALTIME_MODULES or (item.path.name == "test_predictors.py" and "[vllm]" in item.name):
+            item.add_marker(pytest.mark.realtime)
+
+
 # Property tests draw the same examples on every run (CI included): a failure is reproducible, never luck.
 settings.register_profile("packer", derandomize=True, database=None)
 settings.load_profile("packer")

@@ -180,6 +180,7 @@ def big_problem(n: int = 150) -> dict:
     return problem(loads, ranks, configs, warm=warm, time_limit=2.0)
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_time_limit_is_honoured(backend):
     p = big_problem()

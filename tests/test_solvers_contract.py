@@ -117,6 +117,7 @@ def test_hot_adapter_is_replicated(solver):
     assert len({g for g, _ in hot}) == len(hot), "replicas of one adapter share a GPU"
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("solver", REGISTERED)
 def test_time_limit_is_honoured(solver):
     wl = workload(n=60, total_rate=120.0, seed=1, ranks=(8, 16, 32))
