@@ -188,6 +188,11 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     if plan is not None:
         summary = _replan_summary(problem, plan, wl, bins, tags, home, max_moves, assignment)
         result = dataclasses.replace(result, replan=summary, message=_replan_message(summary, result.message))
+        lb_moves = summary.moves_lower_bound
+        if result.status is SolveStatus.OPTIMAL and lb_moves is not None and len(summary.moves) > lb_moves:
+            # fewest GPUs proven, fewest moves not: the exact re-plan's own status says which
+            status = assignment.status if assignment.status is not SolveStatus.OPTIMAL else SolveStatus.FEASIBLE
+            result = dataclasses.replace(result, status=status)
     return dataclasses.replace(result, verified_with=twin.name if twin is not None else None, slo=wl.slo,
                                warnings=result.warnings + _warnings(pred.name, pred_preds, twin_preds,
                                                                     twin.name if twin is not None else "twin")
@@ -463,9 +468,15 @@ def _lower_worst_latency(problem: PlacementProblem, bins: list[list[int]], confi
                          metric: str, time_limit_s: float, per_round: int = 8,
                          ) -> tuple[list[list[int]], list[Prediction], int]:
     """Local search on the verified placement: move one adapter off the GPU with the worst ``metric``
-    onto another GPU (within the capacity model, replicas apart) while that lowers the worst GPU's
-    value by at least 1 %; each round measures its candidate moves with the twin in one batch. Stops
-    at no improvement or after ``time_limit_s``. Returns the bins, their predictions and the moves made."""
+    onto another GPU (within the capacity model, replicas apart) while that lowers the GPUs' values
+    sorted worst first, compared in steps of 1 % (so GPUs tied at the worst value are brought down one
+    by one); each round measures its candidate moves with the twin in one batch. Stops at no
+    improvement or after ``time_limit_s``. Returns the bins, their predictions and the moves made."""
+
+    def key(values: Sequence[float]) -> tuple:
+        return tuple(sorted((math.inf if not math.isfinite(v) else math.floor(math.log(max(v, 1e-9)) / math.log(1.01))
+                             for v in values), reverse=True))
+
     t0 = time.perf_counter()
     bins = [list(b) for b in bins]
     preds = twin.predict_many([_query(problem, b, configs) for b in bins])
@@ -493,11 +504,11 @@ def _lower_worst_latency(problem: PlacementProblem, bins: list[list[int]], confi
         best = None
         for k, (i, h) in enumerate(cands):
             pg, ph = answers[2 * k], answers[2 * k + 1]
-            rest = max((vals[x] for x in range(len(bins)) if x not in (g, h)), default=0.0)
-            worst = max(rest, _latency(pg, metric), _latency(ph, metric))
-            if best is None or worst < best[0]:
-                best = (worst, i, h, pg, ph)
-        if best is None or not best[0] < vals[g] * 0.99:
+            new = list(vals)
+            new[g], new[h] = _latency(pg, metric), _latency(ph, metric)
+            if best is None or key(new) < best[0]:
+                best = (key(new), i, h, pg, ph)
+        if best is None or not best[0] < key(vals):
             break
         _, i, h, pg, ph = best
         bins[g].remove(i)
