@@ -117,7 +117,7 @@ def test_the_exact_worker_imports_no_backend_and_none_of_packer_s_heavy_parts():
     ours = {m for m in modules if m.split(".")[0] == "packer"}
     allowed = {"packer", "packer.errors", "packer.lazy", "packer.executor", "packer.solvers", "packer.solvers.bounds",
                "packer.solvers.exact"} | {f"packer.solvers.exact.{m}" for m in
-                                          ("worker", "phases", "prepare", "cpsat_model", "milp_model")}
+                                          ("worker", "phases", "prepare", "moves", "cpsat_model", "milp_model")}
     assert ours <= allowed, ours - allowed
 
 
