@@ -14,7 +14,9 @@
 The rooflines (per GPU of a server of ``tp`` GPUs; W weight bytes, F matmul FLOPs per token, K KV bytes
 per token, BW the HBM bandwidth, FLOPS the dense BF16 rate):
 
-  decode(b)       = max(W / BW, b F / FLOPS) + b ctx_ref K / BW + allreduce(b)    at each decode knot b
+  decode(b)       = W / BW + b F / FLOPS + b ctx_ref K / BW + allreduce(b)        at each decode knot b
+                    (summed, not max(): the measured steps grow linearly from batch 1 on, well below
+                    the ridge point, so the per-sequence work does not hide under the weight reads)
   attention       = K / BW                     per context token of a decoding request
   prefill         = F / FLOPS + allreduce per token
   LoRA token terms  ∝ LoRA bytes per rank / BW (the shrink/expand kernels are memory-bound)
@@ -247,7 +249,7 @@ class _Physics:
     def decode_roof(self, b: float, ctx: float) -> float:
         weights = self.weight_bytes / self.bw
         compute = b * 2 * self.arch.matmul_params() / self.tp / self.flops
-        return max(weights, compute) + b * ctx * self.kv_bytes_per_token / self.bw + self.allreduce_ms(b)
+        return weights + compute + b * ctx * self.kv_bytes_per_token / self.bw + self.allreduce_ms(b)
 
     def attention_roof(self) -> float:
         return self.kv_bytes_per_token / self.bw
