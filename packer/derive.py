@@ -399,15 +399,20 @@ def _r(x: float) -> float:
 
 def parse_profile_name(name: str) -> tuple[str, str, int]:
     """``MODEL@GPU`` or ``MODEL@GPUxN`` as (model, gpu, tp); unknown names are one InputError listing the valid ones."""
+    from .profile import list_profiles
+
+    measured = f"measured profiles: {', '.join(list_profiles())}"
     m = _NAME.match(name)
     if not m:
-        raise InputError("profile", f"{name!r} is not MODEL@GPU or MODEL@GPUxN")
+        raise InputError("profile", f"unknown profile {name!r}: not MODEL@GPU or MODEL@GPUxN; {measured}")
     model, gpu, tp = m["model"], m["gpu"], int(m["tp"] or 1)
     if model not in catalog_models():
-        raise InputError("profile", f"unknown model {model!r} in {name!r}; valid: {', '.join(catalog_models())}")
+        raise InputError("profile", f"unknown profile {name!r}: unknown model {model!r}; valid models: "
+                         f"{', '.join(catalog_models())}; {measured}")
     if gpu not in catalog_gpus():
-        raise InputError("profile", f"unknown GPU {gpu!r} in {name!r}; valid: {', '.join(catalog_gpus())} "
-                         "(append xN for N-way tensor parallelism, e.g. h100-80gbx4)")
+        raise InputError("profile", f"unknown profile {name!r}: unknown GPU {gpu!r}; valid GPUs: "
+                         f"{', '.join(catalog_gpus())} (append xN for N-way tensor parallelism, e.g. h100-80gbx4); "
+                         f"{measured}")
     return model, gpu, tp
 
 
