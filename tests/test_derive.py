@@ -158,7 +158,7 @@ def test_cli_derive_writes_a_loadable_profile_and_outputs_name_provenance(tmp_pa
     assert bad.returncode == 2 and "--gpu" in bad.stderr and "a100-40gb" in bad.stderr
     listing = cli("profiles")
     assert listing.returncode == 0 and LLAMA in listing.stdout and "gemma-2-9b-it" in listing.stdout
-    assert "b200" in listing.stdout and "provenance: measured" in listing.stdout
+    assert "gpu:b200" in listing.stdout and "provenance: derived" in listing.stdout
 
     sc = {"profile": "mistral-7b-instruct-v0.3@l40s", "duration_s": 60, "seed": 0,
           "server": {"max_loras": 4, "max_lora_rank": 8, "max_num_seqs": 64},
@@ -171,3 +171,20 @@ def test_cli_derive_writes_a_loadable_profile_and_outputs_name_provenance(tmp_pa
     assert o["profile_provenance"] == "derived" and o["tensor_parallel_size"] == 1
     table = cli("simulate", str(path))
     assert "provenance: derived" in table.stdout
+
+
+def test_solve_on_a_tensor_parallel_derived_profile_counts_gpus_per_server(tmp_path, monkeypatch):
+    monkeypatch.setenv("PACKER_CACHE_DIR", str(tmp_path / "cache"))
+    wl = {"profile": "llama-3.1-70b-instruct@h100-80gbx4",
+          "adapters": [{"id": f"a{i}", "rank": 8 if i % 2 else 16, "rate": 0.3} for i in range(6)]}
+    path = tmp_path / "wl.json"
+    path.write_text(json.dumps(wl))
+    r = cli("solve", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    o = json.loads(r.stdout)
+    assert o["verified"] and o["num_gpus"] >= 1
+    assert o["profile_provenance"] == "derived" and o["gpus_per_server"] == 4
+    assert o["total_gpus"] == 4 * o["num_gpus"]
+    table = cli("solve", str(path))
+    assert "provenance: derived" in table.stdout and "spans 4 GPUs" in table.stdout
+    assert "--tensor-parallel-size 4" in table.stdout

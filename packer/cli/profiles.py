@@ -14,22 +14,20 @@ __all__ = ["profiles", "profile"]
 
 @click.command()
 def profiles() -> None:
-    """List the measured profiles, then the catalog's models and GPUs (any MODEL@GPU[xN] is derived on use)."""
+    """List the measured profiles (provenance: measured), then the catalog's models and GPUs: any
+    MODEL@GPU or MODEL@GPUxN of them is a profile derived on use (provenance: derived)."""
     from ..derive import catalog_gpus, catalog_models
     from ..profile import list_profiles, load_profile
 
-    click.echo("measured profiles (provenance: measured):")
-    for name in list_profiles():
-        p = load_profile(name)
-        click.echo(f"  {name}\t{p.description}")
-    click.echo("catalog models (MODEL in MODEL@GPU or MODEL@GPUxN, provenance: derived):")
-    for name, m in catalog_models().items():
-        click.echo(f"  {name}\t{m.get('title', name)}: {m['num_hidden_layers']} layers, hidden {m['hidden_size']}, "
-                   f"{m['num_attention_heads']}/{m['num_key_value_heads']} heads, vocab {m['vocab_size']}")
-    click.echo("catalog GPUs (GPU in MODEL@GPU; xN = N-way tensor parallelism):")
+    for name in list_profiles():  # measured: NAME<TAB>description (the format scripts read)
+        click.echo(f"{name}\t{load_profile(name).description}")
+    for name, m in catalog_models().items():  # then the catalog, derived on use as MODEL@GPU[xN]
+        click.echo(f"model:{name}\t{m.get('title', name)}: {m['num_hidden_layers']} layers, hidden {m['hidden_size']}, "
+                   f"{m['num_attention_heads']}/{m['num_key_value_heads']} heads, vocab {m['vocab_size']} "
+                   f"(catalog; MODEL@GPU or MODEL@GPUxN profiles are provenance: derived)")
     for name, g in catalog_gpus().items():
-        click.echo(f"  {name}\t{g.get('title', name)}: {g['memory_gib']:g} GiB, {g['hbm_tb_s']:g} TB/s, "
-                   f"{g['bf16_dense_tflops']:g} dense BF16 TFLOPS")
+        click.echo(f"gpu:{name}\t{g.get('title', name)}: {g['memory_gib']:g} GiB, {g['hbm_tb_s']:g} TB/s, "
+                   f"{g['bf16_dense_tflops']:g} dense BF16 TFLOPS (catalog; append xN for N-way tensor parallelism)")
 
 
 @click.group()
