@@ -18,7 +18,9 @@ import csv
 import sys
 from pathlib import Path
 
-from packer.derive import SAMPLER_ROWS, _Physics, derive_profile, load_architecture, load_gpu, profile_dict
+from packer.derive import (SAMPLER_ROWS, _Physics, catalog_gpus, derive_profile, load_architecture, load_gpu,
+                           profile_dict)
+from packer.errors import InputError
 from packer.files import write_json_atomic
 from packer.profile import GIB, load_profile
 
@@ -82,6 +84,18 @@ def main() -> int:
                 print(f"  KV table ({label:8}): {c['n_ok']} ok starts, KV tokens MAPE {c['mape_pct']:.2f} %, max "
                       f"{c['max_rel_pct']:.1f} % relative / {c['max_pct_of_full']:.2f} % of full; refused starts "
                       f"predicted {c['refused_predicted']}/{c['refused']}, false alarms {c['false_alarms']}")
+    print("\nderived with both references, per catalog GPU (decode ms at batch 1 / 200; KV tokens with 8 slots at "
+          "rank 16; the most rank-16 slots that start):")
+    for model, tp_for in (("llama-3.1-8b-instruct", {}), ("llama-3.1-70b-instruct", {"h200": 2, "b200": 2})):
+        for gpu in catalog_gpus():
+            tp = tp_for.get(gpu, 1 if model.endswith("8b-instruct") else 4)
+            try:
+                p = derive_profile(model, gpu, tp=tp)
+            except InputError as e:
+                print(f"  {model}@{gpu}x{tp}: {e}")
+                continue
+            print(f"  {p.name:36} {p.step.decode_ms[0]:7.2f} / {p.step.decode_ms[1]:7.2f} ms   "
+                  f"KV {p.memory.kv_tokens(8, 16):>9,}   slots {p.memory.max_loras_that_start(16):>4}")
     # what both measured profiles together say about the sampler's start-up memory
     (la, lb), (qa, qb) = [(load_profile(n), _Physics(load_architecture(load_profile(n).model), load_gpu("h100-64gb"), 1, 2))
                           for n in (PAIRS[1][0], PAIRS[0][0])]
