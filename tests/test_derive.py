@@ -188,3 +188,16 @@ def test_solve_on_a_tensor_parallel_derived_profile_counts_gpus_per_server(tmp_p
     table = cli("solve", str(path))
     assert "provenance: derived" in table.stdout and "spans 4 GPUs" in table.stdout
     assert "--tensor-parallel-size 4" in table.stdout
+
+
+def test_a_hugging_face_config_json_derives_like_its_catalog_entry(tmp_path):
+    # the fields as config.json spells them (no catalog-only keys): architecture class -> LoRA coverage, bias
+    cfg = {"architectures": ["Qwen2ForCausalLM"], "_name_or_path": "Qwen/Qwen2.5-7B-Instruct", "hidden_size": 3584,
+           "intermediate_size": 18944, "max_position_embeddings": 32768, "num_attention_heads": 28,
+           "num_hidden_layers": 28, "num_key_value_heads": 4, "tie_word_embeddings": False, "vocab_size": 152064,
+           "torch_dtype": "bfloat16"}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    a = derive_profile(str(path), "h100-80gb")
+    b = derive_profile("qwen-2.5-7b-instruct", "h100-80gb")
+    assert a.name == "qwen2.5-7b-instruct@h100-80gb" and a.fingerprint() == b.fingerprint()
