@@ -1,10 +1,13 @@
 """Twin vs real vLLM: replay every run of shared/data/agullo-h100/real_runs.csv and compare.
 
     python benchmarks/twin_fidelity.py [--data PATH] [--workers N] [--executor process|serial|ray] [--ray-address A] [--split all|fit|holdout]
+                                       [--model NAME] [--profile-file PROFILE.json ...] [--out CSV]
 
 Prints, per model, the twin's mean absolute relative error on throughput, mean ITL and mean TTFT,
 starvation agreement and start-up memory-failure detection, next to the upstream twin's errors on
 the same runs (authors_dt_vs_real.csv). Per-run rows go to benchmarks/out/twin_fidelity_runs.csv.
+``--profile-file`` replays the runs of that profile's model with the file instead of the shipped
+profile (e.g. one derived by ``packer profile derive``); ``--model`` keeps only that model's runs.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import time
 from pathlib import Path
 
 from packer.executor import open_executor
-from packer.replay import read_runs
+from packer.profile import load_profile
+from packer.replay import PROFILE_FOR_MODEL, read_runs
 from packer.validation import holdout_split, replay, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,23 +51,39 @@ def main() -> int:
     ap.add_argument("--executor", choices=("process", "serial", "ray"), default="process")
     ap.add_argument("--ray-address", default=None)
     ap.add_argument("--split", choices=["all", "fit", "holdout"], default="all")
+    ap.add_argument("--model", choices=sorted(PROFILE_FOR_MODEL), default=None, help="only this model's runs")
+    ap.add_argument("--profile-file", action="append", default=[], metavar="PROFILE.json",
+                    help="replay its model's runs with this profile (repeatable, one per model)")
+    ap.add_argument("--out", type=Path, default=None, help="per-run CSV (default benchmarks/out/twin_fidelity_runs.csv)")
     args = ap.parse_args()
+    overrides = {}
+    for path in args.profile_file:
+        prof = load_profile(path)
+        if prof.model not in PROFILE_FOR_MODEL:
+            print(f"error: --profile-file {path}: model {prof.model!r} has no measured runs; valid: "
+                  f"{', '.join(PROFILE_FOR_MODEL)}", file=sys.stderr)
+            return 2
+        overrides[PROFILE_FOR_MODEL[prof.model]] = prof
+        print(f"{prof.model}: replayed with {path} ({prof.name}, provenance: {prof.provenance})")
     if not (args.data / "real_runs.csv").is_file():
         print(f"error: {args.data / 'real_runs.csv'} not found; pass --data", file=sys.stderr)
         return 2
 
     runs = [r for r in read_runs(args.data / "real_runs.csv") if r.ok or r.memory_failure]
     runs = holdout_split(runs, args.split)
+    if args.model:
+        runs = [r for r in runs if r.model == args.model]
     t0 = time.perf_counter()
     with open_executor(args.executor, args.workers, args.ray_address) as ex:
-        rows = replay(runs, workers=args.workers, executor=ex)
+        rows = replay(runs, overrides, workers=args.workers, executor=ex)
     wall = time.perf_counter() - t0
     summary = summarise(rows)
     upstream = upstream_errors(args.data / "authors_dt_vs_real.csv")
 
     out = ROOT / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "twin_fidelity_runs.csv", "w", newline="") as f:
+    csv_path = args.out or out / "twin_fidelity_runs.csv"
+    with open(csv_path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["key", "status", "sim_memory_error", "real_tps", "sim_tps", "err_tps_pct", "real_itl_ms",
                     "sim_itl_ms", "err_itl_pct", "real_ttft_ms", "sim_ttft_ms", "real_starved", "sim_starved",
@@ -100,7 +120,7 @@ def main() -> int:
     if walls:
         print(f"\nper-run twin wall time: median {walls[len(walls) // 2]:.3f} s, max {walls[-1]:.3f} s "
               f"(one simulated hour each)")
-    print(f"per-run rows: {out / 'twin_fidelity_runs.csv'}")
+    print(f"per-run rows: {csv_path}")
     return 0
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "list_profiles",
     "load_profile",
     "MIN_STEP_MS",
+    "PROVENANCES",
 ]
 
 MIB = 1 << 20
@@ -327,6 +328,8 @@ class ClientModel:
         _check_section(self, "client")
 
 
+PROVENANCES = ("measured", "derived")
+_OPTIONAL = ("provenance", "tensor_parallel_size")  # top-level fields a profile file may leave out
 _SECTIONS = {"memory": MemoryModel, "step": StepModel, "scheduler": SchedulerModel, "loading": LoadingModel,
              "client": ClientModel}
 
@@ -348,6 +351,10 @@ class Profile:
     loading: LoadingModel
     client: ClientModel
     fit_report: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # how the numbers were obtained: "measured" (fitted on measurements; a file without the field) or
+    # "derived" (from the architecture and the GPU, ``packer.derive``); and the GPUs one server spans
+    provenance: str = field(default="measured", compare=False)
+    tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:
         for key in ("name", "model", "gpu", "description"):
@@ -360,6 +367,10 @@ class Profile:
                 raise InputError(f"profile.{key}", f"must be a {cls.__name__}, got {type(getattr(self, key)).__name__}")
         if not isinstance(self.fit_report, dict):
             raise InputError("profile.fit_report", f"must be an object, got {type(self.fit_report).__name__}")
+        if self.provenance not in PROVENANCES:
+            raise InputError("profile.provenance", f"must be one of {', '.join(PROVENANCES)}, got {_shown(self.provenance)}")
+        _check_number("profile.tensor_parallel_size", self.tensor_parallel_size,
+                      _Num(1, 64, "the GPUs one server spans (vLLM's --tensor-parallel-size)", integer=True))
 
     def __hash__(self) -> int:
         return hash((self.name, self._fingerprint))
@@ -375,13 +386,14 @@ class Profile:
             if missing:
                 raise InputError(f"profile.{missing[0]}", f"missing; a profile needs name, model, gpu and the "
                                  f"sections {', '.join(_SECTIONS)}")
-            unknown = sorted(set(d) - {"name", "model", "gpu", "description", "fit_report", *_SECTIONS})
+            unknown = sorted(set(d) - {"name", "model", "gpu", "description", "fit_report", *_OPTIONAL, *_SECTIONS})
             if unknown:
                 raise InputError(f"profile.{unknown[0]}", "unknown field; check the spelling against the documented "
-                                 f"fields (name, model, gpu, description, fit_report, {', '.join(_SECTIONS)})")
+                                 f"fields (name, model, gpu, description, fit_report, {', '.join(_OPTIONAL)}, "
+                                 f"{', '.join(_SECTIONS)})")
             sections = {key: _section(klass, key, d[key]) for key, klass in _SECTIONS.items()}
             return cls(name=d["name"], model=d["model"], gpu=d["gpu"], description=d.get("description", ""),
-                       fit_report=d.get("fit_report", {}), **sections)
+                       fit_report=d.get("fit_report", {}), **{k: d[k] for k in _OPTIONAL if k in d}, **sections)
         except InputError as e:
             if source is None:
                 raise
@@ -447,8 +459,13 @@ def load_profile(name_or_path: str | Path | Profile) -> Profile:
     if p.suffix == ".json" and p.is_file():
         st = p.stat()
         return _load_file(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    if isinstance(name_or_path, str) and "@" in name_or_path and p.suffix != ".json":
+        from .derive import derived_profile  # MODEL@GPU[xN] from the catalog (arithmetic, cached)
+
+        return derived_profile(name_or_path)
     raise InputError("profile", f"unknown profile {str(name_or_path)!r}; known profiles: "
-                     f"{', '.join(list_profiles()) or '(none)'}, or a path to a profile .json file")
+                     f"{', '.join(list_profiles()) or '(none)'}, MODEL@GPU or MODEL@GPUxN from the catalog "
+                     f"(`packer profiles`), or a path to a profile .json file")
 
 
 @lru_cache(maxsize=32)

@@ -75,7 +75,7 @@ def test_imports_point_one_way(path):
 
 # The shared modules every layer imports: they import no layer. (``validation`` and ``replay`` score the
 # twin against measured runs: they sit on the twin, like the predictors.)
-SHARED = {"errors", "files", "executor", "registry", "model", "profile", "defaults", "lazy", "requestlog"}
+SHARED = {"errors", "files", "executor", "registry", "model", "profile", "derive", "defaults", "lazy", "requestlog"}
 BESIDE_TWIN = {"validation", "replay"}
 # The contract kit checks solvers and predictors, like a test: it may import every layer, none imports it.
 KIT = {"testing"}

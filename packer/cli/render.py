@@ -18,12 +18,28 @@ def echo_json(obj) -> None:
     click.echo(files.dumps(obj))
 
 
-def simulation_table(name: str, r) -> str:
+def profile_info(profile) -> dict:
+    """What outputs say about the profile a result was made with: its name, how it was obtained
+    (``provenance``: measured or derived) and the GPUs one server spans."""
+    from ..profile import load_profile
+
+    p = load_profile(profile)
+    return {"profile_name": p.name, "profile_provenance": p.provenance, "tensor_parallel_size": p.tensor_parallel_size}
+
+
+def _profile_head(info: dict | None) -> str:
+    if not info:
+        return ""
+    tp = info["tensor_parallel_size"]
+    return f" (provenance: {info['profile_provenance']}" + (f"; {tp} GPUs per server" if tp > 1 else "") + ")"
+
+
+def simulation_table(name: str, r, info: dict | None = None) -> str:
     """`packer simulate`'s table of one simulation result."""
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"{name} — {r.profile}", show_header=False, title_justify="left")
+    t = Table(title=f"{name} — {r.profile}{_profile_head(info)}", show_header=False, title_justify="left")
     t.add_column(style="bold")
     t.add_column(justify="right")
     if r.memory_error:
@@ -57,11 +73,12 @@ def simulation_table(name: str, r) -> str:
     return console.export_text()
 
 
-def placement_table(name: str, r) -> str:
+def placement_table(name: str, r, info: dict | None = None) -> str:
     """`packer solve`'s (and `packer demo`'s) text: the placement, vLLM flags per GPU, timings."""
     from rich.console import Console
     from rich.table import Table
 
+    tp = info["tensor_parallel_size"] if info else 1
     console = Console(width=120, record=True, file=io.StringIO())
     bound = "" if r.lower_bound is None else f", lower bound {r.lower_bound:g}"
     gap = "" if r.gap is None else f", gap {r.gap:.1%}"
@@ -70,6 +87,11 @@ def placement_table(name: str, r) -> str:
             f"{'every GPU verified by the twin' if r.verified else 'NOT verified by the twin'}; "
             f"{r.wall_seconds:.1f} s")
     console.print(head)
+    if info:
+        console.print(f"profile {info['profile_name']} (provenance: {info['profile_provenance']}); "
+                      + (f"each server (a row below, 'GPU') spans {tp} GPUs (tensor parallelism): "
+                         f"{tp * r.num_gpus} GPUs in all" if tp > 1 else "1 GPU per server"),
+                      soft_wrap=True, markup=False, highlight=False)
     for warning in r.warnings:
         console.print(f"warning: {warning}")
     if r.message:
@@ -95,7 +117,8 @@ def placement_table(name: str, r) -> str:
     console.print(t)
     shown = r.gpus[:8]
     for g, p in enumerate(shown):
-        console.print(f"GPU {g}: vllm serve <model> {p.vllm_flags()}", soft_wrap=True, markup=False, highlight=False)
+        console.print(f"GPU {g}: vllm serve <model> {p.vllm_flags()}" + (f" --tensor-parallel-size {tp}" if tp > 1 else ""),
+                      soft_wrap=True, markup=False, highlight=False)
     if len(r.gpus) > len(shown):
         console.print(f"... and {len(r.gpus) - len(shown)} more GPUs, each with the flags of its row")
     tail = ""

@@ -6,7 +6,7 @@ import click
 
 from ..errors import PackerError
 from .common import fail, load_scenario
-from .render import echo_json, simulation_table
+from .render import echo_json, profile_info, simulation_table
 
 __all__ = ["simulate"]
 
@@ -25,7 +25,8 @@ def simulate(scenarios: tuple[str, ...], as_json: bool, per_adapter: bool) -> No
             r = Twin.from_scenario(sc).run()
         except PackerError as e:
             fail(f"{path}: {e}")
+        info = profile_info(sc.profile)
         if as_json:
-            echo_json(r.to_dict(per_adapter=per_adapter))
+            echo_json({**r.to_dict(per_adapter=per_adapter), **info})
         else:
-            click.echo(simulation_table(path, r))
+            click.echo(simulation_table(path, r, info))

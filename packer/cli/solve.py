@@ -10,7 +10,7 @@ from .. import files
 from ..defaults import GRACE_S
 from ..errors import InputError, PackerError
 from .common import bare, executor_options, fail, load_workload, progress_display, solver_choice
-from .render import echo_json, placement_table
+from .render import echo_json, placement_table, profile_info
 
 __all__ = ["solve", "demo"]
 
@@ -164,9 +164,12 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
                    + (" (adapter paths are placeholders: see its README.md)" if manifest.placeholders else ""),
                    err=True)
     if as_json:
-        echo_json({**result.to_dict(), **({"trace_verification": trace_check.to_dict()} if trace_check else {})})
+        info = profile_info(wl.profile)
+        echo_json({**result.to_dict(), **info, "gpus_per_server": info["tensor_parallel_size"],
+                   "total_gpus": result.num_gpus * info["tensor_parallel_size"],
+                   **({"trace_verification": trace_check.to_dict()} if trace_check else {})})
     else:
-        click.echo(placement_table(workload, result))
+        click.echo(placement_table(workload, result, profile_info(wl.profile)))
         if trace_check is not None:
             click.echo(trace_lines(trace_check))
 
@@ -209,7 +212,7 @@ def demo(as_json: bool) -> None:
     if as_json:
         echo_json(result.to_dict())
     else:
-        click.echo(placement_table("example workload", result))
+        click.echo(placement_table("example workload", result, profile_info(wl.profile)))
 
 
 def _parse_slo(text: str):
