@@ -552,6 +552,7 @@ def _run_fast(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
     run_cnt = np.zeros(n_lora + 1, np.int64)
     act = np.empty(n_lora + 1, np.int64)
     act_pos = np.empty(n_lora + 1, np.int64)
+    hq = np.empty(n_lora + 1, np.int64)  # the queue key of each adapter's first waiting request (kept in cache)
 
     g = 0
     n_pool = 0
@@ -610,6 +611,9 @@ def _run_fast(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
                     n_p += 1
             for j in range(n_heap // 2 - 1, -1, -1):
                 _heap_sift_down(heap, n_heap, j)
+            for a in range(n_lora + 1):
+                h = a_head[a]
+                hq[a] = qkey[h] if h >= 0 else 0
             rebuild = False
 
         # ---- can every running request take all its tokens, with no block missing and no adapter to load? ---
@@ -687,6 +691,7 @@ def _run_fast(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
                 nxt[a_tail[a]] = r
             else:
                 a_head[a] = r
+                hq[a] = tail_key
             a_tail[a] = r
             n_waiting += 1
 
@@ -721,12 +726,13 @@ def _run_fast(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
                 r = ring[r_head & mask]
             else:
                 r = a_head[n_lora]
-                best = qkey[r] if r >= 0 else 0
+                best = hq[n_lora]
                 for j in range(n_set):
-                    h = a_head[step_set[j]]
-                    if h >= 0 and (r < 0 or qkey[h] < best):
+                    a = step_set[j]
+                    h = a_head[a]
+                    if h >= 0 and (r < 0 or hq[a] < best):
                         r = h
-                        best = qkey[h]
+                        best = hq[a]
                 if r < 0:
                     break
             num_tokens = prompt_len[r] + generated[r] - computed[r]
@@ -740,6 +746,9 @@ def _run_fast(cfg, cost, decode_xs, decode_ys, gpu_load_ms, disk_load_ms,
             state[r] = S_RUNNING
             a = adapter[r]
             _unlink_waiting(r, a, nxt, prv, a_head, a_tail)
+            h = a_head[a]
+            if h >= 0:
+                hq[a] = qkey[h]
             n_waiting -= 1
             if n_ent == run_l.shape[0]:
                 m = 0
