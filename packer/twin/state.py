@@ -83,7 +83,8 @@ class EngineState:
     sched: np.ndarray          # the requests of the last step
     sched_tok: np.ndarray      # their scheduled tokens
     sched_emit: np.ndarray     # whether each emitted a token
-    step_set: np.ndarray       # the adapters of the last step
+    step_set: np.ndarray       # the adapters of the last step (room for all: without LoRA, or with running
+                               # requests left out of a step, a step can hold more than max_loras)
     counters: np.ndarray       # float64[C_N]
     series: np.ndarray         # float64[SR_N, buckets]: time-weighted waiting, running, KV blocks
     sv: np.ndarray             # int64[V_N]: the engine's integer scalars
@@ -113,7 +114,7 @@ class EngineState:
             ring=np.empty(ring_capacity(n_requests, max_seqs), dtype=np.int64),
             running=np.empty(seqs, dtype=np.int64), sched=np.empty(seqs, dtype=np.int64),
             sched_tok=np.empty(seqs, dtype=np.int64), sched_emit=np.zeros(seqs, dtype=np.int8),
-            step_set=np.empty(max(max_loras, 1), dtype=np.int64),
+            step_set=np.empty(max(max_loras, n_adapters, 1), dtype=np.int64),  # a step's distinct adapters
             counters=np.zeros(K.C_N, dtype=np.float64), series=np.zeros((K.SR_N, n_buckets), dtype=np.float64),
             sv=sv, fv=np.zeros(K.T_N, dtype=np.float64))
 
@@ -166,6 +167,8 @@ class EngineState:
             old = getattr(self, name)
             setattr(self, name, np.insert(old, a, init))
         self.adapter[:self.n_known][self.adapter[:self.n_known] == a] = a + 1
+        if len(self.step_set) < self.n_adapters:
+            self.step_set = np.empty(self.n_adapters, dtype=np.int64)
         return a
 
     def evict_adapter(self, a: int) -> None:
