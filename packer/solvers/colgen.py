@@ -47,6 +47,7 @@ PLANNER_BOUND_S = 5.0  # the most a solve spends on the column-generation bound 
 SMOOTHING = 0.5  # Wentges dual smoothing: the weight of the stability centre
 EXACT_EVERY = 15  # exact pricing at least every this many rounds (its dual bound gives the Farley bound)
 _RC_EPS = 1e-7  # a column improves the LP when pi.a > 1 + this
+_PRICING_GAP = 1e-4  # pricing MILPs stop within this relative gap: the Farley bound uses their dual bound
 _SAFE_REL, _SAFE_ABS = 1e-7, 1e-6  # margins on the proven fractional bound before it is rounded up
 
 
@@ -337,7 +338,7 @@ def _knapsack_milp(value: np.ndarray, load: np.ndarray, ub: np.ndarray, caps: np
               rows_idx.astype(np.int32), rows_val)
     h.changeObjectiveSense(core.ObjSense.kMaximize)
     h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
-    h.setOptionValue("mip_rel_gap", 1e-9)
+    h.setOptionValue("mip_rel_gap", _PRICING_GAP)
     h.setOptionValue("mip_abs_gap", 1e-9)
     with _stdout_to_stderr():
         h.run()
@@ -393,6 +394,7 @@ def column_generation(problem: dict, deadline: float, incumbent: int | None = No
     best, z, converged, it, n_exact, note = 0.0, math.inf, False, 0, 0, "time limit"
     center: np.ndarray | None = None  # the duals of the best bound so far: the stability centre
     since_exact = 0
+    reserve = 0.3 * max(deadline - time.monotonic(), 0.0)
 
     def improving(cols: list[Column], pi: np.ndarray) -> bool:
         """Add the columns that improve the master at ``pi``; whether any was new."""
@@ -404,20 +406,27 @@ def column_generation(problem: dict, deadline: float, incumbent: int | None = No
         # Wentges smoothing: price at a point between the centre and the master's duals (mispricing
         # falls back on the duals themselves); it damps the duals' oscillation, the cause of tailing off.
         sep = pi if center is None else SMOOTHING * center + (1 - SMOOTHING) * pi
+        if time.monotonic() >= deadline:
+            break
+        if time.monotonic() >= deadline - reserve and since_exact:  # the last stretch: price exactly, for a bound
+            since_exact = EXACT_EVERY
         if since_exact < EXACT_EVERY and (improving(m.heuristic_pricing(sep), pi)
                                           or (sep is not pi and improving(m.heuristic_pricing(pi), pi))):
             since_exact += 1
             continue
         since_exact, added, stop = 0, False, False
         for duals in ([sep, pi] if sep is not pi else [pi]):
+            if time.monotonic() >= deadline:
+                stop = True
+                break
             n_exact += 1
             upper, cols, exact = m.exact_pricing(duals, deadline)
             if upper > 0:
                 lb = float(d @ duals) / (upper * (1 + _SAFE_REL) + _SAFE_REL)
                 if lb > best:
                     best, center = lb, duals.copy()
-            if duals is pi and exact and upper <= 1.0 + _RC_EPS:
-                converged, note, stop = True, "LP optimum proven", True
+            if duals is pi and exact and upper <= 1.0 + _PRICING_GAP:
+                converged, note, stop = True, "LP optimum proven (within the pricing gap)", True
                 break
             if incumbent is not None and _proven(best) >= incumbent:
                 note, stop = "bound meets the incumbent", True

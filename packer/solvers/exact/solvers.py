@@ -1,8 +1,8 @@
 """``cpsat`` (OR-Tools CP-SAT) and ``milp`` (Pyomo + HiGHS): exact solvers on the capacity model.
 
 Both start from the greedy placement (warm start and upper bound), compute the column-generation
-bound (``packer.solvers.colgen``, at most ``COLGEN_SHARE`` of the time limit) where the combinatorial
-bounds leave a gap, skip the search when greedy meets the lower bound, break symmetry between GPUs, honour the time limit and return the incumbent, the
+bound (``packer.solvers.colgen``, at most ``COLGEN_SHARE`` of a time limit of ``COLGEN_MIN_LIMIT_S`` or
+more) where the combinatorial bounds leave a gap, skip the search when greedy meets the lower bound, break symmetry between GPUs, honour the time limit and return the incumbent, the
 proven bound and the gap. Each runs in its own worker process (``runner``) because ortools and
 highspy bundle clashing HiGHS libraries and cannot share a process.
 """
@@ -20,6 +20,7 @@ from .runner import solve_exact
 __all__ = ["CpSatSolver", "MilpSolver"]
 
 COLGEN_SHARE = 0.5  # of the time limit, at most, for the column-generation bound before the backend's search
+COLGEN_MIN_LIMIT_S = 4.0  # below this the backend gets all the time (packer.solve adds the bound afterwards)
 _STATUS = {"optimal": SolveStatus.OPTIMAL, "feasible": SolveStatus.FEASIBLE, "time_limit": SolveStatus.TIME_LIMIT,
            "infeasible": SolveStatus.INFEASIBLE}
 
@@ -36,7 +37,8 @@ class _ExactSolver(Solver):
         plain = problem.to_plain(warm)
         t_warm = time.monotonic()
         cg = None
-        if problem.objective is Objective.MIN_GPUS and warm is not None and warm.num_gpus > lower_bounds(plain)["best"]:
+        if (problem.objective is Objective.MIN_GPUS and warm is not None and problem.time_limit_s >= COLGEN_MIN_LIMIT_S
+                and warm.num_gpus > lower_bounds(plain)["best"]):
             # the configuration LP's bound first (in this process: scipy's HiGHS is its own), handed to the
             # backend as sum_g y[g] >= bound; when it meets greedy the backend does not search at all
             index = {c: k for k, c in enumerate(problem.configs)}
