@@ -230,6 +230,6 @@ def test_colgen_proves_what_the_combinatorial_bounds_cannot():
     plain = p.to_plain()
     assert lower_bounds(plain)["best"] == 4
     cg = column_generation(plain, _time.monotonic() + 20.0)
-    assert cg.converged and cg.fractional == pytest.approx(4.5, abs=1e-6) and cg.bound == 5
+    assert 4.0 < cg.fractional <= 4.5 + 1e-9 and cg.bound == 5  # it stops once the bound meets ceil(LP)
     a = get_solver("colgen").solve(p)
     assert a.num_gpus == 5 and a.status is SolveStatus.OPTIMAL and a.details["bound_method"] == "column_generation"

@@ -44,11 +44,11 @@ __all__ = ["Column", "ColgenBound", "column_generation", "integer_master", "Colg
 
 BOUND_METHODS = ("combinatorial", "column_generation")  # then the exact backends' own names: "cpsat", "milp"
 PLANNER_BOUND_S = 5.0  # the most a solve spends on the column-generation bound for a solver that computes none
-SMOOTHING = 0.5  # Wentges dual smoothing: the weight of the stability centre
+SMOOTHING = 0.8  # Wentges dual smoothing: the weight of the stability centre
 EXACT_EVERY = 15  # exact pricing at least every this many rounds (its dual bound gives the Farley bound)
 _RC_EPS = 1e-7  # a column improves the LP when pi.a > 1 + this
 _PRICING_GAP = 1e-4  # pricing MILPs stop within this relative gap: the Farley bound uses their dual bound
-_SAFE_REL, _SAFE_ABS = 1e-7, 1e-6  # margins on the proven fractional bound before it is rounded up
+_SAFE_REL, _SAFE_ABS = 1e-6, 1e-6  # margins on the proven fractional bound before it is rounded up
 
 
 @dataclass(frozen=True)
@@ -220,6 +220,29 @@ class _Master:
         found.sort(key=lambda x: -x[0])
         return [col for _, col in found[:limit]]
 
+    def _start(self, pi: np.ndarray, ok: np.ndarray, caps: np.ndarray, cnts: np.ndarray) -> np.ndarray:
+        """The best greedy fill (by dual per load) over the configs, as a MIP start (a over ``ok``, then z)."""
+        T = self.types
+        order = np.lexsort((-T.load[ok], -pi[ok] / np.maximum(T.load[ok], 1)))
+        best, best_x = -1.0, None
+        for j, (cap, cnt) in enumerate(zip(caps.tolist(), cnts.tolist())):
+            room_w, room_n, val = int(cap), int(cnt), 0.0
+            x = np.zeros(ok.size + caps.size)
+            for i in order.tolist():
+                w = int(T.load[ok[i]])
+                k = min(int(T.ub[ok[i]]), room_n, room_w // w if w > 0 else room_n)
+                if k > 0:
+                    x[i] = k
+                    room_n -= k
+                    room_w -= k * w
+                    val += k * pi[ok[i]]
+                    if room_n == 0:
+                        break
+            if val > best:
+                x[ok.size + j] = 1.0
+                best, best_x = val, x
+        return best_x
+
     def exact_pricing(self, pi: np.ndarray, deadline: float) -> tuple[float, list[Column], bool]:
         """(an upper bound on max pi.a over every column, the best columns found, whether every
         subproblem was solved to optimality). One MILP per config rank class."""
@@ -234,7 +257,7 @@ class _Master:
             ok = ok[T.load[ok] <= caps.max()]
             if ok.size == 0:
                 continue
-            nt, nc = ok.size, len(cs)
+            nt = ok.size
             ubs = np.minimum(T.ub[ok], int(cnts.max())).astype(float)
             trivial = float(min(pi[ok] @ ubs, np.sort(pi[ok])[::-1][: int(cnts.max())].sum()
                                 + 0.0))  # a valid bound should the MILP give none
@@ -242,11 +265,8 @@ class _Master:
             if left <= 0.01:
                 upper, exact = max(upper, trivial), False
                 continue
-            A = np.zeros((3, nt + nc))
-            A[0, :nt], A[0, nt:] = T.load[ok], -caps
-            A[1, :nt], A[1, nt:] = 1.0, -cnts
-            A[2, nt:] = 1.0
-            value, dual, x, optimal = _knapsack_milp(pi[ok], T.load[ok].astype(float), ubs, caps, cnts, left)
+            start = self._start(pi, ok, caps, cnts)
+            value, dual, x, optimal = _knapsack_milp(pi[ok], T.load[ok].astype(float), ubs, caps, cnts, left, start)
             if optimal and x is not None:
                 ub_k = value if dual is None else max(dual, value)
             elif dual is not None:
@@ -320,7 +340,7 @@ def _stdout_to_stderr():
 
 
 def _knapsack_milp(value: np.ndarray, load: np.ndarray, ub: np.ndarray, caps: np.ndarray, counts: np.ndarray,
-                   time_limit: float) -> tuple[float, float | None, np.ndarray | None, bool]:
+                   time_limit: float, start: np.ndarray | None = None) -> tuple[float, float | None, np.ndarray | None, bool]:
     """max value.a, a integer in [0, ub], one config k (binary z_k) with load.a <= sum caps z and
     sum a <= sum counts z: (incumbent value, dual bound or None, incumbent a or None, proven optimal)."""
     h, core = _highs()
@@ -340,6 +360,11 @@ def _knapsack_milp(value: np.ndarray, load: np.ndarray, ub: np.ndarray, caps: np
     h.setOptionValue("time_limit", float(max(time_limit, 0.01)))
     h.setOptionValue("mip_rel_gap", _PRICING_GAP)
     h.setOptionValue("mip_abs_gap", 1e-9)
+    if start is not None:
+        sol = core.HighsSolution()
+        sol.col_value = [float(v) for v in start]
+        sol.value_valid = True
+        h.setSolution(sol)
     with _stdout_to_stderr():
         h.run()
     status = h.getModelStatus()
@@ -392,7 +417,14 @@ def column_generation(problem: dict, deadline: float, incumbent: int | None = No
     _start_columns(m, problem, start)
     d = T.demand.astype(float)
     best, z, converged, it, n_exact, note = 0.0, math.inf, False, 0, 0, "time limit"
-    center: np.ndarray | None = None  # the duals of the best bound so far: the stability centre
+    # The stability centre (the duals of the best bound so far) starts at loads over the largest capacity
+    # or one over the largest count, whichever proves more: no column reaches 1 at either, so
+    # d.centre is a bound (the L1 bound) without pricing.
+    cap_max = max(int(c["capacity"]) for c in problem["configs"])
+    n_max = max(int(c["max_count"]) for c in problem["configs"])
+    by_load, by_count = T.load / cap_max, np.full(len(d), 1.0 / n_max)
+    center = by_load if d @ by_load >= d @ by_count else by_count
+    best = float(d @ center) / (1 + _SAFE_REL)
     since_exact = 0
     reserve = 0.3 * max(deadline - time.monotonic(), 0.0)
 
@@ -405,17 +437,17 @@ def column_generation(problem: dict, deadline: float, incumbent: int | None = No
         z, pi = m.solve_lp()
         # Wentges smoothing: price at a point between the centre and the master's duals (mispricing
         # falls back on the duals themselves); it damps the duals' oscillation, the cause of tailing off.
-        sep = pi if center is None else SMOOTHING * center + (1 - SMOOTHING) * pi
+        sep = SMOOTHING * center + (1 - SMOOTHING) * pi
         if time.monotonic() >= deadline:
             break
         if time.monotonic() >= deadline - reserve and since_exact:  # the last stretch: price exactly, for a bound
             since_exact = EXACT_EVERY
         if since_exact < EXACT_EVERY and (improving(m.heuristic_pricing(sep), pi)
-                                          or (sep is not pi and improving(m.heuristic_pricing(pi), pi))):
+                                          or improving(m.heuristic_pricing(pi), pi)):
             since_exact += 1
             continue
         since_exact, added, stop = 0, False, False
-        for duals in ([sep, pi] if sep is not pi else [pi]):
+        for duals in (sep, pi):
             if time.monotonic() >= deadline:
                 stop = True
                 break
@@ -503,7 +535,7 @@ class ColgenSolver(Solver):
 
     name = "colgen"
 
-    def __init__(self, bound_share: float = 0.6):
+    def __init__(self, bound_share: float = 0.85):
         self.bound_share = bound_share  # of the time limit for column generation; the rest for the integer master
 
     def solve(self, problem: PlacementProblem) -> Assignment:

@@ -19,7 +19,7 @@ from .runner import solve_exact
 
 __all__ = ["CpSatSolver", "MilpSolver"]
 
-COLGEN_SHARE = 0.5  # of the time limit, at most, for the column-generation bound before the backend's search
+COLGEN_SHARE = 0.25  # of the time limit, at most, for the column-generation bound before the backend's search
 COLGEN_MIN_LIMIT_S = 4.0  # below this the backend gets all the time (packer.solve adds the bound afterwards)
 _STATUS = {"optimal": SolveStatus.OPTIMAL, "feasible": SolveStatus.FEASIBLE, "time_limit": SolveStatus.TIME_LIMIT,
            "infeasible": SolveStatus.INFEASIBLE}
