@@ -63,8 +63,7 @@ def placement_table(name: str, r) -> str:
     from rich.table import Table
 
     console = Console(width=120, record=True, file=io.StringIO())
-    bound = "" if r.lower_bound is None else f", lower bound {r.lower_bound:g}" + (
-        f" by {r.bound_method.replace('_', ' ')}" if getattr(r, "bound_method", None) else "")
+    bound = "" if r.lower_bound is None else f", lower bound {r.lower_bound:g}"
     gap = "" if r.gap is None else f", gap {r.gap:.1%}"
     head = (f"{name}: {r.num_gpus} GPU{'s' if r.num_gpus != 1 else ''} ({r.status.value}{bound}{gap}); "
             f"solver {r.solver}, predictor {r.predictor}; "

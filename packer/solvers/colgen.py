@@ -259,8 +259,8 @@ class _Master:
                 continue
             nt = ok.size
             ubs = np.minimum(T.ub[ok], int(cnts.max())).astype(float)
-            trivial = float(min(pi[ok] @ ubs, np.sort(pi[ok])[::-1][: int(cnts.max())].sum()
-                                + 0.0))  # a valid bound should the MILP give none
+            # a valid bound should the MILP give none: the largest count's best duals, copies counted
+            trivial = float(np.sort(np.repeat(pi[ok], ubs.astype(np.int64)))[::-1][: int(cnts.max())].sum())
             left = deadline - time.monotonic()
             if left <= 0.01:
                 upper, exact = max(upper, trivial), False
@@ -268,7 +268,7 @@ class _Master:
             start = self._start(pi, ok, caps, cnts)
             value, dual, x, optimal = _knapsack_milp(pi[ok], T.load[ok].astype(float), ubs, caps, cnts, left, start)
             if optimal and x is not None:
-                ub_k = value if dual is None else max(dual, value)
+                ub_k = value * (1 + _PRICING_GAP) if dual is None else max(dual, value)
             elif dual is not None:
                 ub_k, exact = min(dual, trivial), False
             else:
