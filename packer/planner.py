@@ -22,6 +22,7 @@ from .predictors.slo import SloPredictor, check_slo, missing_metrics
 from .predictors.twin import TwinPredictor
 from .profile import load_profile
 from .solvers import bounds as _bounds
+from .solvers import colgen as _colgen
 from .solvers.base import (Assignment, Objective, PlacementProblem, SolveStatus, bin_config, get_solver,
                            make_items, utilisation)
 from .capacity import build_capacity_model
@@ -551,8 +552,11 @@ def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: st
             plans: tuple[GpuPlan, ...], verified: bool, moved: int, budget: int | None,
             t0: float, t_cap: float, t_solve: float, t_verify: float, phases: dict[str, float]) -> SolveResult:
     n = len(plans)
+    method: str | None = None
     if obj is Objective.MIN_GPUS:
-        lb = max(_min_gpus_bound(problem), int(math.ceil(a.lower_bound - 1e-9)) if a.lower_bound else 0)
+        lb, method, cg = _gpus_bound(problem, a, solver, n)
+        if cg is not None:  # computed here, for a solver that computes none (its time: cg["seconds"])
+            a = dataclasses.replace(a, details={**a.details, "colgen": cg})
         value: float | None = float(n)
         gap = (n - lb) / n if n else 0.0
         status = a.status
@@ -563,6 +567,7 @@ def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: st
     else:
         value = max((p.utilisation for p in plans), default=0.0)
         lb = a.lower_bound
+        method = None if lb is None else a.details.get("bound_method") or solver
         gap = (value - lb) / value if lb is not None and value else None
         status = a.status if moved == 0 else (SolveStatus.FEASIBLE if a.status is SolveStatus.OPTIMAL else a.status)
     short = max(0, n - budget) if budget is not None else None
@@ -577,7 +582,29 @@ def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: st
                        solver_seconds=t_solve - t_cap, verify_seconds=t_verify - t_solve, repaired_items=moved,
                        gpu_budget=budget, short_by=short if budget is not None else None, message=msg,
                        phases=phases, seed=problem.seed, solver_stats=_solver_stats(a),
-                       profile=problem.capacity.profile.name, capacity_curve=_capacity_curve(problem))
+                       profile=problem.capacity.profile.name, capacity_curve=_capacity_curve(problem),
+                       bound_method=method)
+
+
+def _gpus_bound(problem: PlacementProblem, a: Assignment, solver: str, n: int) -> tuple[int, str, dict | None]:
+    """The best lower bound on GPUs known, the method that proved it (``colgen.best_bound``) and, when it
+    ran here, the column-generation summary. Solvers that computed the column-generation bound say so in
+    ``details["bounds"]``; for the others it runs here, for at most ``PLANNER_BOUND_S`` (or the time limit),
+    unless a bound already meets the ``n`` GPUs placed."""
+    plain = {**problem.to_plain(), "objective": "min_gpus"}
+    comb = int(_bounds.lower_bounds(plain)["best"])
+    own = a.lower_bound if a.lower_bound else None
+    candidates = [("combinatorial", comb)]
+    cg_bound, summary = a.details.get("bounds", {}).get("column_generation"), None
+    if cg_bound is None and n > max(comb, math.ceil(own - 1e-9) if own else 0):
+        cg = _colgen.column_generation(plain, time.monotonic() + min(_colgen.PLANNER_BOUND_S, problem.time_limit_s),
+                                       incumbent=n)
+        cg_bound, summary = cg.bound, cg.summary()
+    candidates.append(("column_generation", cg_bound))
+    if own is not None:
+        candidates.append((a.details.get("bound_method") or solver, own))
+    lb, method = _colgen.best_bound(candidates)
+    return lb, method, summary
 
 
 def _capacity_curve(problem: PlacementProblem) -> dict[int, tuple[tuple[int, float], ...]]:

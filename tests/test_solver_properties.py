@@ -143,3 +143,93 @@ def test_repair_fixes_gpus_the_model_overfilled():
     assert moved > 0 and all(x.ok for x in preds)
     assert sorted(i for b in bins for i in b) == list(range(len(p.items)))
     assert len(bins) >= len(a.bins)
+
+
+# ---- the column-generation bound (issue 17, section 1) ------------------------------------------
+
+def _optimum(p: PlacementProblem) -> int:
+    """The fewest GPUs by brute force over set partitions (tiny instances), with the same arithmetic as
+    every solver (``bin_config``) and replicas of one adapter on distinct GPUs."""
+    n, best = len(p.items), [len(p.items) + 1]
+
+    def ok(b):
+        ids = [p.items[i].adapter_id for i in b]
+        return len(ids) == len(set(ids)) and bin_config(p, b) is not None
+
+    def place(i, bins):
+        if len(bins) >= best[0]:
+            return
+        if i == n:
+            best[0] = len(bins)
+            return
+        for b in bins:
+            b.append(i)
+            if ok(b):
+                place(i + 1, bins)
+            b.pop()
+        bins.append([i])
+        if ok(bins[-1]):
+            place(i + 1, bins)
+        bins.pop()
+
+    place(0, [])
+    return best[0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(instances())
+def test_colgen_bound_is_below_the_optimum_and_above_l1(inst):
+    from packer.solvers.colgen import column_generation
+    import time as _time
+
+    loads, ranks, model = inst
+    p = problem_from(loads[:7], ranks[:7], model)
+    greedy = get_solver("greedy").solve(p)
+    if greedy.status is SolveStatus.INFEASIBLE:
+        return
+    plain = p.to_plain()
+    cg = column_generation(plain, _time.monotonic() + 20.0)
+    opt = _optimum(p)
+    assert cg.bound <= opt <= greedy.num_gpus
+    if cg.converged:  # the LP optimum is at least total load / largest capacity, and items / largest count
+        assert cg.bound >= lower_bounds(plain)["l1"]
+    a = get_solver("colgen").solve(p)
+    assert cg.bound <= a.lower_bound <= a.num_gpus <= greedy.num_gpus
+    assert opt <= a.num_gpus and (a.status is not SolveStatus.OPTIMAL or a.num_gpus == opt)
+
+
+@settings(max_examples=8, deadline=None)
+@given(instances())
+def test_exact_solvers_are_at_least_the_colgen_bound_and_at_most_greedy(inst):
+    from packer.solvers import SOLVERS
+    from packer.solvers.colgen import column_generation
+    import time as _time
+
+    loads, ranks, model = inst
+    p = problem_from(loads[:7], ranks[:7], model)
+    greedy = get_solver("greedy").solve(p)
+    if greedy.status is SolveStatus.INFEASIBLE:
+        return
+    bound = column_generation(p.to_plain(), _time.monotonic() + 20.0).bound
+    for name in ("cpsat", "milp", "colgen"):
+        if not SOLVERS.available(name):
+            continue
+        a = get_solver(name).solve(p)
+        assert bound <= a.num_gpus <= greedy.num_gpus, name
+        assert a.lower_bound is None or a.lower_bound <= a.num_gpus
+
+
+def test_colgen_proves_what_the_combinatorial_bounds_cannot():
+    """Nine items of 35 % of a GPU: two per GPU, so 5 GPUs. Load (3.15 GPUs), Martello-Toth L2 and the
+    cardinality bounds say 4; the configuration LP (no column holds three) says 4.5, hence 5."""
+    from packer.solvers.colgen import column_generation
+    import time as _time
+
+    model = table_model({8: [10000.0] * 8, 16: [10000.0] * 8}, [1, 2, 3, 4, 6, 8, 12, 16])
+    p = problem_from([3500.0] * 9, [8] * 9, model)
+    plain = p.to_plain()
+    assert lower_bounds(plain)["best"] == 4
+    cg = column_generation(plain, _time.monotonic() + 20.0)
+    assert 4.0 < cg.fractional <= 4.5 + 1e-9 and cg.bound == 5  # it stops once the bound meets ceil(LP)
+    a = get_solver("colgen").solve(p)
+    assert a.num_gpus == 5 and a.status is SolveStatus.OPTIMAL and a.details["bound_method"] == "column_generation"

@@ -148,6 +148,27 @@ def test_min_latency_spreads_load_over_the_budget(solver):
     assert r.objective == "min_latency"
 
 
+@pytest.mark.parametrize("solver", REGISTERED)
+def test_answer_is_at_least_the_column_generation_bound(solver):
+    """Every result carries the best bound known and what proved it, and no answer beats the
+    column-generation bound (computed here on its own)."""
+    import time as _time
+
+    from packer.planner import build_problem, parse_workload
+    from packer.solvers.colgen import BOUND_METHODS, column_generation
+    from packer.solvers import Objective
+
+    wl = workload(n=30, total_rate=70.0, seed=4, ranks=(8, 16, 32))
+    r = run(wl, solver, verify=False)
+    p = build_problem(parse_workload(wl), fast_twin(), objective=Objective.MIN_GPUS, gpus=None, time_limit_s=20,
+                      seed=0, workers=1)
+    cg = column_generation(p.to_plain(), _time.monotonic() + 20.0)
+    assert r.num_gpus >= cg.bound
+    assert r.lower_bound >= cg.bound and r.lower_bound <= r.num_gpus
+    assert r.bound_method in BOUND_METHODS + ("cpsat", "milp")
+    assert r.to_dict()["bound_method"] == r.bound_method
+
+
 def test_ladder_rejects_min_latency():
     with pytest.raises(InputError, match="objective"):
         run(workload(n=8), "ladder", objective="min_latency", gpus=2)
@@ -182,7 +203,7 @@ def test_bad_workloads_name_the_field(bad, field):
 
 
 def test_unknown_solver_and_predictor_list_the_valid_ones():
-    with pytest.raises(InputError, match="valid: cpsat, dlora, greedy, ladder, loraserve, milp"):
+    with pytest.raises(InputError, match="valid: colgen, cpsat, dlora, greedy, ladder, loraserve, milp"):
         packer.solve(workload(n=4), solver="simplex")
     with pytest.raises(InputError, match="valid: forest, tree, twin"):
         packer.solve(workload(n=4), predictor="oracle")

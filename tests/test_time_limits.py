@@ -50,7 +50,9 @@ def test_exact_solver_phase_ends_within_the_limit_and_the_margin(solver):
     check_complete(wl, r)
     # The child ran (greedy does not meet the bound here) and its phases are reported, in order.
     names = list(r.phases)
-    assert names[:3] == ["warm_start", "bounds", "worker_start"], r.phases
+    # the column-generation bound (before the child) where the combinatorial bounds leave a gap
+    assert [n for n in names if n != "column_generation"][:3] == ["warm_start", "bounds", "worker_start"], r.phases
+    assert names[1] in ("column_generation", "bounds"), r.phases
     assert "import" in names, r.phases
     assert all(v >= 0 for v in r.phases.values())
     assert sum(r.phases.values()) <= r.solver_seconds + 1e-3

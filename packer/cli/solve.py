@@ -17,7 +17,7 @@ __all__ = ["solve", "demo"]
 
 @click.command()
 @click.argument("workload", type=click.Path(dir_okay=False))
-@click.option("--solver", default="greedy", show_default=True, help="greedy, ladder, loraserve, dlora, cpsat or milp.")
+@click.option("--solver", default="greedy", show_default=True, help="greedy, ladder, loraserve, dlora, cpsat, milp or colgen.")
 @click.option("--predictor", default="twin", show_default=True, help="Predictor behind the capacity model.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help=f"Seconds for the solver phase, start-up and model building included: cpsat and milp "

@@ -218,6 +218,7 @@ SOLVERS.declare("loraserve", "packer.solvers.peers")
 SOLVERS.declare("dlora", "packer.solvers.peers")
 SOLVERS.declare("cpsat", "packer.solvers.exact.solvers")
 SOLVERS.declare("milp", "packer.solvers.exact.solvers")
+SOLVERS.declare("colgen", "packer.solvers.colgen")
 
 
 def get_solver(spec: "str | Solver" = "greedy", **options) -> Solver:

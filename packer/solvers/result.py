@@ -102,7 +102,9 @@ class SolveResult:
 
     ``lower_bound`` and ``gap`` are on the capacity model: no placement keeps every GPU within the
     model with fewer than ``lower_bound`` GPUs (``min_gpus``), or with a lower worst utilisation
-    (``min_latency``); ``gap`` = (objective - bound) / objective.
+    (``min_latency``); ``gap`` = (objective - bound) / objective. ``bound_method`` names what proved
+    the bound: every solver's ``min_gpus`` result carries the best of the combinatorial bounds, the
+    column-generation bound and the solver's own.
 
     ``phases`` splits ``solver_seconds`` into the solver's own phases (seconds, in order; e.g. the
     exact solvers' ``warm_start``, ``import``, ``model_build``, ``search``, ``answer``). ``warnings``
@@ -140,6 +142,9 @@ class SolveResult:
     objective_metric: str = ""  # what objective_value counts: "gpus", "utilisation", "ttft_p99_ms", "itl_mean_ms"
     # the capacity model the plan packed against: rank class -> ((adapter count, sustainable tokens/s), ...)
     capacity_curve: dict[int, tuple[tuple[int, float], ...]] = field(default_factory=dict, compare=False, hash=False)
+    # what proved ``lower_bound``: "combinatorial" (packer.solvers.bounds), "column_generation" (the
+    # configuration LP, packer.solvers.colgen) or an exact backend's own search ("cpsat", "milp"); None: no bound
+    bound_method: str | None = None
 
     @property
     def max_predicted_itl_ms(self) -> float | None:
@@ -155,7 +160,7 @@ class SolveResult:
                                            "predictor", "verified", "wall_seconds", "capacity_seconds",
                                            "solver_seconds", "verify_seconds", "repaired_items", "gpu_budget",
                                            "short_by", "message", "phases", "seed", "solver_stats", "verified_with",
-                                           "profile", "objective_metric")}
+                                           "profile", "objective_metric", "bound_method")}
         d["warnings"] = list(self.warnings)
         d["status"] = self.status.value
         d["max_predicted_itl_ms"] = self.max_predicted_itl_ms

@@ -16,7 +16,8 @@ The capacity model is plain, JSON-serialisable data::
      "max_bins": int,          # bins the model may use (min_gpus)
      "gpus": int | None,       # the budget G (required for min_latency)
      "warm_start": {"bins": [bin per item], "configs": [config per bin]} | None,
-     "time_limit_s": float, "workers": int, "seed": int}
+     "time_limit_s": float, "workers": int, "seed": int,
+     "known_lower_bound": int (optional)}  # a bound on the bins proven elsewhere (column generation)
 
 (``solve_exact`` adds ``lower_bound`` and the child's ``deadline`` when it hands the problem on.)
 

@@ -184,6 +184,9 @@ def _solve_exact(problem: dict, backend: str, t0: float, phases: dict[str, float
         return result("infeasible", None, None, None, t0, f"item {bad[0]} fits no config" + note)
     bounds = lower_bounds(problem)
     lb = bounds["best"]
+    known = problem.get("known_lower_bound")  # proven elsewhere (the column-generation bound)
+    if problem["objective"] == "min_gpus" and isinstance(known, int) and current_of(problem) is None:
+        lb = max(lb, known)
     if problem["objective"] == "min_gpus":
         bound = lb * weight(problem)  # re-planning: lb GPUs and no move
         if warm and warm_obj == bound:

@@ -1,7 +1,8 @@
 """``cpsat`` (OR-Tools CP-SAT) and ``milp`` (Pyomo + HiGHS): exact solvers on the capacity model.
 
-Both start from the greedy placement (warm start and upper bound), skip the search when it meets
-the lower bound, break symmetry between GPUs, honour the time limit and return the incumbent, the
+Both start from the greedy placement (warm start and upper bound), compute the column-generation
+bound (``packer.solvers.colgen``, at most ``COLGEN_SHARE`` of a time limit of ``COLGEN_MIN_LIMIT_S`` or
+more) where the combinatorial bounds leave a gap, skip the search when greedy meets the lower bound, break symmetry between GPUs, honour the time limit and return the incumbent, the
 proven bound and the gap. Each runs in its own worker process (``runner``) because ortools and
 highspy bundle clashing HiGHS libraries and cannot share a process.
 """
@@ -12,11 +13,14 @@ import time
 
 from ..base import SOLVERS, Assignment, Objective, PlacementProblem, Solver, SolveStatus
 from ..bounds import lower_bounds
+from ..colgen import column_generation
 from ..greedy import GreedySolver
 from .runner import solve_exact
 
 __all__ = ["CpSatSolver", "MilpSolver"]
 
+COLGEN_SHARE = 0.25  # of the time limit, at most, for the column-generation bound before the backend's search
+COLGEN_MIN_LIMIT_S = 4.0  # below this the backend gets all the time (packer.solve adds the bound afterwards)
 _STATUS = {"optimal": SolveStatus.OPTIMAL, "feasible": SolveStatus.FEASIBLE, "time_limit": SolveStatus.TIME_LIMIT,
            "infeasible": SolveStatus.INFEASIBLE}
 
@@ -32,13 +36,31 @@ class _ExactSolver(Solver):
             warm = None
         plain = problem.to_plain(warm)
         t_warm = time.monotonic()
+        cg = None
+        if (problem.objective is Objective.MIN_GPUS and warm is not None and problem.time_limit_s >= COLGEN_MIN_LIMIT_S
+                and warm.num_gpus > lower_bounds(plain)["best"]):
+            # the configuration LP's bound first (in this process: scipy's HiGHS is its own), handed to the
+            # backend as sum_g y[g] >= bound; when it meets greedy the backend does not search at all
+            index = {c: k for k, c in enumerate(problem.configs)}
+            cg = column_generation(plain, started + COLGEN_SHARE * problem.time_limit_s, warm.num_gpus,
+                                   [(list(b), index[c]) for b, c in zip(warm.bins, warm.configs)])
+            plain["known_lower_bound"] = cg.bound
+        t_cg = time.monotonic()
         answer = solve_exact(plain, self.backend, started=started)
         status = answer.get("status")
-        phases = {"warm_start": t_warm - started, **answer.get("phases", {})}
+        phases = {"warm_start": t_warm - started, **({"column_generation": t_cg - t_warm} if cg else {}),
+                  **answer.get("phases", {})}
         details = {"wall_seconds": time.perf_counter() - t0, "backend": self.backend, "phases": phases,
                    "solver_wall_seconds": answer.get("wall_seconds"), "message": answer.get("message", "")}
         if problem.objective is Objective.MIN_GPUS:
-            details["bounds"] = answer.get("lower_bounds") or lower_bounds(plain)
+            details["bounds"] = dict(answer.get("lower_bounds") or lower_bounds(plain))
+            if cg is not None:
+                details["bounds"]["column_generation"] = cg.bound
+                details["colgen"] = cg.summary()
+            b = answer.get("bound")
+            comb = details["bounds"]["best"]
+            details["bound_method"] = (None if b is None else "combinatorial" if b <= comb else
+                                       "column_generation" if cg is not None and b <= cg.bound else self.backend)
         if status == "infeasible":
             return Assignment((), (), SolveStatus.INFEASIBLE, lower_bound=answer.get("bound"),
                               message=answer.get("message", ""), details=details)
