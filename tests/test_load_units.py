@@ -235,3 +235,12 @@ def test_cli_names_the_adapter_that_cannot_be_planned(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "adapters[0].rate" in lines[0]
     assert "'flood'" in lines[0] and "replicas" in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", SOLVER_NAMES)
+def test_replicas_stay_apart_on_a_gpu_of_a_larger_rank_class(name):
+    """A rank-8 adapter just over a rank-8 GPU's capacity is split in two; a rank-16 GPU that holds twice
+    as much could take both halves, but replicas of one adapter never share a GPU."""
+    model = table_model({8: [2000.0] * len(COUNTS), 16: [4002.0] * len(COUNTS)})
+    adapters = [("a0", 8, 2001.0 / TOKENS), ("a1", 16, 2001.0 / TOKENS)]
+    check_answer(name, problem_of(adapters, model), adapters)

@@ -94,10 +94,13 @@ def _pack(look: CapacityLookup, order: list[int], best_fit: bool) -> list[list[i
     bins: list[list[int]] = []
     cls: list[int] = []
     load: list[int] = []
+    ids: list[set[str]] = []
     for i in order:
         u, k = items[i].units, look.item_class[i]
         chosen, slack_best = -1, math.inf
         for g in range(len(bins)):
+            if items[i].adapter_id in ids[g]:
+                continue  # replicas apart (a GPU of a larger rank class could hold two)
             kk = max(cls[g], k)
             cap = look.cap(kk, len(bins[g]) + 1)
             slack = cap - load[g] - u
@@ -111,10 +114,12 @@ def _pack(look: CapacityLookup, order: list[int], best_fit: bool) -> list[list[i
             bins.append([i])
             cls.append(k)
             load.append(u)
+            ids.append({items[i].adapter_id})
         else:
             bins[chosen].append(i)
             cls[chosen] = max(cls[chosen], k)
             load[chosen] += u
+            ids[chosen].add(items[i].adapter_id)
     return bins
 
 
@@ -128,6 +133,8 @@ def _balance(look: CapacityLookup, order: list[int], budget: int) -> list[list[i
         u, k = items[i].units, look.item_class[i]
         chosen, util_best = -1, math.inf
         for g in range(budget):
+            if any(items[j].adapter_id == items[i].adapter_id for j in bins[g]):
+                continue  # replicas apart
             kk = max(cls[g], k) if bins[g] else k
             cap = look.cap(kk, len(bins[g]) + 1)
             if not look.fits(kk, len(bins[g]) + 1, load[g] + u):
@@ -164,7 +171,7 @@ def _improve_balance(look: CapacityLookup, bins: list[list[int]], budget: int) -
             rest = [j for j in bins[g] if j != i]
             u_rest = _bin_util(look, rest)
             for h in range(len(bins)):
-                if h == g:
+                if h == g or any(items[j].adapter_id == items[i].adapter_id for j in bins[h]):
                     continue
                 u_new = _bin_util(look, bins[h] + [i])
                 worst = max(u_rest, u_new)
