@@ -8,7 +8,7 @@ import click
 
 from ..errors import PackerError
 from .common import fail, load_scenario, read_json
-from .render import echo_json, simulation_table
+from .render import echo_json, profile_info, simulation_table
 
 __all__ = ["bench"]
 
@@ -66,7 +66,7 @@ def bench(scenario, url, launch, time_scale, adapters_map, adapters_dir, model_c
     except PackerError as e:
         fail(str(e))
     if as_json:
-        echo_json(res.to_dict(series=True))
+        echo_json({**res.to_dict(series=True), **profile_info(prof)})
     else:
         click.echo(simulation_table(scenario, res.result))
         c = res.client
