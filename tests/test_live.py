@@ -227,7 +227,7 @@ def test_solve_verifies_a_plan_on_the_live_server(marker, tmp_path):
     template = _template(marker).replace(f"--profile {LLAMA}", "--profile {profile}")
     env = {**os.environ, "PACKER_CACHE_DIR": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "packer.cli", "solve", str(wl), "--json", "--verify-with", "vllm",
-           "--vllm-launch", template, "--vllm-time-scale", "50", "--executor", "serial"]
+           "--vllm-launch", template, "--vllm-time-scale", "25", "--executor", "serial"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
