@@ -154,7 +154,7 @@ def replan_exact(problem: PlacementProblem, home: Sequence[int | None], n_curren
     else:  # a fresh placement, all on added servers, is feasible when moves allow it
         plain["max_bins"] = max([len([b for b in greedy.bins if b])] + [fresh.num_gpus])
     answer = solve_exact(plain, backend, started=started)
-    w = 1 + sum(h is not None for h in home)
+    w = weight(plain)
     bound = answer.get("bound")
     details = {"backend": backend, "phases": answer.get("phases", {}), "message": answer.get("message", ""),
                "solver_wall_seconds": answer.get("wall_seconds")}
