@@ -187,6 +187,8 @@ def test_solve_on_a_tensor_parallel_derived_profile_counts_gpus_per_server(tmp_p
     assert o["total_gpus"] == 4 * o["num_gpus"]
     table = cli("solve", str(path))
     assert "provenance: derived" in table.stdout and "spans 4 GPUs" in table.stdout
+    n = o["num_gpus"]
+    assert f"{n} server{'s' if n != 1 else ''} x 4 GPUs = {4 * n} GPUs" in table.stdout  # the headline too
     assert "--tensor-parallel-size 4" in table.stdout
 
 

@@ -322,3 +322,30 @@ def test_a_client_that_goes_away_aborts_its_request(server):
     running = [ln for ln in metrics.splitlines() if ln.startswith("vllm:num_requests_running{")]
     assert running and running[0].endswith(" 0.0"), running  # vLLM aborts it and frees its KV
     assert any(ln.startswith("vllm:kv_cache_usage_perc{") and ln.endswith(" 0.0") for ln in metrics.splitlines())
+
+
+_SILENT_SERVER = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(512)
+held = []
+while True:  # accepts every connection, reads nothing and never answers
+    held.append(s.accept()[0])
+"""
+
+
+def test_a_server_that_never_answers_ends_at_the_window(tmp_path):
+    # the client's run is bounded by its window however the server behaves: no request hangs it
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", _SILENT_SERVER, str(port)])
+    try:
+        time.sleep(0.5)
+        sc = _scenario(8, 4, 2.0, duration=30.0, warmup=0.0)
+        t0 = time.monotonic()
+        res = bench(sc, load_profile(LLAMA), f"http://127.0.0.1:{port}", time_scale=10)
+        wall = time.monotonic() - t0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert wall < 3.0 + 10.0 + 5.0  # the 3 s window, the cancelled requests' grace, start-up
+    assert res.result.finished == 0 and res.client["sent"] > 0

@@ -80,9 +80,11 @@ def placement_table(name: str, r, info: dict | None = None) -> str:
 
     tp = info["tensor_parallel_size"] if info else 1
     console = Console(width=120, record=True, file=io.StringIO())
-    bound = "" if r.lower_bound is None else f", lower bound {r.lower_bound:g}"
+    bound = "" if r.lower_bound is None else f", lower bound {r.lower_bound:g}{(' server' + ('s' if r.lower_bound != 1 else '')) if tp > 1 else ''}"
     gap = "" if r.gap is None else f", gap {r.gap:.1%}"
-    head = (f"{name}: {r.num_gpus} GPU{'s' if r.num_gpus != 1 else ''} ({r.status.value}{bound}{gap}); "
+    count = (f"{r.num_gpus} GPU{'s' if r.num_gpus != 1 else ''}" if tp == 1 else  # bounds count servers too
+             f"{r.num_gpus} server{'s' if r.num_gpus != 1 else ''} x {tp} GPUs = {r.num_gpus * tp} GPUs")
+    head = (f"{name}: {count} ({r.status.value}{bound}{gap}); "
             f"solver {r.solver}, predictor {r.predictor}; "
             f"{'every GPU verified by the twin' if r.verified else 'NOT verified by the twin'}; "
             f"{r.wall_seconds:.1f} s")

@@ -42,6 +42,9 @@ __all__ = ["BenchResult", "run_bench", "bench", "refused", "BEHIND_P99_S"]
 # The client is behind schedule when the 99th percentile of its send delays exceeds this many wall
 # seconds (asyncio's timers alone give about 1 ms): beyond it the TTFTs it measures are partly its own.
 BEHIND_P99_S = 0.005
+STOP_GRACE_S = 10.0  # wall seconds cancelled requests get to stop once the window has closed
+# the whole run's wall-clock limit: its window at the time scale, plus this margin (and as much again)
+DEADLINE_MARGIN_S = 60.0
 MAX_STALL_S = 0.05  # wall seconds the client's event loop may be blocked before its timings are suspect
 _TOKEN = b"1000,"  # every prompt token's id (any valid id: the server only counts them)
 
@@ -216,29 +219,40 @@ class _Run:
             tasks: set[asyncio.Task] = set()
             scraper = asyncio.create_task(self.scrape(session, loop, alive, scrape_s))
             watcher = asyncio.create_task(self.watch_loop(loop))
-            i, n = 0, len(arrival)
-            while i < n and self.fatal is None:
-                now = loop.time()
-                target = self.t0 + arrival[i] / self.scale
-                if target > now:
-                    await asyncio.sleep(target - now)
-                    continue
-                while i < n and self.t0 + arrival[i] / self.scale <= now:
-                    if self.awaiting_first >= self.max_waiting:
-                        self.state[i] = K.S_DROPPED
-                        self.gated += 1
-                    else:
-                        t = asyncio.create_task(self.one(session, i, loop))
-                        tasks.add(t)
-                        t.add_done_callback(tasks.discard)
-                    i += 1
-                await asyncio.sleep(0)
-            end = self.t0 + horizon / self.scale
-            while self.fatal is None and loop.time() < end:
-                await asyncio.sleep(min(0.05, max(0.0, end - loop.time())))
-            for t in list(tasks) + [scraper, watcher]:
-                t.cancel()
-            await asyncio.gather(*tasks, scraper, watcher, return_exceptions=True)
+            try:
+                i, n = 0, len(arrival)
+                while i < n and self.fatal is None:
+                    now = loop.time()
+                    target = self.t0 + arrival[i] / self.scale
+                    if target > now:
+                        await asyncio.sleep(target - now)
+                        continue
+                    while i < n and self.t0 + arrival[i] / self.scale <= now:
+                        if self.awaiting_first >= self.max_waiting:
+                            self.state[i] = K.S_DROPPED
+                            self.gated += 1
+                        else:
+                            t = asyncio.create_task(self.one(session, i, loop))
+                            tasks.add(t)
+                            t.add_done_callback(tasks.discard)
+                        i += 1
+                    await asyncio.sleep(0)
+                end = self.t0 + horizon / self.scale
+                while self.fatal is None and loop.time() < end:
+                    await asyncio.sleep(min(0.05, max(0.0, end - loop.time())))
+            finally:  # also when the watchdog cancels the run: nothing of it stays on the loop
+                await self._stop(list(tasks) + [scraper, watcher])
+
+    async def _stop(self, tasks: list) -> None:
+        """Cancel what still runs; a task that does not stop within ``STOP_GRACE_S`` is left behind (and
+        counted) rather than waited for: the run's figures are complete once the window has closed."""
+        for t in tasks:
+            t.cancel()
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+        if pending:
+            self._error(f"{len(pending)} request(s) did not stop within {STOP_GRACE_S:.0f} s of being cancelled")
 
     async def watch_loop(self, loop, every_s: float = 0.01) -> None:
         """The longest the event loop was blocked (wall s): a blocked client times tokens late."""
@@ -324,8 +338,13 @@ async def run_bench(sc: Scenario, prof: Profile, url: str, *, time_scale: float 
     # run: a full collection of a large heap blocks the event loop long enough to time tokens late.
     gc.collect()
     gc.freeze()
+    window_wall_s = sc.workload.horizon_s / float(time_scale)
+    deadline_s = 2.0 * window_wall_s + DEADLINE_MARGIN_S
     try:
-        await run.run(alive=alive, scrape_s=scrape_s)
+        await asyncio.wait_for(run.run(alive=alive, scrape_s=scrape_s), deadline_s)
+    except asyncio.TimeoutError:  # a watchdog: a client that cannot keep up must not run on for ever
+        run.fatal = (f"the client did not finish within {deadline_s:.0f} s of wall time (its window is "
+                     f"{window_wall_s:.0f} s at time scale {float(time_scale):g}); lower --time-scale")
     finally:
         gc.unfreeze()
     result = run.result(kv, t_start)
@@ -345,11 +364,21 @@ def refused(sc: Scenario, prof: Profile, reason: str) -> BenchResult:
 
 
 def bench(sc: Scenario, prof: Profile, url: str, **kw) -> BenchResult:
-    """``run_bench`` in a fresh event loop."""
+    """``run_bench`` in a fresh event loop. Unlike ``asyncio.run``, closing the loop does not wait without
+    limit for a task that ignores its cancellation."""
+    loop = asyncio.new_event_loop()
     try:
-        return asyncio.run(run_bench(sc, prof, url, **kw))
+        return loop.run_until_complete(run_bench(sc, prof, url, **kw))
     except KeyboardInterrupt:
         raise PackerError("interrupted") from None
+    finally:
+        left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in left:
+            t.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=STOP_GRACE_S))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def _with_wall(r: SimulationResult, wall: float) -> SimulationResult:
