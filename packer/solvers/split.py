@@ -89,8 +89,9 @@ class GreedySplitSolver(Solver):
         best = None
         for rank, (name, items, bins) in enumerate(candidates):
             p = replace(problem, items=tuple(items))
-            if any(bin_config(p, b) is None for b in bins):  # pragma: no cover - the packers build fitting bins
-                continue
+            if sorted(i for b in bins for i in b) != list(range(len(items))) or any(
+                    bin_config(p, b) is None for b in bins):  # pragma: no cover - each item once, each GPU fits
+                raise AssertionError(f"greedy-split's {name} candidate misplaced an item or overfilled a GPU")
             key = (len(bins), len(items), rank)
             if best is None or key < best[0]:
                 best = (key, name, items, bins)
@@ -123,11 +124,11 @@ class GreedySplitSolver(Solver):
                 full_bins.append([len(items)])
                 items.append(s)
             items.extend(shares[m:])
-        first_free = len(full_bins)
         items.extend(cold)
         p = replace(problem, items=tuple(items))
         look = CapacityLookup(p)
-        rest = sorted(range(first_free, len(items)), key=lambda i: (-items[i].units, i))
+        alone = {b[0] for b in full_bins}
+        rest = sorted((i for i in range(len(items)) if i not in alone), key=lambda i: (-items[i].units, i))
         by_rank = sorted(rest, key=lambda i: (-look.item_class[i], -items[i].units, i))
         packed = min((_pack(look, o, bf) for o in (rest, by_rank) for bf in (False, True)), key=len)
         return items, full_bins + packed
