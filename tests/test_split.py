@@ -145,3 +145,12 @@ def test_without_hot_adapters_it_is_greedy():
     p = problem(wl)
     a, g = get_solver("greedy-split").solve(p), get_solver("greedy").solve(p)
     assert a.bins == g.bins and a.items is None
+
+
+def test_contract_kit_checks_the_solvers_own_splits():
+    from packer.testing import KnownProblem, check_solver
+
+    p = problem(hot_workload(3))
+    a = get_solver("greedy-split").solve(p)
+    assert a.items is not None  # the kit then checks each adapter's shares against the problem's
+    check_solver(get_solver("greedy-split"), [KnownProblem("hot", p, split_lower_bound(p))])
