@@ -139,8 +139,8 @@ def check_solver(solver: Solver, problems: Sequence[KnownProblem] | None = None)
                 assert a.num_gpus == case.optimum, f"{where}: 'optimal' with {a.num_gpus} GPUs, optimum {case.optimum}"
         else:
             assert a.num_gpus <= (p.gpus or math.inf), f"{where}: {a.num_gpus} GPUs on a budget of {p.gpus}"
-        again = solver.solve(p)
-        assert again.bins == a.bins, f"{where}: two solves of the same problem differ"
+        again = solver.solve(case.problem)
+        assert again.bins == a.bins and again.items == a.items, f"{where}: two solves of the same problem differ"
 
 
 def _check_shares(problem: PlacementProblem, items: Sequence[Item], where: str) -> None:
