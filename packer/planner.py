@@ -132,10 +132,14 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
                                else None, float(time_limit), seed, workers)
     tags: list | None = None
     home: tuple[int | None, ...] | None = None
+    split_bound: int | None = None
     if progress:
         progress(f"placing {len(problem.items)} items with the {slv.name if plan is None else 'replan'} solver")
     if plan is None:
         assignment = slv.solve(problem)
+        if slv.chooses_splits and any(it.share < 1.0 for it in problem.items):
+            split_bound = _split_bound(problem)
+        problem = assignment.placed_problem(problem)  # the solver's own replica splits (greedy-split)
     else:
         problem, assignment, tags, home = _replan(problem, plan, max_moves, slv.name)
     t_solve = time.perf_counter()
@@ -179,7 +183,7 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     verified = twin_preds is not None and all(p.ok for p in twin_preds)
     result = _result(problem, assignment, obj, slv.name if plan is None or slv.name in ("cpsat", "milp") else "replan",
                      pred.name, plans, verified,
-                     moved, budget, t0, t_cap, t_solve, t_verify, phases)
+                     moved, budget, t0, t_cap, t_solve, t_verify, phases, split_bound)
     if metric != "utilisation":  # the value is the twin's latency; the capacity model's bound is not on it
         worst = max((_latency(p, metric) for p in twin_preds), default=0.0)
         result = dataclasses.replace(result, objective_value=worst, lower_bound=None, gap=None,
@@ -550,11 +554,15 @@ def _min_gpus_bound(problem: PlacementProblem) -> int:
 
 def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: str, predictor: str,
             plans: tuple[GpuPlan, ...], verified: bool, moved: int, budget: int | None,
-            t0: float, t_cap: float, t_solve: float, t_verify: float, phases: dict[str, float]) -> SolveResult:
+            t0: float, t_cap: float, t_solve: float, t_verify: float, phases: dict[str, float],
+            split_bound: int | None = None) -> SolveResult:
     n = len(plans)
     method: str | None = None
     if obj is Objective.MIN_GPUS:
-        lb, method, cg = _gpus_bound(problem, a, solver, n)
+        if split_bound is not None:  # the solver chose its splits: a bound on its items holds for no other split
+            lb, method, cg = split_bound, "combinatorial", None
+        else:
+            lb, method, cg = _gpus_bound(problem, a, solver, n)
         if cg is not None:  # computed here, for a solver that computes none (its time: cg["seconds"])
             a = dataclasses.replace(a, details={**a.details, "colgen": cg})
         value: float | None = float(n)
@@ -605,6 +613,13 @@ def _gpus_bound(problem: PlacementProblem, a: Assignment, solver: str, n: int) -
         candidates.append((a.details.get("bound_method") or solver, own))
     lb, method = _colgen.best_bound(candidates)
     return lb, method, summary
+
+
+def _split_bound(problem: PlacementProblem) -> int:
+    """The bound on GPUs that holds for every replica split (``split.split_lower_bound``)."""
+    from .solvers.split import split_lower_bound
+
+    return split_lower_bound(problem)
 
 
 def _capacity_curve(problem: PlacementProblem) -> dict[int, tuple[tuple[int, float], ...]]:

@@ -120,6 +120,9 @@ def check_solver(solver: Solver, problems: Sequence[KnownProblem] | None = None)
         assert isinstance(a, Assignment), f"{where}: solve() returned {type(a).__name__}, not an Assignment"
         assert isinstance(a.status, SolveStatus), f"{where}: status {a.status!r} is not a SolveStatus"
         assert a.status is not SolveStatus.INFEASIBLE, f"{where}: a feasible problem answered infeasible"
+        if a.items is not None:  # the solver's own replica splits: each adapter's shares still carry its rate
+            _check_shares(p, a.items, where)
+            p = a.placed_problem(p)
         placed = sorted(i for b in a.bins for i in b)
         assert placed == list(range(len(p.items))), f"{where}: items placed {placed}, not each once"
         assert len(a.configs) == len(a.bins), f"{where}: {len(a.configs)} configs for {len(a.bins)} GPUs"
@@ -136,8 +139,29 @@ def check_solver(solver: Solver, problems: Sequence[KnownProblem] | None = None)
                 assert a.num_gpus == case.optimum, f"{where}: 'optimal' with {a.num_gpus} GPUs, optimum {case.optimum}"
         else:
             assert a.num_gpus <= (p.gpus or math.inf), f"{where}: {a.num_gpus} GPUs on a budget of {p.gpus}"
-        again = solver.solve(p)
-        assert again.bins == a.bins, f"{where}: two solves of the same problem differ"
+        again = solver.solve(case.problem)
+        assert again.bins == a.bins and again.items == a.items, f"{where}: two solves of the same problem differ"
+
+
+def _check_shares(problem: PlacementProblem, items: Sequence[Item], where: str) -> None:
+    """A solver's re-split items carry, per adapter, the rank, rate and load of the problem's items."""
+    def totals(its):
+        out: dict[str, list[float]] = {}
+        for it in its:
+            t = out.setdefault(it.adapter_id, [it.rank, 0.0, 0.0, 0.0])
+            assert t[0] == it.rank, f"{where}: adapter {it.adapter_id} has two ranks"
+            t[1] += it.rate
+            t[2] += it.share
+            t[3] += it.load_tps
+        return out
+
+    want, got = totals(problem.items), totals(items)
+    assert set(want) == set(got), f"{where}: its items cover adapters {sorted(got)}, not {sorted(want)}"
+    for aid, (rank, rate, share, load) in want.items():
+        g = got[aid]
+        assert g[0] == rank and math.isclose(g[1], rate, rel_tol=1e-9, abs_tol=1e-12) and math.isclose(
+            g[2], share, rel_tol=1e-9) and math.isclose(g[3], load, rel_tol=1e-9, abs_tol=1e-9), \
+            f"{where}: adapter {aid}'s shares carry rank/rate/share/load {g}, not {[rank, rate, share, load]}"
 
 
 def _query(rate_per_adapter: float, n: int = 4, max_loras: int = 4, rank: int = 8) -> GpuQuery:

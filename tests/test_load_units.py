@@ -36,7 +36,7 @@ REPORTED = {"profile": PROFILE, "adapters": [{"id": "hot", "rank": 8, "rate": 42
 
 # Exact backends each start a process when greedy does not meet the lower bound, and the ladder runs the
 # twin: few examples keep the file quick; derandomize keeps it deterministic.
-EXAMPLES = {"greedy": 60, "cpsat": 8, "milp": 8, "ladder": 6}
+EXAMPLES = {"greedy": 60, "greedy-split": 60, "cpsat": 8, "milp": 8, "ladder": 6}
 SOLVER_NAMES = [pytest.param(name, marks=pytest.mark.skipif(not SOLVERS.available(name), reason="not installed"))
                 for name in SOLVERS.names()]
 
@@ -80,6 +80,7 @@ def check_answer(name: str, p: PlacementProblem, adapters: list[tuple[str, int, 
     solver with the predictor in the loop, every GPU keeps up or holds a single item)."""
     a = get_solver(name).solve(p)
     assert a.status is not SolveStatus.INFEASIBLE, a.message
+    p = a.placed_problem(p)  # the items the bins index (greedy-split chooses its own replica splits)
     assert sorted(i for b in a.bins for i in b) == list(range(len(p.items)))
     shares: dict[str, float] = {}
     for b, c in zip(a.bins, a.configs):

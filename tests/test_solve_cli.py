@@ -50,7 +50,7 @@ def test_solve_table_and_exact_solver(env, tmp_path):
     (["--gpus", "0"], "--gpus"),
     (["--time-limit", "-1"], "--time-limit"),
     (["--objective", "cheapest"], "--objective"),
-    (["--solver", "simplex"], "valid: colgen, cpsat, dlora, greedy, ladder, loraserve, milp"),
+    (["--solver", "simplex"], "valid: colgen, cpsat, dlora, greedy, greedy-split, ladder, loraserve, milp"),
     (["--predictor", "oracle"], "valid: forest, tree, twin"),
 ])
 def test_bad_flags_are_one_line(env, tmp_path, args, needle):

@@ -203,7 +203,7 @@ def test_bad_workloads_name_the_field(bad, field):
 
 
 def test_unknown_solver_and_predictor_list_the_valid_ones():
-    with pytest.raises(InputError, match="valid: colgen, cpsat, dlora, greedy, ladder, loraserve, milp"):
+    with pytest.raises(InputError, match="valid: colgen, cpsat, dlora, greedy, greedy-split, ladder, loraserve, milp"):
         packer.solve(workload(n=4), solver="simplex")
     with pytest.raises(InputError, match="valid: forest, tree, twin"):
         packer.solve(workload(n=4), predictor="oracle")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 from ..errors import InputError
@@ -191,16 +191,26 @@ class Assignment:
     objective_value: float | None = None
     message: str = ""
     details: dict = field(default_factory=dict, compare=False)
+    # the items ``bins`` index when the solver chose its own replica splits (``greedy-split``); None: the
+    # problem's items
+    items: tuple[Item, ...] | None = None
 
     @property
     def num_gpus(self) -> int:
         return len(self.bins)
+
+    def placed_problem(self, problem: PlacementProblem) -> PlacementProblem:
+        """``problem`` with the items this answer's bins index (its own splits, where it chose them)."""
+        return problem if self.items is None else replace(problem, items=self.items)
 
 
 class Solver(ABC):
     """Places items on GPUs. Subclasses set ``name`` and implement ``solve``."""
 
     name: str = "solver"
+    # True for a solver that chooses hot adapters' replica splits itself (its answer's ``items``): the
+    # planner then reports a bound that holds for every split, not one on the problem's equal replicas
+    chooses_splits: bool = False
 
     @abstractmethod
     def solve(self, problem: PlacementProblem) -> Assignment:
@@ -213,6 +223,7 @@ class Solver(ABC):
 SOLVERS: Registry[Solver] = Registry("solver", Solver)
 # The shipped backends, imported only when one is asked for (cpsat and milp run OR-Tools / Pyomo in a child).
 SOLVERS.declare("greedy", "packer.solvers.greedy")
+SOLVERS.declare("greedy-split", "packer.solvers.split")
 SOLVERS.declare("ladder", "packer.solvers.ladder")
 SOLVERS.declare("loraserve", "packer.solvers.peers")
 SOLVERS.declare("dlora", "packer.solvers.peers")
