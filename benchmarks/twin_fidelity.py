@@ -1,13 +1,16 @@
 """Twin vs real vLLM: replay every run of shared/data/agullo-h100/real_runs.csv and compare.
 
     python benchmarks/twin_fidelity.py [--data PATH] [--workers N] [--executor process|serial|ray] [--ray-address A] [--split all|fit|holdout]
-                                       [--model NAME] [--profile-file PROFILE.json ...] [--out CSV]
+                                       [--model NAME] [--profile-file PROFILE.json ...] [--out CSV] [--breakdown]
 
 Prints, per model, the twin's mean absolute relative error on throughput, mean ITL and mean TTFT,
 starvation agreement and start-up memory-failure detection, next to the upstream twin's errors on
 the same runs (authors_dt_vs_real.csv). Per-run rows go to benchmarks/out/twin_fidelity_runs.csv.
 ``--profile-file`` replays the runs of that profile's model with the file instead of the shipped
 profile (e.g. one derived by ``packer profile derive``); ``--model`` keeps only that model's runs.
+``--breakdown`` adds the latency errors per regime (many-adapter low-rate runs vs the rest: ITL, TTFT,
+p99 TTFT) and, on runs without a queue, the twin's and the real TTFT-to-ITL ratio by adapters served
+(see docs/latency_fidelity.md).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def main() -> int:
     ap.add_argument("--model", choices=sorted(PROFILE_FOR_MODEL), default=None, help="only this model's runs")
     ap.add_argument("--profile-file", action="append", default=[], metavar="PROFILE.json",
                     help="replay its model's runs with this profile (repeatable, one per model)")
+    ap.add_argument("--breakdown", action="store_true", help="latency errors per regime (docs/latency_fidelity.md)")
     ap.add_argument("--out", type=Path, default=None, help="per-run CSV (default benchmarks/out/twin_fidelity_runs.csv)")
     args = ap.parse_args()
     overrides = {}
@@ -120,8 +124,68 @@ def main() -> int:
     if walls:
         print(f"\nper-run twin wall time: median {walls[len(walls) // 2]:.3f} s, max {walls[-1]:.3f} s "
               f"(one simulated hour each)")
+    if args.breakdown:
+        print_breakdown(runs, rows)
     print(f"per-run rows: {csv_path}")
     return 0
+
+
+LOW_RATE_RPS = 0.1   # per-adapter rate at or below which a run is "low-rate"
+MANY_ADAPTERS = 30   # adapters served from which a run is "many-adapter"
+
+
+def _median(xs: list[float]) -> float:
+    v = sorted(x for x in xs if math.isfinite(x))
+    if not v:
+        return math.nan
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
+
+
+def _mare(xs: list[float]) -> float:
+    v = [abs(x) for x in xs if math.isfinite(x)]
+    return sum(v) / len(v) if v else math.nan
+
+
+def print_breakdown(runs, rows) -> None:
+    """Latency errors (%) per model and regime; TTFT-to-ITL ratios on runs without a queue."""
+    by_key = {r.key: r for r in runs}
+    groups: dict[tuple[str, str], list] = {}
+    noqueue: dict[tuple[str, int], list] = {}
+    for row in rows:
+        if row.status != "ok" or row.memory_error is not None:
+            continue
+        ads = by_key[row.key].scenario["adapters"]
+        low = max(a["rate"] for a in ads) <= LOW_RATE_RPS
+        regime = "many-adapter low-rate" if low and len(ads) >= MANY_ADAPTERS else "rest"
+        groups.setdefault((row.model, regime), []).append(row)
+        if low and row.measured["mean_waiting"] < 0.5:
+            noqueue.setdefault((row.model, len(ads)), []).append(row)
+    print("\nLatency errors by regime (signed: twin - real; TTFT columns on runs not starved)")
+    hdr = (f"{'model':24} {'regime':22} {'runs':>4} {'ITL MARE':>8} {'ITL med':>8} {'tput MARE':>9} "
+           f"{'TTFT |med|':>10} {'TTFT med':>8} {'p99 |med|':>9} {'p99 med':>8}")
+    print(hdr)
+    print("-" * len(hdr))
+    for (model, regime), rs in sorted(groups.items()):
+        ns = [r for r in rs if not r.measured["starved"]]
+        itl = [100 * r.rel_err("mean_itl_ms", "mean_itl_ms") for r in rs]
+        tps = [100 * r.rel_err("throughput_tps", "total_throughput_tps") for r in rs]
+        ttft = [100 * r.rel_err("mean_ttft_ms", "mean_ttft_ms") for r in ns]
+        p99 = [100 * r.rel_err("p99_ttft_ms", "p99_ttft_ms") for r in ns]
+        print(f"{model:24} {regime:22} {len(rs):4d} {_mare(itl):8.1f} {_median(itl):8.1f} {_mare(tps):9.1f} "
+              f"{_median([abs(x) for x in ttft]):10.1f} {_median(ttft):8.1f} {_median([abs(x) for x in p99]):9.1f} "
+              f"{_median(p99):8.1f}")
+    print("\nLow-rate runs without a queue (real mean waiting < 0.5): medians")
+    hdr = f"{'model':24} {'adapters':>8} {'runs':>4} {'real ITL-twin ms':>16} {'real TTFT-twin ms':>17} {'real TTFT/ITL':>13} {'twin TTFT/ITL':>13}"
+    print(hdr)
+    print("-" * len(hdr))
+    for (model, n), rs in sorted(noqueue.items()):
+        d_itl = [r.measured["mean_itl_ms"] - r.sim["mean_itl_ms"] for r in rs]
+        d_ttft = [r.measured["mean_ttft_ms"] - r.sim["mean_ttft_ms"] for r in rs]
+        q_real = [r.measured["mean_ttft_ms"] / r.measured["mean_itl_ms"] for r in rs]
+        q_sim = [r.sim["mean_ttft_ms"] / r.sim["mean_itl_ms"] for r in rs]
+        print(f"{model:24} {n:8d} {len(rs):4d} {_median(d_itl):16.1f} {_median(d_ttft):17.1f} {_median(q_real):13.2f} "
+              f"{_median(q_sim):13.2f}")
 
 
 def _pct(x: float) -> str:
