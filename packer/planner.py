@@ -29,6 +29,7 @@ from .capacity import build_capacity_model
 from .model import rank_class
 from .solvers.replan import replan as _replan_bins
 from .solvers.replan import replan_exact as _replan_exact
+from .solvers.split import split_lower_bound
 from .solvers.result import AdapterShare, GpuPlan, LoadedPlan, Move, ReplanSummary, SolveResult, read_plan
 
 __all__ = ["solve", "parse_workload", "build_problem"]
@@ -138,7 +139,7 @@ def solve(workload: PlacementWorkload | Mapping[str, Any], *, solver: Any = "gre
     if plan is None:
         assignment = slv.solve(problem)
         if slv.chooses_splits and any(it.share < 1.0 for it in problem.items):
-            split_bound = _split_bound(problem)
+            split_bound = split_lower_bound(problem)
         problem = assignment.placed_problem(problem)  # the solver's own replica splits (greedy-split)
     else:
         problem, assignment, tags, home = _replan(problem, plan, max_moves, slv.name)
@@ -560,7 +561,7 @@ def _result(problem: PlacementProblem, a: Assignment, obj: Objective, solver: st
     method: str | None = None
     if obj is Objective.MIN_GPUS:
         if split_bound is not None:  # the solver chose its splits: a bound on its items holds for no other split
-            lb, method, cg = split_bound, "combinatorial", None
+            lb, method, cg = split_bound, "split_combinatorial", None
         else:
             lb, method, cg = _gpus_bound(problem, a, solver, n)
         if cg is not None:  # computed here, for a solver that computes none (its time: cg["seconds"])
@@ -613,13 +614,6 @@ def _gpus_bound(problem: PlacementProblem, a: Assignment, solver: str, n: int) -
         candidates.append((a.details.get("bound_method") or solver, own))
     lb, method = _colgen.best_bound(candidates)
     return lb, method, summary
-
-
-def _split_bound(problem: PlacementProblem) -> int:
-    """The bound on GPUs that holds for every replica split (``split.split_lower_bound``)."""
-    from .solvers.split import split_lower_bound
-
-    return split_lower_bound(problem)
 
 
 def _capacity_curve(problem: PlacementProblem) -> dict[int, tuple[tuple[int, float], ...]]:

@@ -7,12 +7,14 @@ replicas."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 
 import packer
+from conftest import packer_cli as cli
 from packer.deploy.export import routing
 from packer.errors import InputError
 from packer.planner import build_problem, parse_workload
@@ -78,7 +80,7 @@ def test_uneven_split_saves_a_gpu_and_the_twin_verifies_each_share():
     assert r.num_gpus < eq.num_gpus  # 6 against 7 on this instance
     assert r.verified and all(g.verified for g in r.gpus) and r.repaired_items == 0
     assert r.solver == "greedy-split" and r.solver_stats["split"]["candidate"] in ("full", "fill")
-    assert r.bound_method == "combinatorial" and r.lower_bound <= r.num_gpus
+    assert r.bound_method == "split_combinatorial" and r.lower_bound <= r.num_gpus
     rates = {a["id"]: a["rate"] for a in wl["adapters"]}
     place = r.placement()
     uneven = [aid for aid, where in place.items() if len(where) > 1 and len({round(s, 9) for _, s in where}) > 1]
@@ -154,3 +156,27 @@ def test_contract_kit_checks_the_solvers_own_splits():
     a = get_solver("greedy-split").solve(p)
     assert a.items is not None  # the kit then checks each adapter's shares against the problem's
     check_solver(get_solver("greedy-split"), [KnownProblem("hot", p, split_lower_bound(p))])
+
+
+def test_cli_min_share_reaches_the_solver(env, tmp_path):
+    path = tmp_path / "hot.json"
+    path.write_text(json.dumps(hot_workload(3)))
+    out = cli(env, "solve", str(path), "--solver", "greedy-split", "--min-share", "0.3", "--no-verify", "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["solver"] == "greedy-split" and r["solver_stats"]["split"]["min_share"] == 0.3
+    assert r["bound_method"] == "split_combinatorial" and r["lower_bound"] <= r["num_gpus"]
+    shares = [a["share"] for g in r["gpus"] for a in g["adapters"] if a["share"] < 1.0]
+    assert shares, "no adapter was split"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--solver", "greedy-split", "--min-share", "0.7"], "--min-share: expected a fraction"),
+    (["--solver", "greedy", "--min-share", "0.1"], "--min-share goes with --solver greedy-split"),
+])
+def test_cli_bad_min_share_is_one_line(env, tmp_path, args, needle):
+    path = tmp_path / "hot.json"
+    path.write_text(json.dumps(hot_workload(3)))
+    out = cli(env, "solve", str(path), *args)
+    assert out.returncode == 2 and out.stdout == "" and len(out.stderr.strip().splitlines()) == 1
+    assert needle in out.stderr

@@ -17,7 +17,11 @@ __all__ = ["solve", "demo"]
 
 @click.command()
 @click.argument("workload", type=click.Path(dir_okay=False))
-@click.option("--solver", default="greedy", show_default=True, help="greedy, ladder, loraserve, dlora, cpsat, milp or colgen.")
+@click.option("--solver", default="greedy", show_default=True,
+              help="greedy, greedy-split, ladder, loraserve, dlora, cpsat, milp or colgen.")
+@click.option("--min-share", type=float, default=None, metavar="F",
+              help="With --solver greedy-split: the smallest share of a split adapter, as a fraction of what one "
+                   "GPU sustains for it alone, in (0, 0.5] [0.05].")
 @click.option("--predictor", default="twin", show_default=True, help="Predictor behind the capacity model.")
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help=f"Seconds for the solver phase, start-up and model building included: cpsat and milp "
@@ -68,7 +72,7 @@ __all__ = ["solve", "demo"]
                    "instead (an exact solver keeps that plan where it proves no plan of whole adapters exists).")
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
-def solve(workload: str, solver: str, predictor: str, time_limit: float, objective: str | None, gpus: int | None,
+def solve(workload: str, solver: str, min_share: float | None, predictor: str, time_limit: float, objective: str | None, gpus: int | None,
           latency_metric: str | None, slo: str | None, seed: int, no_verify: bool, verify_with: str, vllm_launch: str | None, vllm_gpus: str | None,
           vllm_model_config: str | None, vllm_time_scale: float | None, export_dir: str | None,
           adapter_paths: str | None, model_path: str | None, verify_trace: str | None, trace_columns: str | None,
@@ -83,6 +87,16 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
     if latency_metric is not None:
         wl = wl.model_copy(update={"latency_metric": latency_metric})
     solver_choice(solver)
+    chosen: object = solver
+    if min_share is not None:
+        if solver != "greedy-split":
+            fail(f"--min-share goes with --solver greedy-split, not --solver {solver}")
+        from ..solvers import get_solver
+
+        try:
+            chosen = get_solver("greedy-split", min_share=min_share)
+        except InputError as e:
+            fail(f"--min-share: {bare(e)}")
     plan = None
     if max_moves is not None and max_moves < 0:
         fail(f"--max-moves: expected an integer >= 0 (adapters that may move), got {max_moves}")
@@ -133,7 +147,7 @@ def solve(workload: str, solver: str, predictor: str, time_limit: float, objecti
         fail("--vllm-launch, --vllm-gpus, --vllm-model-config and --vllm-time-scale go with --verify-with vllm")
     try:
         with progress_display(quiet=as_json) as progress:
-            result = run_solve(wl, solver=solver, predictor=predictor, objective=objective, gpus=gpus,
+            result = run_solve(wl, solver=chosen, predictor=predictor, objective=objective, gpus=gpus,
                                time_limit=time_limit, seed=seed, verify=not no_verify, progress=progress,
                                executor=executor, ray_address=ray_address, verify_with=verifier, current=plan,
                                max_moves=max_moves)

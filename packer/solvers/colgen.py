@@ -42,7 +42,7 @@ from .base import SOLVERS, Assignment, Objective, PlacementProblem, Solver, Solv
 __all__ = ["Column", "ColgenBound", "column_generation", "integer_master", "ColgenSolver", "BOUND_METHODS",
            "best_bound", "PLANNER_BOUND_S"]
 
-BOUND_METHODS = ("combinatorial", "column_generation")  # then the exact backends' own names: "cpsat", "milp"
+BOUND_METHODS = ("combinatorial", "column_generation", "split_combinatorial")  # then the exact backends' own names: "cpsat", "milp"
 PLANNER_BOUND_S = 5.0  # the most a solve spends on the column-generation bound for a solver that computes none
 SMOOTHING = 0.8  # Wentges dual smoothing: the weight of the stability centre
 EXACT_EVERY = 15  # exact pricing at least every this many rounds (its dual bound gives the Farley bound)

@@ -143,7 +143,8 @@ class SolveResult:
     # the capacity model the plan packed against: rank class -> ((adapter count, sustainable tokens/s), ...)
     capacity_curve: dict[int, tuple[tuple[int, float], ...]] = field(default_factory=dict, compare=False, hash=False)
     # what proved ``lower_bound``: "combinatorial" (packer.solvers.bounds), "column_generation" (the
-    # configuration LP, packer.solvers.colgen) or an exact backend's own search ("cpsat", "milp"); None: no bound
+    # configuration LP, packer.solvers.colgen), an exact backend's own search ("cpsat", "milp") or
+    # "split_combinatorial" (valid for every replica split: greedy-split); None: no bound
     bound_method: str | None = None
 
     @property
