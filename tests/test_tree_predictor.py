@@ -332,7 +332,7 @@ def test_sweep_is_deterministic_and_resumable(tmp_path):
         assert ca.keys() == cb.keys()
         for col in ca:
             if col != "twin_wall_s":
-                assert np.array_equal(ca[col], cb[col]), col
+                assert np.array_equal(ca[col], cb[col], equal_nan=ca[col].dtype.kind == "f"), col
     before = _read(a / "chunk_00001.npz")
     (a / "chunk_00001.npz").unlink()
     s3 = generate(TINY, a, workers=1, chunk_size=16, progress=False)
@@ -340,7 +340,7 @@ def test_sweep_is_deterministic_and_resumable(tmp_path):
     after = _read(a / "chunk_00001.npz")
     for col in before:
         if col != "twin_wall_s":
-            assert np.array_equal(before[col], after[col]), col
+            assert np.array_equal(before[col], after[col], equal_nan=before[col].dtype.kind == "f"), col
 
     ds = load_dataset(a)
     assert len(ds["index"]) == 40 and ds["features"].shape == (40, len(F.FEATURE_NAMES))
@@ -483,6 +483,25 @@ def test_train_exports_a_working_model(tmp_path):
     fp = ForestPredictor(model=tmp_path / "m.forest.npz")
     assert p.describe()["model"] != fp.describe()["model"]
     assert [x.memory_error for x in fp.predict_many(qs)] == [x.memory_error for x in many]
+    # the latency heads: every one trained (the TTFT ones on not-starved runs) and answered on both paths
+    assert set(m.latency_heads) == set(f.latency_heads) == {"itl", "ttft_mean", "ttft_p99", "ttft_worst_p99"}
+    assert all(f"{h}_mare" in rep["test"]["tree"] for h in m.latency_heads)
+    light = many[0]
+    assert 0 < light.mean_ttft_ms <= light.p99_ttft_ms * 1.5 and light.worst_adapter_p99_ttft_ms > 0
+    assert light.mean_itl_ms > 0
+    x = F.features_many(qs[:1])[0]
+    assert m.outcomes(x, 1.0)[3:].tolist() == [m.predict_row(x)[h] for h in m.latency_heads]
+    shipped = TreePredictor().model_for(LLAMA)  # trained before the TTFT heads: NaN there, None in predictions
+    assert shipped.latency_heads == ("itl",) and np.isnan(shipped.outcomes(x, 1.0)[4:]).all()
+    assert TreePredictor().predict(qs[0]).mean_ttft_ms is None
+    # an SLO on TTFT is planned with the tree itself (no fallback to the twin), its latencies reported
+    import packer
+
+    wl = {"profile": LLAMA, "lengths": {"input_mean": 222.7, "output_mean": 196.1}, "slo": {"ttft_p99_ms": 2000},
+          "adapters": [{"id": f"a{i}", "rank": 8, "rate": 0.5 + i} for i in range(4)]}
+    r = packer.solve(wl, predictor=p, verify=False, executor="serial")
+    assert r.predictor == "tree" and not any("does not predict" in w for w in r.warnings)
+    assert all(c.predicted_ms is not None for g in r.gpus for c in g.slo)
 
 
 # ---- the predictors -------------------------------------------------------------------------------

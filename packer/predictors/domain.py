@@ -25,7 +25,7 @@ import numba as nb
 import numpy as np
 
 from ..errors import InputError
-from .kernels import _S_N, N_FEATURES, _fill, predict_outcomes_row
+from .kernels import _S_N, N_FEATURES, N_OUTCOMES, _fill, predict_outcomes_row
 
 __all__ = ["Domain", "DomainCheck", "default_domain", "domain_flags", "predict_packed_row_checked"]
 
@@ -170,13 +170,13 @@ def domain_flags(X, intervals):
 @nb.njit(cache=True, nogil=True)
 def predict_packed_row_checked(v, xs, ys, c, nodes, node_values, roots, heads, bias, plan, output_len_scale,
                                intervals):
-    """The single-query path in one call: [the four outcomes of ``kernels.predict_packed_row``, the
+    """The single-query path in one call: [the N_OUTCOMES outcomes of ``kernels.predict_packed_row``, the
     ``domain_flags`` mask (as a float; exact, masks have at most 52 bits), the feature row]."""
-    out = np.empty(5 + N_FEATURES, dtype=np.float64)
-    x = out[5:]
+    out = np.empty(N_OUTCOMES + 1 + N_FEATURES, dtype=np.float64)
+    x = out[N_OUTCOMES + 1:]
     _fill(x, v[:_S_N], v[_S_N:], xs, ys, c)
-    out[:4] = predict_outcomes_row(x, nodes, node_values, roots, heads, bias, plan, output_len_scale)
-    out[4] = float(_row_flags(x, intervals))
+    out[:N_OUTCOMES] = predict_outcomes_row(x, nodes, node_values, roots, heads, bias, plan, output_len_scale)
+    out[N_OUTCOMES] = float(_row_flags(x, intervals))
     return out
 
 

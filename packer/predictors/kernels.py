@@ -30,9 +30,13 @@ N_FEATURES = 38  # the feature vector's length, written by _fill (features.FEATU
  _S_RK_MAX, _S_RK_MEAN, _S_RK_STD, _S_N) = range(17)
 
 # The decode plan (``TreeModel.plan``): transform codes, head positions (-1: no such head), the ratio
-# base and the feature columns the decode reads (looked up in the model's own feature names).
-(_P_RATIO_T, _P_STARVED, _P_STARVED_T, _P_ITL, _P_ITL_T, _P_SERVED, _P_TOTAL_RATE, _P_INPUT_MEAN, _P_OUTPUT_MEAN,
- _P_LOAD_FACTOR, _P_N) = range(11)
+# base and the feature columns the decode reads (looked up in the model's own feature names); then, per
+# latency head (``tree_model.LATENCY_HEADS``, in order), its position and its transform code.
+(_P_RATIO_T, _P_STARVED, _P_STARVED_T, _P_SERVED, _P_TOTAL_RATE, _P_INPUT_MEAN, _P_OUTPUT_MEAN,
+ _P_LOAD_FACTOR, _P_LATENCY) = range(9)
+N_LATENCY = 4  # mean ITL, mean TTFT, p99 TTFT, the worst adapter's p99 TTFT
+_P_N = _P_LATENCY + 2 * N_LATENCY
+N_OUTCOMES = 3 + N_LATENCY  # throughput, offered, starved 0/1, then the latency heads' values (NaN: no head)
 # A head's transform in the plan (``_transformed``).
 _TRANSFORM_CODES = {"identity": 0, "exp": 1, "sigmoid": 2}
 
@@ -283,8 +287,8 @@ def _transformed(v, code):
 
 @nb.njit(cache=True, nogil=True)
 def _decode(raw, x, plan, output_len_scale, out):
-    """(throughput, offered, starved as 0/1, ITL or NaN) of one row from its heads' raw outputs and its
-    features: ``features.expected_offered`` and ``features.served_base`` for one row."""
+    """(throughput, offered, starved as 0/1, each latency head's value or NaN) of one row from its heads'
+    raw outputs and its features: ``features.expected_offered`` and ``features.served_base`` for one row."""
     offered = x[plan[_P_TOTAL_RATE]] * (x[plan[_P_INPUT_MEAN]] + x[plan[_P_OUTPUT_MEAN]] * output_len_scale)
     base = offered
     lf = x[plan[_P_LOAD_FACTOR]]
@@ -298,16 +302,18 @@ def _decode(raw, x, plan, output_len_scale, out):
     out[0] = thr
     out[1] = offered
     out[2] = 1.0 if starved else 0.0
-    out[3] = _transformed(raw[plan[_P_ITL]], plan[_P_ITL_T]) if plan[_P_ITL] >= 0 else np.nan
+    for k in range(N_LATENCY):
+        pos = plan[_P_LATENCY + 2 * k]
+        out[3 + k] = _transformed(raw[pos], plan[_P_LATENCY + 2 * k + 1]) if pos >= 0 else np.nan
 
 
 @nb.njit(cache=True, nogil=True)
 def predict_outcomes(X, nodes, node_values, roots, heads, bias, plan, output_len_scale):
-    """Every row's (throughput, offered, starved 0/1, ITL or NaN), shape (rows, 4): the trees and the
-    decode in one call (``TreeModel.outcomes``)."""
+    """Every row's outcomes (``_decode``), shape (rows, N_OUTCOMES): the trees and the decode in one call
+    (``TreeModel.outcomes``)."""
     n = X.shape[0]
     raw = np.empty(heads.shape[0], dtype=np.float64)
-    out = np.empty((n, 4), dtype=np.float64)
+    out = np.empty((n, N_OUTCOMES), dtype=np.float64)
     for i in range(n):
         _heads(X[i], nodes, node_values, roots, heads, bias, raw)
         _decode(raw, X[i], plan, output_len_scale, out[i])
@@ -316,9 +322,9 @@ def predict_outcomes(X, nodes, node_values, roots, heads, bias, plan, output_len
 
 @nb.njit(cache=True, nogil=True)
 def predict_outcomes_row(x, nodes, node_values, roots, heads, bias, plan, output_len_scale):
-    """``predict_outcomes`` for one row (1-D x): four values."""
+    """``predict_outcomes`` for one row (1-D x): N_OUTCOMES values."""
     raw = np.empty(heads.shape[0], dtype=np.float64)
-    out = np.empty(4, dtype=np.float64)
+    out = np.empty(N_OUTCOMES, dtype=np.float64)
     _heads(x, nodes, node_values, roots, heads, bias, raw)
     _decode(raw, x, plan, output_len_scale, out)
     return out
@@ -326,7 +332,7 @@ def predict_outcomes_row(x, nodes, node_values, roots, heads, bias, plan, output
 
 @nb.njit(cache=True, nogil=True)
 def predict_packed_row(v, xs, ys, c, nodes, node_values, roots, heads, bias, plan, output_len_scale):
-    """One query packed by ``features.pack`` to its four outcomes (``predict_outcomes_row``): the
+    """One query packed by ``features.pack`` to its outcomes (``predict_outcomes_row``): the
     features and the trees in one call, the single-query path of ``TreePredictor.predict``."""
     x = np.empty(N_FEATURES, dtype=np.float64)
     _fill(x, v[:_S_N], v[_S_N:], xs, ys, c)

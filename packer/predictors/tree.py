@@ -7,8 +7,9 @@ the twin would draw in expectation (``features.expected_offered``: the nominal l
 profile's early-EOS output scale), ``throughput_tps`` = the ratio head x a base, capped at that load
 (the model's ``ratio_base``: ``served`` multiplies min(offered, the fluid model's capacity),
 ``features.served_base``, so that the prediction extrapolates to heavy overload; ``offered``, the
-first models' target, multiplies the offered load), ``starved`` = P(starved) > 0.5 and
-``mean_itl_ms``. A query outside the model's training domain (``domain.py``: the ranges its sweep
+first models' target, multiplies the offered load), ``starved`` = P(starved) > 0.5 and the latencies
+of the model's latency heads (``tree_model.LATENCY_HEADS``: ``mean_itl_ms`` and, in models trained with
+them, ``mean_ttft_ms``, ``p99_ttft_ms`` and ``worst_adapter_p99_ttft_ms``; None without the head). A query outside the model's training domain (``domain.py``: the ranges its sweep
 drew) carries ``Prediction.warnings``, or is answered by the twin or refused (``extrapolation``).
 """
 
@@ -27,9 +28,9 @@ from ..twin.lengths import shipped_length_shapes
 from .base import PREDICTORS, GpuQuery, Prediction, Predictor
 from .domain import predict_packed_row_checked
 from .features import FEATURE_NAMES, _consts, features_many, pack, profile_of
-from .kernels import _C_OUT_SCALE
+from .kernels import _C_OUT_SCALE, N_OUTCOMES
 from .tree_io import load_model, model_path, model_stamp, shipped_model_stamps
-from .tree_model import TreeModel
+from .tree_model import LATENCY_HEADS, TreeModel
 
 __all__ = ["TreePredictor", "ForestPredictor", "EXTRAPOLATION", "code_files"]
 
@@ -138,12 +139,13 @@ class TreePredictor(Predictor):
         check = m.domain_check()
         r = predict_packed_row_checked(pack(query, key), xs, ys, c, *m.arrays, m.plan, c[_C_OUT_SCALE],
                                        check.intervals)
-        thr, offered, starved, itl, mask = r[:5].tolist()
-        warnings = check.messages(int(mask), r[5:], query) if mask or not check.plain(query) else ()
+        values = r[:N_OUTCOMES + 1].tolist()
+        thr, offered, starved, mask = values[0], values[1], values[2], values[N_OUTCOMES]
+        warnings = check.messages(int(mask), r[N_OUTCOMES + 1:], query) if mask or not check.plain(query) else ()
         if warnings and self.extrapolation != "warn":
             return self._outside([query], [warnings])[0]
         return Prediction(predictor=self.name, starved=starved != 0.0, memory_error=None, throughput_tps=thr,
-                          offered_tps=offered, mean_itl_ms=itl if m.has_itl else None, warnings=warnings)
+                          offered_tps=offered, warnings=warnings, **_latencies(m, values))
 
     def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
         """``predict`` on every query, the features and trees of each profile's queries in one batch."""
@@ -165,12 +167,10 @@ class TreePredictor(Predictor):
             warnings = m.domain_check().warnings(X, group)
             c = _consts(self.profile if self.profile is not None else profile)[2]
             res = m.outcomes(X, float(c[_C_OUT_SCALE]))
-            itl = res[:, 3].tolist() if m.has_itl else [None] * len(idx)
             name = self.name
-            for i, t, o, st, il, w in zip(idx, res[:, 0].tolist(), res[:, 1].tolist(), (res[:, 2] != 0.0).tolist(),
-                                          itl, warnings):
-                out[i] = Prediction(predictor=name, starved=st, memory_error=None, throughput_tps=t, offered_tps=o,
-                                    mean_itl_ms=il, warnings=w)
+            for i, row, w in zip(idx, res.tolist(), warnings):
+                out[i] = Prediction(predictor=name, starved=row[2] != 0.0, memory_error=None, throughput_tps=row[0],
+                                    offered_tps=row[1], warnings=w, **_latencies(m, row))
                 if w and self.extrapolation != "warn":
                     outside.append(i)
                     outside_warnings.append(w)
@@ -198,6 +198,11 @@ class ForestPredictor(TreePredictor):
 
     name = "forest"
     kind = "forest"
+
+
+def _latencies(m: TreeModel, outcomes: list[float]) -> dict[str, float]:
+    """The ``Prediction`` latency fields of the model's latency heads, from a row of its outcomes."""
+    return {field: outcomes[3 + k] for k, (head, field) in enumerate(LATENCY_HEADS.items()) if head in m.index}
 
 
 @lru_cache(maxsize=4096)

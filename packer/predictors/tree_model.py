@@ -1,8 +1,9 @@
 """A distilled tree model in memory: its trees and heads, packed into one node array for the numba kernels.
 
 A model holds, for one profile, a few *heads* (``ratio``: throughput / offered load as the twin
-counts it, ``starved``: probability that the twin calls the GPU starved, ``itl``: log of the mean
-inter-token latency in ms), each one or more binary trees, plus metadata (``tree_io.py`` reads and
+counts it, ``starved``: probability that the twin calls the GPU starved, and the optional latency
+heads, each the log of a latency in ms: ``itl`` mean inter-token latency, ``ttft_mean``, ``ttft_p99``
+and ``ttft_worst_p99`` the worst adapter's p99 TTFT), each one or more binary trees, plus metadata (``tree_io.py`` reads and
 writes it; ``tree_export.py`` makes it from scikit-learn).
 
 A node is a leaf when ``left == -1``; otherwise a row goes left when ``float32(x[feature]) <=
@@ -25,13 +26,18 @@ import numpy as np
 
 from ..errors import InputError
 from .domain import Domain, DomainCheck, default_domain
-from .kernels import (_P_INPUT_MEAN, _P_ITL, _P_ITL_T, _P_LOAD_FACTOR, _P_N, _P_OUTPUT_MEAN, _P_RATIO_T, _P_SERVED,
-                      _P_STARVED, _P_STARVED_T, _P_TOTAL_RATE, _TRANSFORM_CODES, predict_nodes, predict_nodes_row,
-                      predict_outcomes, predict_outcomes_row)
+from .kernels import (_P_INPUT_MEAN, _P_LATENCY, _P_LOAD_FACTOR, _P_N, _P_OUTPUT_MEAN, _P_RATIO_T, _P_SERVED,
+                      _P_STARVED, _P_STARVED_T, _P_TOTAL_RATE, _TRANSFORM_CODES, N_LATENCY, predict_nodes,
+                      predict_nodes_row, predict_outcomes, predict_outcomes_row)
 
-__all__ = ["Tree", "Head", "TreeModel", "HEADS"]
+__all__ = ["Tree", "Head", "TreeModel", "HEADS", "LATENCY_HEADS"]
 
-HEADS = ("ratio", "starved", "itl")
+# The latency heads (each optional, all learned as a log), in the kernel's order (``kernels._decode``):
+# head name -> the twin's result field it learns, also the ``Prediction`` field it fills.
+LATENCY_HEADS = {"itl": "mean_itl_ms", "ttft_mean": "mean_ttft_ms", "ttft_p99": "p99_ttft_ms",
+                 "ttft_worst_p99": "worst_adapter_p99_ttft_ms"}
+assert len(LATENCY_HEADS) == N_LATENCY
+HEADS = ("ratio", "starved", *LATENCY_HEADS)
 _TRANSFORMS = ("identity", "exp", "sigmoid")
 _RATIO_BASES = ("offered", "served")
 # Each head transform for one float and for an array (``TreeModel.apply``); the kernels use the codes.
@@ -190,11 +196,16 @@ class TreeModel:
         self.index = {n: i for i, n in enumerate(self.head_names)}
         self._fns = tuple(_TRANSFORM_FNS[t] for t in self.transforms)
         self.has_itl = "itl" in self.index
+        self.latency_heads = tuple(h for h in LATENCY_HEADS if h in self.index)
         plan = np.zeros(_P_N, dtype=np.int64)
-        plan[_P_STARVED], plan[_P_ITL] = self.index.get("starved", -1), self.index.get("itl", -1)
-        for head, pos in (("ratio", _P_RATIO_T), ("starved", _P_STARVED_T), ("itl", _P_ITL_T)):
+        plan[_P_STARVED] = self.index.get("starved", -1)
+        for head, pos in (("ratio", _P_RATIO_T), ("starved", _P_STARVED_T)):
             if head in self.index:
                 plan[pos] = _TRANSFORM_CODES[self.heads[head].transform]
+        for k, head in enumerate(LATENCY_HEADS):
+            plan[_P_LATENCY + 2 * k] = self.index.get(head, -1)
+            if head in self.index:
+                plan[_P_LATENCY + 2 * k + 1] = _TRANSFORM_CODES[self.heads[head].transform]
         plan[_P_SERVED] = int(self.ratio_base == "served")
         columns = {n: i for i, n in enumerate(self.feature_names)}
         for pos, name in ((_P_TOTAL_RATE, "total_rate_rps"), (_P_INPUT_MEAN, "input_mean"),
@@ -223,8 +234,8 @@ class TreeModel:
         return array(raw) if isinstance(raw, np.ndarray) else scalar(raw)
 
     def outcomes(self, X: np.ndarray, output_len_scale: float) -> np.ndarray:
-        """(throughput_tps, offered_tps, starved 0/1, mean_itl_ms or NaN) per feature row, shape (rows, 4);
-        a 1-D row gives four values. Throughput is the ratio head x the ``ratio_base``, capped at the
+        """(throughput_tps, offered_tps, starved 0/1, then each of ``LATENCY_HEADS``' values or NaN where
+        the model lacks the head) per feature row, shape (rows, 7); a 1-D row gives seven values. Throughput is the ratio head x the ``ratio_base``, capped at the
         expected offered load; without a starved head, starved means under 90 % of it."""
         if not self._decodable:
             raise InputError("model", "this model's features lack total_rate_rps, input_mean, output_mean or "

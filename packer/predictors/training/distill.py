@@ -1,4 +1,5 @@
-"""Distillation: each chosen big model becomes one decision tree per head.
+"""Distillation: each chosen big model becomes one decision tree per head (the latency heads' trees on
+their own rows, ``labels.Labels.rows``; the TTFT heads' extra rows only those the teacher calls not starved).
 
 ``DecisionTreeRegressor`` / ``DecisionTreeClassifier`` with ``max_leaf_nodes`` in ``leaf_grid``, fitted
 on the training rows alone or on the training rows plus ``extra_rows`` freshly sampled queries (no twin
@@ -19,7 +20,7 @@ from ..features import features_many
 from ..tree_export import head_from_sklearn
 from ..tree_model import Head
 from .fit import BigModels, proba
-from .labels import Labels
+from .labels import NOT_STARVED_ONLY, Labels
 from .scores import f1, mare, throughput_mare
 from .spec import SweepSpec, sample_query
 
@@ -46,8 +47,7 @@ def distill(big: BigModels, lab: Labels, spec: SweepSpec, extra_rows: int, leaf_
     """The distilled tree of each head (as model heads) and the distillation's report."""
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-    X, tr, va, starved, itl = lab.X, lab.train, lab.val, lab.starved, lab.itl
-    tr_i, va_i = lab.train_itl, lab.val_itl
+    X, tr, va, starved = lab.X, lab.train, lab.val, lab.starved
     t0 = time.perf_counter()
     Xe = extra_features(spec, extra_rows, seed) if extra_rows > 0 else np.empty((0, X.shape[1]))
     report: dict[str, Any] = {"extra_rows": int(len(Xe)), "extra_seconds": time.perf_counter() - t0}
@@ -60,12 +60,16 @@ def distill(big: BigModels, lab: Labels, spec: SweepSpec, extra_rows: int, leaf_
     X_aug = np.vstack([X[tr], Xe])
     teacher_ratio = ratio_target(big.ratio(X_aug))
     teacher_p = big.starved_p(X_aug)
-    teacher_itl = np.log(big.itl(X_aug))
-    X_aug_itl = np.vstack([X[tr_i], Xe])
-    teacher_itl_aug = np.concatenate([np.log(big.itl(X[tr_i])), teacher_itl[len(tr):]])
+    latency: dict[str, tuple] = {}  # head -> (its training rows, its validation rows, X, teacher's log)
+    for head in big.latency_heads:
+        tr_h = lab.rows(head, "train")
+        # the TTFT heads learn not-starved GPUs: the extra rows the teacher calls starved are left out
+        Xe_h = Xe[teacher_p[len(tr):] <= 0.5] if head in NOT_STARVED_ONLY else Xe
+        X_h = np.vstack([X[tr_h], Xe_h])
+        latency[head] = (tr_h, lab.rows(head, "val"), X_h, np.log(big.latency(head, X_h)))
 
     trees: dict[str, tuple] = {}
-    scores: dict[str, dict] = {"ratio": {}, "starved": {}, "itl": {}}
+    scores: dict[str, dict] = {"ratio": {}, "starved": {}, **{h: {} for h in latency}}
     for L in leaf_grid:
         for vname, (Xf, yf) in {"labels": (X[tr], ratio_target(lab.ratio[tr])),
                                 "teacher+extra": (X_aug, teacher_ratio)}.items():
@@ -90,21 +94,23 @@ def distill(big: BigModels, lab: Labels, spec: SweepSpec, extra_rows: int, leaf_
             scores["starved"][f"{L}/{vname}"] = score
             if "starved" not in trees or score > trees["starved"][0]:
                 trees["starved"] = (score, f"{L}/{vname}", dt)
-        for vname, (Xf, yf) in {"labels": (X[tr_i], np.log(itl[tr_i])),
-                                "teacher+extra": (X_aug_itl, teacher_itl_aug)}.items():
-            dt = DecisionTreeRegressor(max_leaf_nodes=L, min_samples_leaf=3, random_state=seed).fit(Xf, yf)
-            score = mare(np.exp(dt.predict(X[va_i])), itl[va_i])
-            scores["itl"][f"{L}/{vname}"] = score
-            if "itl" not in trees or score < trees["itl"][0]:
-                trees["itl"] = (score, f"{L}/{vname}", dt)
-        say(f"    {L:4d} leaves: ratio MARE {min(v for k, v in scores['ratio'].items() if k.startswith(f'{L}/')):.4f}"
-            f"  starved F1 {max(v for k, v in scores['starved'].items() if k.startswith(f'{L}/')):.4f}"
-            f"  itl MARE {min(v for k, v in scores['itl'].items() if k.startswith(f'{L}/')):.4f}")
+        for head, (tr_h, va_h, X_h, teacher) in latency.items():
+            y = lab.latency[head]
+            for vname, (Xf, yf) in {"labels": (X[tr_h], np.log(y[tr_h])), "teacher+extra": (X_h, teacher)}.items():
+                dt = DecisionTreeRegressor(max_leaf_nodes=L, min_samples_leaf=3, random_state=seed).fit(Xf, yf)
+                score = mare(np.exp(dt.predict(X[va_h])), y[va_h])
+                scores[head][f"{L}/{vname}"] = score
+                if head not in trees or score < trees[head][0]:
+                    trees[head] = (score, f"{L}/{vname}", dt)
+        best = {h: (min if h != "starved" else max)(v for k, v in scores[h].items() if k.startswith(f"{L}/"))
+                for h in scores}
+        say(f"    {L:4d} leaves: ratio MARE {best['ratio']:.4f}  starved F1 {best['starved']:.4f}"
+            + "".join(f"  {h} MARE {best[h]:.4f}" for h in latency))
     report.update({"validation": scores, "chosen": {h: trees[h][1] for h in trees},
                    "seconds": time.perf_counter() - t0})
     heads = {
         "ratio": head_from_sklearn(trees["ratio"][2], "exp" if log_ratio else "identity"),
         "starved": head_from_sklearn(trees["starved"][2]),
-        "itl": head_from_sklearn(trees["itl"][2], "exp"),
+        **{h: head_from_sklearn(trees[h][2], "exp") for h in latency},
     }
     return heads, report

@@ -18,7 +18,7 @@ from ..tree_io import save_model
 from ..tree_model import Head, TreeModel
 from .fit import BigModels, require_sklearn
 from .labels import Labels
-from .scores import scores_on_test
+from .scores import latency_predictions, score_line, scores_on_test
 
 __all__ = ["predictor_model", "export_forest"]
 
@@ -39,7 +39,7 @@ def export_forest(big: BigModels, lab: Labels, seed: int, n_jobs: int, n_trees: 
     ens, _ = require_sklearn()
     capped = {"random_forest": (ens.RandomForestRegressor, ens.RandomForestClassifier, 0.5),
               "extra_trees": (ens.ExtraTreesRegressor, ens.ExtraTreesClassifier, 0.7)}
-    X, tr, tr_i = lab.X, lab.train, lab.train_itl
+    X, tr = lab.X, lab.train
 
     def export(head: str, transform: str, rows, y, classify: bool) -> Head:
         family = big.best[head][1].split("/")[0]
@@ -57,13 +57,13 @@ def export_forest(big: BigModels, lab: Labels, seed: int, n_jobs: int, n_trees: 
         "ratio": export("ratio", "exp" if log_ratio else "identity", tr,
                         np.log(np.maximum(lab.ratio[tr], 1e-4)) if log_ratio else lab.ratio[tr], False),
         "starved": export("starved", "identity", tr, lab.starved[tr], True),
-        "itl": export("itl", "exp", tr_i, np.log(lab.itl[tr_i]), False),
+        **{h: export(h, "exp", lab.rows(h, "train"), np.log(lab.latency[h][lab.rows(h, "train")]), False)
+           for h in big.latency_heads},
     }
     model = predictor_model(prof, heads, "forest")
     o = model.predict_batch(X[lab.test])
-    scores = scores_on_test(lab, o["ratio"], o["starved"] > 0.5, model.predict_batch(X[lab.test_itl])["itl"])
-    say(f"  test  forest: throughput MARE {scores['throughput_mare']:.4f}  starved F1 {scores['starved_f1']:.4f}"
-        f"  itl MARE {scores['itl_mare']:.4f}")
+    scores = scores_on_test(lab, o["ratio"], o["starved"] > 0.5, latency_predictions(model, lab))
+    say(f"  test  forest: {score_line(scores)}")
     rep = {"families": {h: big.best[h][1] for h in big.best}, "capped_trees": n_trees, "capped_depth": depth,
            "capped_min_leaf": forest_min_leaf, "test": scores, "sizes": model.sizes(), "out_path": str(out)}
     model.training = {"profile": prof.name, "forest": rep, "domain": domain}

@@ -1,7 +1,8 @@
 """Fitting the big models: scikit-learn candidates (random forest, extra trees, histogram gradient
-boosting) for the three heads, each kept by its validation score: ``ratio`` (fitted on the ratio and on
-its log; scored by the throughput's MARE), ``starved`` (classifiers; scored by F1) and ``itl`` (log mean
-inter-token latency; scored by MARE). scikit-learn is needed only here and by the modules that use
+boosting) for every head, each kept by its validation score: ``ratio`` (fitted on the ratio and on
+its log; scored by the throughput's MARE), ``starved`` (classifiers; scored by F1) and the latency heads
+the sweep has (``itl``, ``ttft_mean``, ``ttft_p99``, ``ttft_worst_p99``: the log of the latency on its
+rows, ``labels.Labels.rows``; scored by MARE). scikit-learn is needed only here and by the modules that use
 these models, not by the predictors."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from ...errors import InputError
+from ..tree_model import LATENCY_HEADS
 from .labels import Labels
 from .scores import f1, mare, throughput_mare
 
@@ -88,9 +90,18 @@ class BigModels:
         """The chosen starvation classifier's probability."""
         return proba(self.best["starved"][2], X)
 
+    def latency(self, head: str, X: np.ndarray) -> np.ndarray:
+        """The chosen model's latency (ms) of latency head ``head``."""
+        return np.exp(self.best[head][2].predict(X))
+
     def itl(self, X: np.ndarray) -> np.ndarray:
         """The chosen ITL model's mean inter-token latency (ms)."""
-        return np.exp(self.best["itl"][2].predict(X))
+        return self.latency("itl", X)
+
+    @property
+    def latency_heads(self) -> tuple[str, ...]:
+        """The latency heads fitted, in ``LATENCY_HEADS`` order."""
+        return tuple(h for h in LATENCY_HEADS if h in self.best)
 
 
 def fit_big_models(lab: Labels, seed: int, n_jobs: int, candidates: Iterable[str] | None,
@@ -100,7 +111,7 @@ def fit_big_models(lab: Labels, seed: int, n_jobs: int, candidates: Iterable[str
     regs, clss = regressors(seed, n_jobs), classifiers(seed, n_jobs)
     names = list(candidates) if candidates is not None else list(regs)
     X, tr, va = lab.X, lab.train, lab.val
-    cand: dict[str, Any] = {"ratio": {}, "starved": {}, "itl": {}}
+    cand: dict[str, Any] = {"ratio": {}, "starved": {}}
     best: dict[str, Any] = {}
 
     for name in names:
@@ -125,14 +136,16 @@ def fit_big_models(lab: Labels, seed: int, n_jobs: int, candidates: Iterable[str
         say(f"  starved {name:24s} validation F1 {score:.4f}")
         if "starved" not in best or score > best["starved"][0]:
             best["starved"] = (score, name, m, "proba")
-    tr_i, va_i = lab.train_itl, lab.val_itl
-    for name in names:
-        t0 = time.perf_counter()
-        m = regs[name]()
-        m.fit(X[tr_i], np.log(lab.itl[tr_i]))
-        score = mare(np.exp(m.predict(X[va_i])), lab.itl[va_i])
-        cand["itl"][name] = {"validation_mare": score, "fit_seconds": time.perf_counter() - t0}
-        say(f"  itl     {name:24s} validation MARE {score:.4f}")
-        if "itl" not in best or score < best["itl"][0]:
-            best["itl"] = (score, name, m, "log")
+    for head in lab.latency_heads():
+        tr_h, va_h, y = lab.rows(head, "train"), lab.rows(head, "val"), lab.latency[head]
+        cand[head] = {}
+        for name in names:
+            t0 = time.perf_counter()
+            m = regs[name]()
+            m.fit(X[tr_h], np.log(y[tr_h]))
+            score = mare(np.exp(m.predict(X[va_h])), y[va_h])
+            cand[head][name] = {"validation_mare": score, "fit_seconds": time.perf_counter() - t0}
+            say(f"  {head:7s} {name:24s} validation MARE {score:.4f}")
+            if head not in best or score < best[head][0]:
+                best[head] = (score, name, m, "log")
     return BigModels(best, cand)

@@ -1,5 +1,12 @@
-"""What the models learn from a sweep: the targets of the three heads, the bases the throughput
-ratio is taken against, and the train / validation / test split (70 / 15 / 15 %, by sample, seeded).
+"""What the models learn from a sweep: the targets of the heads, the bases the throughput ratio is
+taken against, and the train / validation / test split (70 / 15 / 15 %, by sample, seeded).
+
+The latency heads (``tree_model.LATENCY_HEADS``) learn the log of a twin latency: ``itl`` on every row
+with a positive mean ITL; the TTFT heads (``ttft_mean``, ``ttft_p99``, ``ttft_worst_p99``) only on the rows
+the twin does not call starved: a starved GPU's TTFT grows with the run's length (its queue), and the
+capacity model refuses such a GPU before it reads a latency. Replicated samples learn the mean ITL over
+their runs (``replicates.consensus_labels``) but the first run's TTFTs (replicates record none). A sweep without a latency's column (one
+written before it) gives no rows for that head, which is then not trained.
 
 The ``ratio`` head learns the twin's throughput / min(offered as the twin drew it, the fluid model's
 capacity); the predictor multiplies it by min(the expected offered load, that capacity)
@@ -16,8 +23,11 @@ import numpy as np
 
 from ...profile import Profile
 from ..features import FEATURE_NAMES, expected_offered, served_base
+from ..tree_model import LATENCY_HEADS
 
-__all__ = ["Labels", "make_labels"]
+__all__ = ["Labels", "make_labels", "NOT_STARVED_ONLY"]
+
+NOT_STARVED_ONLY = ("ttft_mean", "ttft_p99", "ttft_worst_p99")  # latency heads learned on not-starved rows
 
 
 @dataclass(frozen=True)
@@ -41,21 +51,18 @@ class Labels:
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    latency: dict[str, np.ndarray]  # latency head -> its values (ms), per row
+    has_latency: dict[str, np.ndarray]  # latency head -> whether the row is one the head learns from
 
-    @property
-    def train_itl(self) -> np.ndarray:
-        """Training rows with an ITL."""
-        return self.train[self.has_itl[self.train]]
+    def latency_heads(self) -> tuple[str, ...]:
+        """The latency heads this sweep can train and score: rows with the value in every split."""
+        return tuple(h for h in LATENCY_HEADS
+                     if all(np.any(self.has_latency[h][idx]) for idx in (self.train, self.val, self.test)))
 
-    @property
-    def val_itl(self) -> np.ndarray:
-        """Validation rows with an ITL."""
-        return self.val[self.has_itl[self.val]]
-
-    @property
-    def test_itl(self) -> np.ndarray:
-        """Test rows with an ITL."""
-        return self.test[self.has_itl[self.test]]
+    def rows(self, head: str, split: str) -> np.ndarray:
+        """The rows of ``split`` (``train``, ``val``, ``test``) latency head ``head`` learns from."""
+        idx = getattr(self, split)
+        return idx[self.has_latency[head][idx]]
 
 
 def make_labels(ds: dict[str, np.ndarray], prof: Profile, seed: int) -> Labels:
@@ -72,6 +79,13 @@ def make_labels(ds: dict[str, np.ndarray], prof: Profile, seed: int) -> Labels:
     base_drawn = np.where(lf > 1.0, np.minimum(twin_off, base), twin_off)
     ratio = np.where(ok, thr / np.where(ok, base_drawn, 1.0), np.nan)  # throughput / min(drawn offered, capacity)
     itl = ds["mean_itl_ms"]
+    starved = ds["starved"].astype(bool)
+    latency, has = {}, {}
+    for head, column in LATENCY_HEADS.items():
+        v = ds[column] if column in ds else np.full(len(X), np.nan)
+        latency[head] = v
+        has[head] = np.isfinite(v) & (v > 0) & ((~starved) if head in NOT_STARVED_ONLY else True)
     return Labels(X=X, thr=thr, twin_off=twin_off, offered=off, base=base, base_drawn=base_drawn, ratio=ratio,
-                  starved=ds["starved"].astype(bool), itl=itl, has_itl=np.isfinite(itl) & (itl > 0), usable=idx,
-                  train=np.sort(perm[:n_tr]), val=np.sort(perm[n_tr:n_tr + n_va]), test=np.sort(perm[n_tr + n_va:]))
+                  starved=starved, itl=itl, has_itl=has["itl"], usable=idx,
+                  train=np.sort(perm[:n_tr]), val=np.sort(perm[n_tr:n_tr + n_va]), test=np.sort(perm[n_tr + n_va:]),
+                  latency=latency, has_latency=has)

@@ -5,7 +5,7 @@ twin sweep and exports them (``tree`` and ``forest``).
    replicated sample's outcome over all its runs (``replicates.consensus_labels``: mean throughput,
    majority ``starved``), so the models learn the twin's expected outcome rather than one run's luck;
 2. makes the targets and the train / validation / test split (``labels.py``);
-3. fits the scikit-learn candidates of the three heads and keeps the best on the validation split
+3. fits the scikit-learn candidates of every head (the latency heads the sweep has columns for) and keeps the best on the validation split
    (``fit.py``);
 4. distils each chosen model into one decision tree (``distill.py``);
 5. scores the big models and the trees on the test split (``scores.py``) and writes the tree model
@@ -35,7 +35,7 @@ from .export import export_forest, predictor_model
 from .fit import fit_big_models, require_sklearn
 from .labels import make_labels
 from .replicates import consensus_labels
-from .scores import mare, scores_on_test
+from .scores import latency_predictions, mare, score_line, scores_on_test
 from .spec import SweepSpec
 from .store import load_dataset
 
@@ -105,16 +105,14 @@ def _train(dataset_dir, profile, out_path, seed, *, forest_out, leaf_grid, extra
     heads, report["distillation"] = distill(big, lab, spec, extra_rows, leaf_grid, seed, say)
     model = predictor_model(prof, heads, "tree")
 
-    X, te_i = lab.X, lab.test_itl
-    full_test = scores_on_test(lab, big.ratio(X[te]), big.starved_p(X[te]) > 0.5, big.itl(X[te_i]))
+    X = lab.X
+    full_test = scores_on_test(lab, big.ratio(X[te]), big.starved_p(X[te]) > 0.5, latency_predictions(big, lab))
     tree_out = model.predict_batch(X[te])
-    tree_test = scores_on_test(lab, tree_out["ratio"], tree_out["starved"] > 0.5, model.predict_batch(X[te_i])["itl"])
+    tree_test = scores_on_test(lab, tree_out["ratio"], tree_out["starved"] > 0.5, latency_predictions(model, lab))
     report["test"] = {"full": full_test, "tree": tree_test}
     report["tree"] = model.sizes()
-    say(f"  test  full : throughput MARE {full_test['throughput_mare']:.4f}  starved F1 {full_test['starved_f1']:.4f}"
-        f"  itl MARE {full_test['itl_mare']:.4f}")
-    say(f"  test  tree : throughput MARE {tree_test['throughput_mare']:.4f}  starved F1 {tree_test['starved_f1']:.4f}"
-        f"  itl MARE {tree_test['itl_mare']:.4f}")
+    say(f"  test  full : {score_line(full_test)}")
+    say(f"  test  tree : {score_line(tree_test)}")
 
     if forest_out is not None:
         report["forest"] = export_forest(big, lab, seed, n_jobs, forest_trees, forest_depth, prof, domain,

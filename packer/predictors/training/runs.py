@@ -42,12 +42,14 @@ def run_query(query: GpuQuery, duration_s: float, seed: int, warmup_s: float = 0
     if r.memory_error:
         return dict(throughput_tps=nan, offered_tps=offered, twin_offered_tps=nan, throughput_ratio=nan,
                     twin_throughput_ratio=nan, mean_itl_ms=nan, mean_ttft_ms=nan, p99_ttft_ms=nan,
+                    worst_adapter_p99_ttft_ms=nan,
                     twin_wall_s=time.perf_counter() - t0,
                     starved=False, starved_by_throughput=False, queue_diverging=False, memory_error=True)
     return dict(throughput_tps=r.throughput_tps, offered_tps=offered, twin_offered_tps=r.offered_tps,
                 throughput_ratio=r.throughput_tps / offered if offered > 0 else nan,
                 twin_throughput_ratio=r.throughput_ratio,
                 mean_itl_ms=r.mean_itl_ms, mean_ttft_ms=r.mean_ttft_ms, p99_ttft_ms=r.p99_ttft_ms,
+                worst_adapter_p99_ttft_ms=r.worst_adapter_p99_ttft_ms,
                 twin_wall_s=time.perf_counter() - t0, starved=bool(r.starved),
                 starved_by_throughput=bool(r.starved_by_throughput), queue_diverging=bool(r.queue_diverging),
                 memory_error=False)

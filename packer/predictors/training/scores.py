@@ -8,7 +8,7 @@ from ..base import KEEP_UP_RATIO
 from ..features import FEATURE_NAMES
 from .labels import Labels
 
-__all__ = ["mare", "f1", "throughput_mare", "scores_on_test"]
+__all__ = ["mare", "f1", "throughput_mare", "scores_on_test", "latency_predictions", "score_line"]
 
 
 def mare(pred: np.ndarray, true: np.ndarray) -> float:
@@ -32,8 +32,9 @@ def throughput_mare(lab: Labels, pred_ratio: np.ndarray, rows: np.ndarray) -> fl
 
 
 def scores_on_test(lab: Labels, ratio_pred: np.ndarray, starved_pred: np.ndarray,
-                   itl_pred: np.ndarray) -> dict[str, float]:
-    """Scores on the test split (``itl_pred`` on its rows with an ITL). ``throughput_mare`` compares
+                   latency_pred: dict[str, np.ndarray]) -> dict[str, float]:
+    """Scores on the test split (``latency_pred[head]`` on the head's test rows, ``Labels.rows``: each
+    latency head's MARE as ``<head>_mare``). ``throughput_mare`` compares
     the prediction (from the query alone) with one seeded twin run, so it includes the run's own
     sampling noise; ``throughput_mare_given_arrivals`` scales the predicted ratio by the load the run
     actually drew instead (the predictor's modelling error)."""
@@ -62,4 +63,19 @@ def scores_on_test(lab: Labels, ratio_pred: np.ndarray, starved_pred: np.ndarray
             "starved_f1": f1(starved_pred, starved), "starved_accuracy": float(np.mean(starved_pred == starved)),
             "starved_f1_poisson": f1(starved_pred[~bursty], starved[~bursty]),
             "starved_f1_bursty": f1(starved_pred[bursty], starved[bursty]),
-            "itl_mare": mare(itl_pred, lab.itl[lab.test_itl])}
+            **{f"{h}_mare": mare(p, lab.latency[h][lab.rows(h, "test")]) for h, p in latency_pred.items()}}
+
+
+def latency_predictions(model, lab: Labels) -> dict[str, np.ndarray]:
+    """A model's (``TreeModel`` or ``fit.BigModels``) latency heads on each head's test rows."""
+    X = lab.X
+    if hasattr(model, "predict_batch"):
+        return {h: model.predict_batch(X[lab.rows(h, "test")])[h] for h in model.latency_heads}
+    return {h: model.latency(h, X[lab.rows(h, "test")]) for h in model.latency_heads}
+
+
+def score_line(scores: dict[str, float]) -> str:
+    """The printed summary of ``scores_on_test``: throughput MARE, starved F1, each latency head's MARE."""
+    lat = "".join(f"  {k.removesuffix('_mare')} MARE {v:.4f}" for k, v in scores.items()
+                  if k.endswith("_mare") and not k.startswith("throughput"))
+    return f"throughput MARE {scores['throughput_mare']:.4f}  starved F1 {scores['starved_f1']:.4f}{lat}"

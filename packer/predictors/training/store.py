@@ -13,7 +13,9 @@ its sample range is kept, so an interrupted run resumes. Chunk columns (one row 
   ``twin_offered_tps`` (what the twin drew), ``throughput_ratio`` (throughput_tps / offered_tps),
   ``twin_throughput_ratio`` (throughput_tps / twin_offered_tps, the twin's own ratio),
   ``starved``, ``starved_by_throughput``, ``queue_diverging``, ``memory_error`` (bool),
-  ``mean_itl_ms``, ``mean_ttft_ms``, ``p99_ttft_ms`` (NaN where the twin reports none),
+  ``mean_itl_ms``, ``mean_ttft_ms``, ``p99_ttft_ms``, ``worst_adapter_p99_ttft_ms`` (the worst adapter's
+  p99 TTFT; not in sweeps written before it: a column missing from any chunk is left out; NaN where the
+  twin reports none),
   ``twin_wall_s``;
 - the query: ``adapter_offsets`` (int64, rows + 1) into ``adapter_ranks`` (int32) and
   ``adapter_rates`` (float64), and ``query_json`` (fixed-width unicode: profile, server, lengths,
@@ -49,7 +51,7 @@ __all__ = ["FLOAT_COLS", "BOOL_COLS", "chunk_path", "replicate_path", "chunk_ok"
            "claim_directory", "query_columns", "query_from_dataset", "load_dataset"]
 
 FLOAT_COLS = ("throughput_tps", "offered_tps", "twin_offered_tps", "throughput_ratio", "twin_throughput_ratio",
-              "mean_itl_ms", "mean_ttft_ms", "p99_ttft_ms", "twin_wall_s")
+              "mean_itl_ms", "mean_ttft_ms", "p99_ttft_ms", "worst_adapter_p99_ttft_ms", "twin_wall_s")
 BOOL_COLS = ("starved", "starved_by_throughput", "queue_diverging", "memory_error")
 
 
@@ -150,7 +152,8 @@ def load_dataset(directory: str | os.PathLike, recompute_features: bool | None =
         raise InputError("dataset", f"{d} mixes chunks of different sweeps ({', '.join(sorted(fps))})")
     out: dict[str, np.ndarray] = {}
     per_row = [k for k in parts[0] if k not in ("feature_names", "features_code", "spec_json", "fingerprint",
-                                                 "adapter_offsets", "adapter_ranks", "adapter_rates")]
+                                                 "adapter_offsets", "adapter_ranks", "adapter_rates")
+               and all(k in p for p in parts)]  # a column added since some chunks were written is left out
     for k in per_row:
         out[k] = np.concatenate([p[k] for p in parts])
     out["adapter_ranks"] = np.concatenate([p["adapter_ranks"] for p in parts])
