@@ -27,6 +27,7 @@ from .solvers.base import (Assignment, Objective, PlacementProblem, SolveStatus,
                            make_items, utilisation)
 from .capacity import build_capacity_model
 from .model import rank_class
+from .solvers.replan import items_with_plan_splits as _plan_items
 from .solvers.replan import replan as _replan_bins
 from .solvers.replan import replan_exact as _replan_exact
 from .solvers.split import split_lower_bound
@@ -290,17 +291,12 @@ def _current_plan(current: Any, max_moves: Any, wl: PlacementWorkload, obj: Obje
 
 def _replan(problem: PlacementProblem, plan: LoadedPlan, max_moves: int | None,
             solver: str = "greedy") -> tuple[PlacementProblem, Assignment, list, tuple[int | None, ...]]:
-    """Map the plan onto the problem's items (an adapter's replicas onto its current GPUs, in order;
-    extra replicas are new), re-plan (greedy; then exactly with ``solver`` "cpsat" or "milp"), and drop
+    """Map the plan onto the problem's items (``replan.items_with_plan_splits``: an adapter the plan splits
+    keeps the plan's shares; otherwise its replicas go onto its current GPUs, in order, extra replicas
+    are new), re-plan (greedy; then exactly with ``solver`` "cpsat" or "milp"), and drop
     the GPUs left empty."""
-    where = {aid: [g for g, _ in gs] for aid, gs in plan.placement().items()}
-    taken: dict[str, int] = {}
-    home: list[int | None] = []
-    for it in problem.items:
-        k = taken.get(it.adapter_id, 0)
-        gs = where.get(it.adapter_id, [])
-        home.append(gs[k] if k < len(gs) else None)
-        taken[it.adapter_id] = k + 1
+    items, home = _plan_items(problem, plan.placement())
+    problem = dataclasses.replace(problem, items=items)
     t, started = time.perf_counter(), time.monotonic()
     r = _replan_bins(problem, home, len(plan.gpus), max_moves)
     phases = {"replan": time.perf_counter() - t}

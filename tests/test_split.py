@@ -180,3 +180,21 @@ def test_cli_bad_min_share_is_one_line(env, tmp_path, args, needle):
     out = cli(env, "solve", str(path), *args)
     assert out.returncode == 2 and out.stdout == "" and len(out.stderr.strip().splitlines()) == 1
     assert needle in out.stderr
+
+
+def test_replanning_an_uneven_split_plan_keeps_its_shares(tmp_path):
+    wl = hot_workload(3)
+    old = packer.solve(wl, solver="greedy-split", predictor=fast_twin(), workers=1, verify=False)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(old.to_dict()))
+    same = packer.solve(wl, predictor=fast_twin(), workers=1, verify=False, current=str(path))
+    assert same.replan.moves == () and same.num_gpus == old.num_gpus
+    assert same.placement() == old.placement()  # the uneven shares are kept, not re-cut into equal replicas
+    grown = {**wl, "adapters": [{**a, "rate": a["rate"] * 1.05} for a in wl["adapters"]]}
+    r = packer.solve(grown, predictor=fast_twin(), workers=1, verify=False, current=str(path))
+    rates = {a["id"]: a["rate"] for a in grown["adapters"]}
+    for aid, where in r.placement().items():
+        assert sum(s for _, s in where) == pytest.approx(1.0)
+        served = sum(a.rate for g in r.gpus for a in g.adapters if a.id == aid)
+        assert served == pytest.approx(rates[aid], rel=1e-9)
+    assert len(r.replan.moves) < len(wl["adapters"])

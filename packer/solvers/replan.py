@@ -8,6 +8,11 @@ adapters instead (each keeps at least half its load there; the rest is a new rep
 new server) until it fits; only where that does not suffice does it move more.
 GPUs left empty are dropped by the caller.
 
+``items_with_plan_splits`` maps the deployed plan onto the new workload's items first: an adapter the
+plan splits keeps the plan's shares (uneven ones too, as ``greedy-split`` chose them) at its new rate,
+each share's home its GPU in the plan, where every share still fits one GPU alone; other adapters'
+items (and their replicas) map onto their GPUs in order, extra replicas are new.
+
 ``replan_exact`` solves the same question exactly with ``cpsat`` or ``milp`` (``packer.solvers.exact``,
 see ``exact.moves``): fewest GPUs first, then fewest moves, at most ``max_moves`` moves, starting from
 the greedy re-plan. It moves whole adapters only: where ``max_moves`` admits no such placement it
@@ -21,9 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .base import LOAD_UNIT, Item, PlacementProblem, SolveStatus, bin_config
+from .base import LOAD_UNIT, Item, PlacementProblem, SolveStatus, bin_config, capacity_units, load_units
 
-__all__ = ["Replan", "replan", "replan_exact", "ExactReplan"]
+__all__ = ["Replan", "replan", "replan_exact", "ExactReplan", "items_with_plan_splits"]
 
 
 @dataclass(frozen=True)
@@ -225,4 +230,47 @@ def _homes_kept(problem: PlacementProblem, home: Sequence[int | None], bins: Seq
         left = [h for h in homes if h not in {gpu_of[i] for i in kept}]
         for i in members:
             out[i] = gpu_of[i] if i in kept else (left.pop(0) if left else None)
+    return out
+
+
+def items_with_plan_splits(problem: PlacementProblem, placement: dict[str, Sequence[tuple[int, float]]]
+                           ) -> tuple[tuple[Item, ...], tuple[int | None, ...]]:
+    """The items to re-plan and each one's GPU in the current plan (``placement``: adapter id ->
+    [(GPU, share)]; see the module docstring), sorted as ``make_items`` sorts them."""
+    by_adapter: dict[str, list[Item]] = {}
+    for it in problem.items:
+        by_adapter.setdefault(it.adapter_id, []).append(it)
+    items: list[Item] = []
+    home: list[int | None] = []
+    for aid, its in by_adapter.items():
+        gs = list(placement.get(aid, ()))
+        kept = _plan_shares(problem, its, gs) if len(gs) > 1 else None
+        if kept is not None:
+            items += kept
+            home += [g for g, _ in gs]
+        else:
+            items += its
+            home += [gs[k][0] if k < len(gs) else None for k in range(len(its))]
+    order = sorted(range(len(items)), key=lambda i: (-items[i].units, -items[i].rank, items[i].adapter_id, i))
+    return tuple(items[i] for i in order), tuple(home[i] for i in order)
+
+
+def _plan_shares(problem: PlacementProblem, its: list[Item], gs: list[tuple[int, float]]) -> list[Item] | None:
+    """The adapter of items ``its`` split as the plan splits it (shares ``gs``) at its new rate, or None
+    where a share would not fit one GPU alone."""
+    rate, load, first = sum(it.rate for it in its), sum(it.load_tps for it in its), its[0]
+    total = sum(s for _, s in gs)
+    single = capacity_units(problem.capacity.max_single_load(first.rank))
+    out: list[Item] = []
+    for j, (_, s) in enumerate(gs):
+        if j < len(gs) - 1:
+            f = s / total
+            r, lt = rate * f, load * f
+        else:  # the last share takes what is left, so rates and shares sum exactly to the adapter's
+            f = 1.0 - sum(it.share for it in out)
+            r, lt = rate - sum(it.rate for it in out), load - sum(it.load_tps for it in out)
+        it = Item.of(first.adapter_id, first.rank, r, f, lt)
+        if load_units(it.load_tps) > single:
+            return None
+        out.append(it)
     return out
