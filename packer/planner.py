@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .errors import InputError
 from .model import PlacementWorkload, check_placement_load, parse_model
 from .predictors.base import GpuQuery, Prediction, Predictor, get_predictor
-from .predictors.slo import SloPredictor, check_slo, missing_metrics
+from .predictors.slo import SloPredictor, check_slo, missing_metrics, predicted_field
 from .predictors.twin import TwinPredictor
 from .profile import load_profile
 from .solvers import bounds as _bounds
@@ -219,8 +219,11 @@ def _with_slo(wl: PlacementWorkload, pred: Predictor, twin: Predictor | None, se
         if missing:
             base = twin if isinstance(twin, TwinPredictor) else TwinPredictor(
                 seed=seed, workers=workers, executor=executor, ray_address=ray_address)
-            note = (f"the {pred.name} predictor does not predict {', '.join(missing)}: the capacity model for the "
-                    f"SLO is measured with the twin")
+            why = pred.withheld(wl.profile)
+            reasons = "".join(f" ({m}: {why[predicted_field(wl.slo, m)]})" for m in missing
+                              if predicted_field(wl.slo, m) in why)
+            note = (f"the {pred.name} predictor does not predict {', '.join(missing)}{reasons}: the capacity model "
+                    f"for the SLO is measured with the twin")
             same = twin is pred
             pred = base
             if same:

@@ -486,7 +486,9 @@ def test_train_exports_a_working_model(tmp_path):
     # the latency heads: every one trained (the TTFT ones on not-starved runs) and answered on both paths
     assert set(m.latency_heads) == set(f.latency_heads) == {"itl", "ttft_mean", "ttft_p99", "ttft_worst_p99"}
     assert all(f"{h}_mare" in rep["test"]["tree"] for h in m.latency_heads)
-    light = many[0]
+    ungated = get_predictor("tree", model=tmp_path / "m.json", latency_gate=1e9)  # every head, however inaccurate
+    light = ungated.predict(qs[0])
+    assert ungated.predict_many(qs[:1]) == [light]
     assert 0 < light.mean_ttft_ms <= light.p99_ttft_ms * 1.5 and light.worst_adapter_p99_ttft_ms > 0
     assert light.mean_itl_ms > 0
     x = F.features_many(qs[:1])[0]
@@ -499,9 +501,19 @@ def test_train_exports_a_working_model(tmp_path):
 
     wl = {"profile": LLAMA, "lengths": {"input_mean": 222.7, "output_mean": 196.1}, "slo": {"ttft_p99_ms": 2000},
           "adapters": [{"id": f"a{i}", "rank": 8, "rate": 0.5 + i} for i in range(4)]}
-    r = packer.solve(wl, predictor=p, verify=False, executor="serial")
+    r = packer.solve(wl, predictor=ungated, verify=False, executor="serial")
     assert r.predictor == "tree" and not any("does not predict" in w for w in r.warnings)
     assert all(c.predicted_ms is not None for g in r.gpus for c in g.slo)
+    # the accuracy gate: a head whose test error exceeds it is withheld, and the SLO goes to the twin, saying why
+    err = load_model(tmp_path / "m.json").latency_test_mare("ttft_p99")
+    gate = get_predictor("tree", model=tmp_path / "m.json", latency_gate=err * 0.99)
+    assert gate.predict(qs[0]).p99_ttft_ms is None and gate.predict(qs[0]).mean_itl_ms == light.mean_itl_ms
+    assert "p99_ttft_ms" in gate.withheld(LLAMA) and gate.describe() != ungated.describe()
+    r = packer.solve(wl, predictor=gate, verify=False, executor="serial")
+    assert r.predictor == "twin"
+    assert any("does not predict ttft_p99_ms (ttft_p99_ms: its ttft_p99 head's test error" in w for w in r.warnings)
+    with pytest.raises(InputError, match="latency_gate"):
+        get_predictor("tree", latency_gate=0)
 
 
 # ---- the predictors -------------------------------------------------------------------------------

@@ -135,6 +135,11 @@ class Predictor(ABC):
         """Every setting that changes this predictor's answers, with its ``name``: the capacity model's
         on-disk cache is keyed on it, so a backend that leaves one out gets stale tables."""
 
+    def withheld(self, profile: str) -> dict[str, str]:
+        """``Prediction`` latency fields this predictor could give for ``profile`` but withholds, each with
+        the reason (the tree's heads that fail its accuracy gate); none by default."""
+        return {}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.describe().items() if k != 'name')})"
 

@@ -15,7 +15,7 @@ from typing import Sequence
 from ..model import Slo
 from .base import GpuQuery, Prediction, Predictor
 
-__all__ = ["SloCheck", "check_slo", "SloPredictor", "missing_metrics", "PREDICTED_AS"]
+__all__ = ["SloCheck", "check_slo", "SloPredictor", "missing_metrics", "predicted_field", "PREDICTED_AS"]
 
 # The Prediction field each SLO metric is read from (``per_adapter`` reads the worst adapter's p99 TTFT).
 PREDICTED_AS = {"ttft_p99_ms": "p99_ttft_ms", "ttft_mean_ms": "mean_ttft_ms", "itl_mean_ms": "mean_itl_ms",
@@ -37,7 +37,8 @@ class SloCheck:
         return self.margin is not None and self.margin >= 0.0
 
 
-def _field(slo: Slo, metric: str) -> str:
+def predicted_field(slo: Slo, metric: str) -> str:
+    """The ``Prediction`` field SLO metric ``metric`` is checked on."""
     return "worst_adapter_p99_ttft_ms" if metric == "ttft_p99_ms" and slo.per_adapter else PREDICTED_AS[metric]
 
 
@@ -45,7 +46,7 @@ def check_slo(slo: Slo, p: Prediction) -> tuple[SloCheck, ...]:
     """Every target of ``slo`` against ``p`` (a GPU that does not start meets none)."""
     out = []
     for metric, target in slo.targets().items():
-        v = None if p.memory_error else getattr(p, _field(slo, metric))
+        v = None if p.memory_error else getattr(p, predicted_field(slo, metric))
         ok = v is not None and math.isfinite(v)
         out.append(SloCheck(metric, target, float(v) if ok else None, (target - v) / target if ok else None))
     return tuple(out)
@@ -53,7 +54,7 @@ def check_slo(slo: Slo, p: Prediction) -> tuple[SloCheck, ...]:
 
 def missing_metrics(slo: Slo, p: Prediction) -> list[str]:
     """The SLO's metrics that ``p``'s predictor does not predict at all (None, not NaN)."""
-    return [m for m in slo.targets() if not p.memory_error and getattr(p, _field(slo, m)) is None]
+    return [m for m in slo.targets() if not p.memory_error and getattr(p, predicted_field(slo, m)) is None]
 
 
 def _misses(slo: Slo, p: Prediction) -> tuple[str, ...]:

@@ -32,8 +32,9 @@ from .kernels import _C_OUT_SCALE, N_OUTCOMES
 from .tree_io import load_model, model_path, model_stamp, shipped_model_stamps
 from .tree_model import LATENCY_HEADS, TreeModel
 
-__all__ = ["TreePredictor", "ForestPredictor", "EXTRAPOLATION", "code_files"]
+__all__ = ["TreePredictor", "ForestPredictor", "EXTRAPOLATION", "LATENCY_GATE", "code_files"]
 
+LATENCY_GATE = 0.25  # the largest test-split MARE of a latency head the predictor reports (see TreePredictor)
 EXTRAPOLATION = ("warn", "twin", "error")  # what TreePredictor does with a query outside the training domain
 
 
@@ -49,20 +50,26 @@ class TreePredictor(Predictor):
     tree with ``Prediction.warnings`` naming each feature, its value and the trained range;
     ``"twin"`` answered by ``twin`` (default: a ``TwinPredictor`` on the same profile), the
     warnings saying so; ``"error"`` refused with an ``InputError``.
+
+    A latency head whose error on its training's test split exceeds ``latency_gate`` (a MARE; default
+    25 %) is withheld: its field stays None, so an SLO on it is checked with the twin (``withheld``).
     """
 
     name = "tree"
     kind = "tree"
 
     def __init__(self, model: str | Path | None = None, profile: Profile | None = None, extrapolation: str = "warn",
-                 twin: Predictor | None = None):
+                 twin: Predictor | None = None, latency_gate: float = LATENCY_GATE):
         self.model_file = Path(model) if model is not None else None
         if self.model_file is not None and not self.model_file.is_file():
             raise InputError("model", f"no model file at {self.model_file}")
         if extrapolation not in EXTRAPOLATION:
             raise InputError("extrapolation", f"unknown mode {extrapolation!r}; valid: {', '.join(EXTRAPOLATION)}")
+        if isinstance(latency_gate, bool) or not isinstance(latency_gate, (int, float)) or not latency_gate > 0:
+            raise InputError("latency_gate", f"expected a relative error > 0 (e.g. 0.25), got {latency_gate!r}")
         self.profile = profile
         self.extrapolation = extrapolation
+        self.latency_gate = float(latency_gate)
         self._twin = twin
         self._models: dict[str | None, TreeModel] = {}
 
@@ -87,8 +94,24 @@ class TreePredictor(Predictor):
             d["models"] = shipped_model_stamps()
         if self.profile is not None:
             d["profile"] = self.profile.fingerprint()
+        if self.latency_gate != LATENCY_GATE:
+            d["latency_gate"] = self.latency_gate
         d["code"] = _code_hash()  # the features, the kernels and the decode: a change in any changes answers
         return d
+
+    def withheld(self, profile: str) -> dict[str, str]:
+        m = self.model_for(profile)
+        out = {}
+        for head in m.latency_heads:
+            err = m.latency_test_mare(head)
+            if err is not None and err > self.latency_gate:
+                out[LATENCY_HEADS[head]] = (f"its {head} head's test error ({err:.0%}) exceeds the accuracy gate "
+                                            f"(latency_gate {self.latency_gate:.0%})")
+        return out
+
+    def _reported(self, m: TreeModel) -> tuple[tuple[int, str], ...]:
+        """(outcome column, Prediction field) of the model's latency heads within the accuracy gate."""
+        return m.gated_latencies(self.latency_gate)
 
     def model_for(self, profile: str | Profile) -> TreeModel:
         """The model for ``profile`` (a name, a profile file or a ``Profile``), checked against its numbers."""
@@ -145,7 +168,8 @@ class TreePredictor(Predictor):
         if warnings and self.extrapolation != "warn":
             return self._outside([query], [warnings])[0]
         return Prediction(predictor=self.name, starved=starved != 0.0, memory_error=None, throughput_tps=thr,
-                          offered_tps=offered, warnings=warnings, **_latencies(m, values))
+                          offered_tps=offered, warnings=warnings,
+                          **{f: values[k] for k, f in self._reported(m)})
 
     def predict_many(self, queries: Sequence[GpuQuery]) -> list[Prediction]:
         """``predict`` on every query, the features and trees of each profile's queries in one batch."""
@@ -167,10 +191,10 @@ class TreePredictor(Predictor):
             warnings = m.domain_check().warnings(X, group)
             c = _consts(self.profile if self.profile is not None else profile)[2]
             res = m.outcomes(X, float(c[_C_OUT_SCALE]))
-            name = self.name
+            name, reported = self.name, self._reported(m)
             for i, row, w in zip(idx, res.tolist(), warnings):
                 out[i] = Prediction(predictor=name, starved=row[2] != 0.0, memory_error=None, throughput_tps=row[0],
-                                    offered_tps=row[1], warnings=w, **_latencies(m, row))
+                                    offered_tps=row[1], warnings=w, **{f: row[k] for k, f in reported})
                 if w and self.extrapolation != "warn":
                     outside.append(i)
                     outside_warnings.append(w)
@@ -198,11 +222,6 @@ class ForestPredictor(TreePredictor):
 
     name = "forest"
     kind = "forest"
-
-
-def _latencies(m: TreeModel, outcomes: list[float]) -> dict[str, float]:
-    """The ``Prediction`` latency fields of the model's latency heads, from a row of its outcomes."""
-    return {field: outcomes[3 + k] for k, (head, field) in enumerate(LATENCY_HEADS.items()) if head in m.index}
 
 
 @lru_cache(maxsize=4096)

@@ -196,6 +196,7 @@ class TreeModel:
         self.index = {n: i for i, n in enumerate(self.head_names)}
         self._fns = tuple(_TRANSFORM_FNS[t] for t in self.transforms)
         self.has_itl = "itl" in self.index
+        self._gated: dict = {}
         self.latency_heads = tuple(h for h in LATENCY_HEADS if h in self.index)
         plan = np.zeros(_P_N, dtype=np.int64)
         plan[_P_STARVED] = self.index.get("starved", -1)
@@ -213,6 +214,25 @@ class TreeModel:
             plan[pos] = columns.get(name, -1)
         self.plan = plan
         self._decodable = bool(np.all(plan[[_P_TOTAL_RATE, _P_INPUT_MEAN, _P_OUTPUT_MEAN, _P_LOAD_FACTOR]] >= 0))
+
+    def gated_latencies(self, gate: float) -> tuple[tuple[int, str], ...]:
+        """(column of ``outcomes``, ``Prediction`` field) of each latency head whose test MARE is at most
+        ``gate`` (or unrecorded), in ``LATENCY_HEADS`` order; kept per gate."""
+        if self._gated.get("training") is not self.training:  # kept until ``training`` is replaced
+            self._gated = {"training": self.training}
+        got = self._gated.get(gate)
+        if got is None:
+            got = self._gated[gate] = tuple(
+                (3 + k, field) for k, (head, field) in enumerate(LATENCY_HEADS.items())
+                if head in self.index and not ((e := self.latency_test_mare(head)) is not None and e > gate))
+        return got
+
+    def latency_test_mare(self, head: str) -> float | None:
+        """Latency head ``head``'s MARE on its training's test split (None where the training recorded none)."""
+        scores = (self.training.get("forest", {}).get("test") if self.kind == "forest"
+                  else self.training.get("test", {}).get("tree")) or {}
+        v = scores.get(f"{head}_mare")
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
     @property
     def domain(self) -> Domain:
