@@ -70,10 +70,12 @@ def test_no_delay_without_lora():
 
 def test_online_twin_admits_after_the_delay():
     sc = parse_scenario(llama_scenario(duration_s=60))
-    online = OnlineTwin(sc, _with_delay(load_profile(LLAMA), 0.5))   # 0.5 ms x 2 adapters^2 = 2 ms
-    a = [online.add_adapter(8), online.add_adapter(16)]
-    r = online.submit(a[0], 16, 4, at_s=1.0)
-    assert online.state.arrival_s[r] == pytest.approx(1.0 + 0.5 * 4 / 1e3)
+    online = OnlineTwin(sc, _with_delay(load_profile(LLAMA), 0.5))
+    a = online.add_adapter(8)
+    n = online.state.n_adapters   # the scenario's 24 and the one added
+    assert n == 25
+    r = online.submit(a, 16, 4, at_s=1.0)
+    assert online.state.arrival_s[r] == pytest.approx(1.0 + 0.5 * n * n / 1e3)
 
 
 def test_fit_recovers_a_quadratic_delay_with_one_intercept_per_group():
