@@ -2,6 +2,7 @@
 
     python benchmarks/twin_fidelity.py [--data PATH] [--workers N] [--executor process|serial|ray] [--ray-address A] [--split all|fit|holdout]
                                        [--model NAME] [--profile-file PROFILE.json ...] [--out CSV] [--breakdown]
+                                       [--admission-delay]
 
 Prints, per model, the twin's mean absolute relative error on throughput, mean ITL and mean TTFT,
 starvation agreement and start-up memory-failure detection, next to the upstream twin's errors on
@@ -10,18 +11,22 @@ the same runs (authors_dt_vs_real.csv). Per-run rows go to benchmarks/out/twin_f
 profile (e.g. one derived by ``packer profile derive``); ``--model`` keeps only that model's runs.
 ``--breakdown`` adds the latency errors per regime (many-adapter low-rate runs vs the rest: ITL, TTFT,
 p99 TTFT) and, on runs without a queue, the twin's and the real TTFT-to-ITL ratio by adapters served
-(see docs/latency_fidelity.md).
+(see docs/latency_fidelity.md). ``--admission-delay`` replays with the fitted admission delay of
+``calibrate/e2e_params.json`` (``admission_ms_per_adapter_sq_fitted``; the shipped profiles have 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import json
 import math
 import sys
 import time
 from pathlib import Path
 
+from packer.calibration.e2e import ADMISSION_FITTED
 from packer.executor import open_executor
 from packer.profile import load_profile
 from packer.replay import PROFILE_FOR_MODEL, read_runs
@@ -57,6 +62,8 @@ def main() -> int:
     ap.add_argument("--model", choices=sorted(PROFILE_FOR_MODEL), default=None, help="only this model's runs")
     ap.add_argument("--profile-file", action="append", default=[], metavar="PROFILE.json",
                     help="replay its model's runs with this profile (repeatable, one per model)")
+    ap.add_argument("--admission-delay", action="store_true",
+                    help="replay with the fitted admission delay of calibrate/e2e_params.json (shipped profiles: 0)")
     ap.add_argument("--breakdown", action="store_true", help="latency errors per regime (docs/latency_fidelity.md)")
     ap.add_argument("--out", type=Path, default=None, help="per-run CSV (default benchmarks/out/twin_fidelity_runs.csv)")
     args = ap.parse_args()
@@ -69,6 +76,14 @@ def main() -> int:
             return 2
         overrides[PROFILE_FOR_MODEL[prof.model]] = prof
         print(f"{prof.model}: replayed with {path} ({prof.name}, provenance: {prof.provenance})")
+    if args.admission_delay:
+        fitted = json.loads((ROOT / "calibrate" / "e2e_params.json").read_text())
+        for model, name in PROFILE_FOR_MODEL.items():
+            prof = overrides.get(name) or load_profile(name)
+            c = fitted[model][ADMISSION_FITTED]
+            overrides[name] = dataclasses.replace(prof, client=dataclasses.replace(prof.client,
+                                                                                   admission_ms_per_adapter_sq=c))
+            print(f"{model}: replayed with the fitted admission delay, {c:g} ms per squared adapter")
     if not (args.data / "real_runs.csv").is_file():
         print(f"error: {args.data / 'real_runs.csv'} not found; pass --data", file=sys.stderr)
         return 2
@@ -159,9 +174,10 @@ def print_breakdown(runs, rows) -> None:
         low = max(a["rate"] for a in ads) <= LOW_RATE_RPS
         regime = "many-adapter low-rate" if low and len(ads) >= MANY_ADAPTERS else "rest"
         groups.setdefault((row.model, regime), []).append(row)
+        groups.setdefault((row.model, "all"), []).append(row)
         if low and row.measured["mean_waiting"] < 0.5:
             noqueue.setdefault((row.model, len(ads)), []).append(row)
-    print("\nLatency errors by regime (signed: twin - real; TTFT columns on runs not starved)")
+    print("\nLatency errors by regime (signed: twin - real; TTFT columns on runs not starved; 'all' = both regimes)")
     hdr = (f"{'model':24} {'regime':22} {'runs':>4} {'ITL MARE':>8} {'ITL med':>8} {'tput MARE':>9} "
            f"{'TTFT |med|':>10} {'TTFT med':>8} {'p99 |med|':>9} {'p99 med':>8}")
     print(hdr)

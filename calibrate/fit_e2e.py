@@ -39,6 +39,15 @@ Three stages:
    12-15 % off. Starting from the step-level values, Nelder-Mead adjusts the same four numbers (in
    log space; the rank slope linearly).
 
+4. Admission delay (``--admission-only`` runs this stage alone, ~40 s on 2 cores). The twin replays
+   the fit-half runs with no admission delay; on the runs where neither it nor the real server
+   queued and every adapter had a slot, the mean TTFT the twin leaves over is regressed on the
+   squared adapters served, one coefficient for both models (the delay is paid outside the GPU step)
+   with an intercept per model (``packer.calibration.admission``). The value is kept as
+   ``admission_ms_per_adapter_sq_fitted``; the shipped ``admission_ms_per_adapter_sq`` stays as the
+   file has it (0: the shipped capacity tables and tree models were made without it), and
+   ``fit_profiles.py --with-admission-delay`` / ``twin_fidelity.py --admission-delay`` use the fitted one.
+
 Stages 2 and 3 minimise, over the fit-half runs simulated by the twin, mean ITL error + throughput
 error + half the starvation disagreement (all in %). Deterministic: fixed seeds, no randomness in
 the search.
@@ -63,6 +72,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize, nnls
 
+from packer.calibration.admission import admission_fit_mask, fit_admission_delay
+from packer.calibration.e2e import ADMISSION_FITTED
 from packer.calibration.lora import expected_distinct_adapters
 from packer.executor import process_pool
 from packer.model import LengthSpec
@@ -251,6 +262,31 @@ def refine_on_twin(profile_name: str, runs: list, start: dict[str, float], evals
     return values(res.x), record
 
 
+def fit_admission(measured: list, params: dict, workers: int) -> None:
+    """Stage 4: the admission delay per model from the fit-half runs (see module docstring)."""
+    profiles = {}
+    for name in PROFILE_FOR_MODEL.values():
+        prof = load_profile(name)
+        profiles[name] = dataclasses.replace(prof, client=dataclasses.replace(prof.client, admission_ms_per_adapter_sq=0.0))
+    rows = [r for r in replay(measured, profiles, workers=workers) if r.memory_error is None]
+    by_key = {r.key: r for r in measured}
+    n = np.array([len(by_key[r.key].scenario["adapters"]) for r in rows])
+    slots = np.array([by_key[r.key].scenario["server"]["max_loras"] for r in rows])
+    use = admission_fit_mask(n, slots, [r.measured["mean_waiting"] for r in rows], [r.sim["mean_waiting"] for r in rows])
+    fit_rows = [r for r, u in zip(rows, use) if u]
+    # One delay for both models: it is paid outside the GPU step (the gaps match across models); the fit
+    # half of one model alone may not reach many adapters (Llama's stops at 32).
+    c, report = fit_admission_delay(n[use], [r.measured["mean_ttft_ms"] for r in fit_rows],
+                                    [r.sim["mean_ttft_ms"] for r in fit_rows], groups=[r.model for r in fit_rows])
+    for model in PROFILE_FOR_MODEL:
+        params[model][ADMISSION_FITTED] = c
+        params[model]["admission_fit"] = report
+    print(f"admission delay {c:.4g} ms per squared adapter ({report['gap_ms_at_128_adapters']} ms at 128) from "
+          f"{report['runs']} queue-free fit-half runs at {report['adapters']} adapters "
+          f"({report['runs_per_group']}); intercepts {report['intercept_ms']} ms, residual RMS "
+          f"{report['residual_rms_ms']} ms")
+
+
 def write_params_and_profiles(params: dict) -> None:
     PARAMS_FILE.write_text(json.dumps(params, indent=2) + "\n")
     subprocess.run([sys.executable, str(ROOT / "calibrate" / "fit_profiles.py")], check=True,
@@ -265,7 +301,16 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes for the twin stages (default 2)")
     ap.add_argument("--output-sigma", type=float, default=None,
                     help="fix the ShareGPT output-length dispersion (log sigma) instead of scanning it")
+    ap.add_argument("--admission-only", action="store_true",
+                    help="only stage 4 (the admission delay), on the parameters the file has")
     args = ap.parse_args()
+    if args.admission_only:
+        params = json.loads(PARAMS_FILE.read_text())
+        fit_admission([r for r in holdout_split(read_runs(args.data / "real_runs.csv"), "fit") if r.ok], params,
+                      args.workers)
+        write_params_and_profiles(params)
+        print(f"wrote {PARAMS_FILE.relative_to(ROOT)} and regenerated packer/profiles/")
+        return 0
     raw = pd.read_csv(args.data / "real_runs.csv")
     fit_keys = {r.key for r in holdout_split(read_runs(args.data / "real_runs.csv"), "fit")}
     raw["key"] = [run_key(row) for row in raw[["model", "group", "max_loras", "n_adapters", "max_lora_rank"]]
@@ -322,6 +367,8 @@ def main() -> int:
             print("  refined: " + ", ".join(f"{k}={v:.4g}" for k, v in refined.items())
                   + f"; fit half ITL {record['step_level']['itl_mare_pct']}% -> {record['refined']['itl_mare_pct']}%")
         write_params_and_profiles(params)
+    fit_admission(measured, params, args.workers)
+    write_params_and_profiles(params)
     print(f"wrote {PARAMS_FILE.relative_to(ROOT)} and regenerated packer/profiles/")
     return 0
 

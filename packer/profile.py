@@ -313,19 +313,29 @@ class ClientModel:
     max_waiting: waiting-queue length at which the measured load generator stopped sending
       (requests that would arrive while the queue is this long are not sent).
     output_len_scale: mean generated / requested output tokens (early EOS).
+    admission_ms_per_adapter_sq: the delay between a request being sent and its entry into the engine's
+      waiting queue, per squared adapter the server serves (``admission_delay_ms``); it delays that
+      request's first token alone, not the steps. 0: none (the default).
     """
 
     max_waiting: int
     output_len_scale: float = 1.0
+    admission_ms_per_adapter_sq: float = 0.0
 
     _SCHEMA: ClassVar[dict[str, _Num | _Seq]] = {
         "max_waiting": _Num(1, 1 << 31, "the waiting-queue length at which the load generator stops sending",
                             integer=True),
         "output_len_scale": _Num(0, 10, "the mean generated / requested output tokens", lo_open=True),
+        "admission_ms_per_adapter_sq": _Num(0, 1e3, "the admission delay in ms per squared adapter served"),
     }
 
     def __post_init__(self) -> None:
         _check_section(self, "client")
+
+    def admission_delay_ms(self, n_adapters: int) -> float:
+        """Milliseconds between a request being sent and its entry into the waiting queue of a server that
+        serves ``n_adapters`` LoRA adapters: ``admission_ms_per_adapter_sq * n_adapters ** 2``."""
+        return self.admission_ms_per_adapter_sq * n_adapters * n_adapters
 
 
 PROVENANCES = ("measured", "derived")
@@ -406,6 +416,8 @@ class Profile:
     @cached_property
     def _fingerprint(self) -> str:
         parts = {k: dataclasses.asdict(getattr(self, k)) for k in _SECTIONS}
+        if not self.client.admission_ms_per_adapter_sq:  # off: the same simulations as before the field existed
+            del parts["client"]["admission_ms_per_adapter_sq"]
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

@@ -313,7 +313,7 @@ def test_fit_is_deterministic(fits):
 
 
 E2E_STEP_KEYS = ("lora_ms_base", "lora_ms_per_token", "lora_ms_per_token_slot", "lora_rank_ref", "lora_rank_slope")
-E2E_CLIENT_KEYS = ("max_waiting", "output_len_scale")
+E2E_CLIENT_KEYS = ("max_waiting", "output_len_scale", "admission_ms_per_adapter_sq")
 
 
 def test_e2e_keys_are_the_profile_fields_not_fitted_from_micro_benchmarks():
@@ -345,7 +345,8 @@ def test_missing_e2e_params_fall_back_to_defaults(fits, tmp_path):
         for k in E2E_STEP_KEYS:
             assert profile["step"][k] == defaults[k], k
         assert profile["client"] == {"max_waiting": defaults["max_waiting"],
-                                     "output_len_scale": defaults["output_len_scale"]}
+                                     "output_len_scale": defaults["output_len_scale"],
+                                     "admission_ms_per_adapter_sq": 0.0}
     assert E2E_DEFAULTS["llama-3.1-8b-instruct"]["output_len_scale"] == 0.99
     assert E2E_DEFAULTS["qwen-2.5-7b-instruct"]["output_len_scale"] == 0.96
 
@@ -353,7 +354,8 @@ def test_missing_e2e_params_fall_back_to_defaults(fits, tmp_path):
 def test_every_e2e_param_is_honoured_and_the_micro_fit_does_not_depend_on_them(fits, tmp_path):
     custom = {m: {"lora_ms_base": 4.5, "lora_ms_per_token": 0.021, "lora_ms_per_token_slot": 0.00017,
                   "lora_rank_ref": 16, "lora_rank_slope": 0.25, "max_waiting": 12345,
-                  "output_len_scale": 0.9 + i / 100, "fit_rmse_ms": 1.5 + i}
+                  "output_len_scale": 0.9 + i / 100, "admission_ms_per_adapter_sq": 0.002 + i / 1000,
+                  "fit_rmse_ms": 1.5 + i}
               for i, m in enumerate(MODEL_NAMES)}
     path = tmp_path / "e2e_params.json"
     path.write_text(json.dumps(custom))

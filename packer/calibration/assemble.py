@@ -131,7 +131,8 @@ def build_profiles(fits: MicroFits, e2e: E2EParams, *, data_name: str = "agullo-
             "scheduler": {"ms_base": sched.ms_base, "ms_per_running": sched.ms_per_running,
                           "ms_per_waiting": sched.ms_per_waiting},
             "loading": loading,
-            "client": {"max_waiting": int(params["max_waiting"]), "output_len_scale": params["output_len_scale"]},
+            "client": {"max_waiting": int(params["max_waiting"]), "output_len_scale": params["output_len_scale"],
+                       "admission_ms_per_adapter_sq": params["admission_ms_per_adapter_sq"]},
             "fit_report": {
                 "memory": memory_report, "scheduler": fits.sched_report[spec.name], "decode": decode_report,
                 "prefill": prefill_report, "lora": lora_report, "loading": loading_report,

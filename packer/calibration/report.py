@@ -32,6 +32,7 @@ MEANINGS = {
     "lora_rank_slope": "relative LoRA cost change per lora_rank_ref of extra max_lora_rank",
     "max_waiting": "waiting-queue length at which the load generator stops sending",
     "output_len_scale": "mean generated / requested output tokens (early EOS)",
+    "admission_ms_per_adapter_sq": "ms from sent to the waiting queue, per squared adapter served",
 }
 
 
@@ -73,8 +74,8 @@ def print_profile(p: dict, out: Callable[[str], None] = print) -> None:
     out(f"  from e2e_params.json (calibrated end-to-end by calibrate/fit_e2e.py) -- source: {fr['e2e']['source']}")
     for k in ("lora_ms_base", "lora_ms_per_token", "lora_ms_per_token_slot", "lora_rank_ref", "lora_rank_slope"):
         line(f"step.{k}", st[k], MEANINGS[k])
-    for k in ("max_waiting", "output_len_scale"):
-        line(f"client.{k}", cl[k], MEANINGS[k])
+    for k in ("max_waiting", "output_len_scale", "admission_ms_per_adapter_sq"):
+        line(f"client.{k}", cl.get(k, 0.0), MEANINGS[k])
     for k, v in fr["e2e"]["other_keys_in_file"].items():
         line(f"(not used) {k}", v, "other key in the e2e file, reported only")
 

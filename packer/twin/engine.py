@@ -74,7 +74,10 @@ class Twin:
         if err is not None:  # the server does not start; the load it was offered is still reported
             return refused_run(sc, prof, kv_tokens, requests, output_len, err, t0)
         st = self.engine_state(len(requests.arrival_s), kv_tokens)
-        st.add_requests(requests.arrival_s, requests.adapter, requests.prompt_len, output_len)
+        delay_s = self.admission_delay_s()
+        # The engine sees a request when it is admitted; latencies count from when it was sent.
+        admitted_s = requests.arrival_s + delay_s if delay_s else requests.arrival_s
+        st.add_requests(admitted_s, requests.adapter, requests.prompt_len, output_len)
         K.run_to_end(*st.args())
         out = _outputs(st)
         _check_steps(prof, out[0])
@@ -85,6 +88,13 @@ class Twin:
                              first_tok, finish, state)
             result = dataclasses.replace(result, requests=log)
         return result
+
+    def admission_delay_s(self) -> float:
+        """Seconds between a request being sent and its entry into the waiting queue (the profile's
+        ``client.admission_delay_ms`` for the adapters this server serves; 0 without LoRA)."""
+        if not self.scenario.server.enable_lora:
+            return 0.0
+        return self.profile.client.admission_delay_ms(len(self.scenario.workload.adapters)) / 1e3
 
     def engine_state(self, n_requests: int, kv_tokens: int | None = None, *, online: bool = False) -> EngineState:
         """A fresh engine for this server with room for ``n_requests``. ``online``: no window (the clock

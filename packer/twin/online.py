@@ -84,8 +84,11 @@ class OnlineTwin:
     def submit(self, adapter: int, prompt_len: int, output_len: int, at_s: float) -> int:
         """A request arriving at ``at_s`` (not before the last one); returns its id. It joins the waiting
         queue at the first step that starts at or after ``at_s`` (or is dropped there if the queue is
-        at the profile's waiting cap: ``StepOutcome.dropped``)."""
+        at the profile's waiting cap: ``StepOutcome.dropped``), after the profile's admission delay for
+        the adapters served so far."""
         st = self.state
+        if self.twin.scenario.server.enable_lora:
+            at_s += self.twin.profile.client.admission_delay_ms(st.n_adapters) / 1e3
         n = st.n_known
         if n and at_s < st.arrival_s[n - 1]:
             at_s = float(st.arrival_s[n - 1])
