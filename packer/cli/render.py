@@ -189,8 +189,10 @@ def prediction_table(name: str, p, wall_seconds: float) -> str:
             t.add_row("throughput (tok/s)", f"{p.throughput_tps:,.0f} of {p.offered_tps:,.0f} offered"
                       + ("" if ratio is None else f" ({ratio:.0%})"))
         t.add_row("ITL mean (ms)", "-" if p.mean_itl_ms is None else f"{p.mean_itl_ms:.1f}")
-        if p.p99_ttft_ms is not None:
-            t.add_row("TTFT p99 (ms)", f"{p.p99_ttft_ms:,.0f}")
+        for label, v in (("TTFT mean (ms)", p.mean_ttft_ms), ("TTFT p99 (ms)", p.p99_ttft_ms),
+                         ("worst adapter p99 TTFT (ms)", p.worst_adapter_p99_ttft_ms)):
+            if v is not None:
+                t.add_row(label, f"{v:,.0f}")
     for w in p.warnings:
         t.add_row("warning", w)
     t.add_row("prediction time", f"{wall_seconds * 1e3:,.3f} ms" if wall_seconds < 1 else f"{wall_seconds:,.2f} s")
