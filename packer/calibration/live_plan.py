@@ -40,7 +40,8 @@ from .step import fit_decode
 from .lora import fit_lora_overhead
 from .loading import fit_loading
 
-__all__ = ["Point", "ServerConfig", "plan_points", "run_plan", "fit_live_profile", "read_state"]
+__all__ = ["Point", "ServerConfig", "plan_points", "run_plan", "fit_live_profile", "read_state", "loop_scenarios",
+           "compare_profiles"]
 
 PROBE_RANK = 8
 LORA_SLOTS = 16
@@ -76,23 +77,30 @@ def plan_points(budget_minutes: float, time_scale: float, seed: int = 0) -> list
     short grid; the sizes grow with the budget."""
     if not budget_minutes > 0:
         raise InputError("budget_minutes", f"must be > 0, got {budget_minutes!r}")
-    big = budget_minutes >= 10
+    big, short = budget_minutes >= 10, budget_minutes < 1
     rng = random.Random(seed)
-    kv_grid = [(1, 8), (32, 8), (64, 16), (48, 32), (128, 32), (512, 64)] + ([(16, 32), (96, 16), (8, 64)] if big else [])
-    batches = [1, 8, 24, 48, 96] + ([160, 256] if big else [])
-    prompts = [64, 256, 512, 1024, 1536] + ([128, 768, 2000] if big else [])
-    adapters = [1, 4, 8, 16]
+    if short:
+        kv_grid = [(1, 8), (64, 16), (48, 32), (128, 32)]
+        batches, prompts, adapters, load_ranks = [1, 16, 64], [64, 512, 1536], [1, 8], (8, 32)
+    else:
+        kv_grid = [(1, 8), (32, 8), (64, 16), (48, 32), (128, 32), (512, 64)] + \
+            ([(16, 32), (96, 16), (8, 64)] if big else [])
+        batches = [1, 8, 24, 48, 96] + ([160, 256] if big else [])
+        prompts = [64, 256, 512, 1024, 1536] + ([128, 768, 2000] if big else [])
+        adapters, load_ranks = [1, 4, 8, 16], (8, 16, 32)
     rng.shuffle(prompts)  # a fixed order that is not monotone (drift does not fake a slope)
     base = ServerConfig(1, PROBE_RANK, 1)
     lora = ServerConfig(LORA_SLOTS, PROBE_RANK, LORA_SLOTS)
     pts = [Point("kv", ServerConfig(n, r, n)) for n, r in kv_grid]
     pts += [Point("decode", base, (("n", n), ("prompt", PROMPT_LEN), ("output", OUTPUT_LEN))) for n in batches]
+    long_ctx = 1024  # a second context length: the attention term
+    pts += [Point("decode", base, (("n", n), ("prompt", long_ctx), ("output", OUTPUT_LEN))) for n in batches[-2:]]
     pts += [Point("prefill", base, (("prompt", p),)) for p in prompts]
-    n_ref = 48
+    n_ref = 32 if short else 48
     pts += [Point("slots", lora, (("n", n_ref), ("prompt", PROMPT_LEN), ("output", OUTPUT_LEN)))]
     pts += [Point("lora", lora, (("n", n_ref), ("k", k), ("prompt", PROMPT_LEN), ("output", OUTPUT_LEN)))
             for k in adapters]
-    for r in (8, 16, 32):
+    for r in load_ranks:
         pts.append(Point("loading", ServerConfig(1, 32, 4), (("rank", r),)))
     return pts
 
@@ -344,3 +352,43 @@ def fit_live_profile(records: Mapping[str, dict], *, model_name: str, gpu_name: 
         },
     }
     return rounded(profile)
+
+
+def loop_scenarios(n: int, seed: int = 0) -> list[dict]:
+    """``n`` seeded twin scenarios for checking a calibrated profile against the one it was measured from
+    (profile left out): slots, ranks, adapters, rates and lengths drawn over the planner's usual range,
+    some of them overloaded or not fitting memory."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        slots = rng.choice([4, 8, 16, 32, 64, 96, 128])
+        rank = rng.choice([8, 16, 32])
+        n_ad = rng.choice([8, 16, 32, 64, 128])
+        rate = rng.choice([0.05, 0.1, 0.2, 0.4, 0.8]) * 32 / n_ad
+        out.append({"server": {"max_loras": slots, "max_cpu_loras": max(slots, n_ad), "max_lora_rank": rank,
+                               "max_num_seqs": 256, "max_num_batched_tokens": 2048},
+                    "adapters": [{"id": f"a{j}", "rank": rng.choice([r for r in (8, 16, 32) if r <= rank]),
+                                  "rate": rate} for j in range(n_ad)],
+                    "lengths": {"input_mean": rng.choice([120, 220, 400]), "output_mean": rng.choice([100, 200, 300])},
+                    "arrivals": "poisson", "duration_s": 300, "seed": i})
+    return out
+
+
+def compare_profiles(original, recovered, scenarios: list[dict]) -> dict:
+    """Both profiles on each scenario (the twin): throughput error (%), starvation and memory verdicts."""
+    from ..profile import load_profile
+    from ..twin import simulate
+
+    a, b = load_profile(original), load_profile(recovered)
+    rows = []
+    for sc in scenarios:
+        ra, rb = simulate(dict(sc, profile=a.name), profile=a), simulate(dict(sc, profile=a.name), profile=b)
+        err = (100 * abs(rb.throughput_tps - ra.throughput_tps) / ra.throughput_tps) if ra.throughput_tps > 0 else 0.0
+        rows.append({"throughput_original": ra.throughput_tps, "throughput_recovered": rb.throughput_tps,
+                     "err_pct": err, "starved": [ra.starved, rb.starved],
+                     "memory_error": [ra.memory_error is not None, rb.memory_error is not None]})
+    errs = [r["err_pct"] for r in rows if r["throughput_original"] > 0]
+    return {"scenarios": len(rows), "throughput_mape_pct": float(np.mean(errs)) if errs else 0.0,
+            "throughput_max_err_pct": float(np.max(errs)) if errs else 0.0,
+            "starvation_agree": sum(r["starved"][0] == r["starved"][1] for r in rows),
+            "memory_agree": sum(r["memory_error"][0] == r["memory_error"][1] for r in rows), "rows": rows}

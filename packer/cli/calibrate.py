@@ -56,6 +56,9 @@ def calibrate(launch, model_name, gpu_name, model_config, adapters_map, time_sca
 
     state = Path(out).with_suffix(".state.jsonl")
     try:
+        from ..live.launch import PLACEHOLDERS, fill_template
+
+        fill_template(launch, {k: 1 for k in PLACEHOLDERS if k != "lora_modules"} | {"lora_modules": {}})
         points = plan_points(budget_minutes, time_scale, seed)
         records = run_plan(points, launch, model_name=model_name, state_path=state, time_scale=time_scale,
                            adapter_paths=paths, model_config=cfg, health_timeout_s=health_timeout,
