@@ -4,8 +4,11 @@ and the measurements turned into the tables the fit stages take (memory, step, l
 
 Measurements (time in simulated/real ms = wall ms x time scale):
 - ``kv``: one server start per (max_loras, max_lora_rank): the KV tokens the server logged, or refused.
-- ``decode``: N concurrent requests (fixed prompt and output lengths) to the base model: mean ITL.
-- ``slots``: the same at max_loras = the LoRA server's slots: the per-token-per-slot LoRA term.
+- ``decode``: N concurrent requests (fixed prompt and output lengths) to the base model: the mean ITL
+  while all N decode (median of ``REPEATS`` runs); at batches up to ``MAX_BATCH``, two prompt lengths
+  (the attention term), and at max_lora_rank ``HIGH_RANK`` too (the rank factor's base and token terms).
+- ``slots``: the same at max_loras ``WIDE_SLOTS``, at rank 8 and ``HIGH_RANK``: the per-token-per-slot
+  LoRA term and the rank factor.
 - ``prefill``: lone requests of one output token: TTFT over prompt length.
 - ``lora``: N concurrent requests over k distinct adapters: ITL increase per distinct adapter.
 - ``loading``: first request to a cold adapter (disk -> CPU -> GPU), to one in the CPU cache only
@@ -43,10 +46,20 @@ from .loading import fit_loading
 __all__ = ["Point", "ServerConfig", "plan_points", "run_plan", "fit_live_profile", "read_state", "loop_scenarios",
            "compare_profiles"]
 
-PROBE_RANK = 8
-LORA_SLOTS = 16
+MAX_BATCH = 256     # the largest decode batch (vLLM's default max_num_seqs)
+PROBE_RANK = 8      # the decode and LoRA probes' max_lora_rank (the profile's lora_rank_ref)
+HIGH_RANK = 32      # the second max_lora_rank: the rank factor
+WIDE_SLOTS = 96     # max_loras of the slot probes: the per-token-per-slot term (fits at HIGH_RANK)
+SLOT_BATCH = MAX_BATCH  # sequences in a slot probe
+DUMMY_PER_RANK = 16  # dummy adapters per rank (8, 16, 32)
 PROMPT_LEN = 128
+LONG_CTX = 1024     # the second prompt length of the decode probes: the attention term
 OUTPUT_LEN = 64
+STEP_TOKENS = 2048  # max_num_batched_tokens of every server started (the prefill chunk)
+PROBES = 2  # requests streamed at each end of a batch (the rest are whole responses)
+PREFILL_REPEATS = 5  # lone requests per prompt length (the fastest is kept: delays only add)
+REPEATS = 3  # runs of each batch measurement (the median is kept: a stall on a busy host is one run)
+RANK_FACTOR_MIN = 0.02  # a rank factor closer to 1 is taken as no rank effect
 _TOKEN = "1000"
 
 
@@ -73,49 +86,69 @@ class Point:
 
 
 def plan_points(budget_minutes: float, time_scale: float, seed: int = 0) -> list[Point]:
-    """The points to measure, grouped by server (in run order). A budget below 2 minutes takes the
-    short grid; the sizes grow with the budget."""
+    """The points to measure, grouped by server (in run order: points that share a server are adjacent,
+    so each server starts once). A budget below 1 minute takes the short grid, 10 minutes or more the
+    big one. Decode batches run up to ``MAX_BATCH`` (vLLM's default max_num_seqs, which the servers
+    measured run with): a server with a larger max_num_seqs gets the table's last segment extrapolated."""
     if not budget_minutes > 0:
         raise InputError("budget_minutes", f"must be > 0, got {budget_minutes!r}")
     big, short = budget_minutes >= 10, budget_minutes < 1
     rng = random.Random(seed)
     if short:
-        kv_grid = [(1, 8), (64, 16), (48, 32), (128, 32)]
-        batches, prompts, adapters, load_ranks = [1, 16, 64], [64, 512, 1536], [1, 8], (8, 32)
+        kv_grid = [(64, 16), (48, 32)]
+        batches, long_batches, prompts = [1, 32, 128, 192, MAX_BATCH], [8, 32], [64, 1536, 3000, 7000]
+        adapters, load_ranks = [1, 8], (8, 32)
     else:
-        kv_grid = [(1, 8), (32, 8), (64, 16), (48, 32), (128, 32), (512, 64)] + \
-            ([(16, 32), (96, 16), (8, 64)] if big else [])
-        batches = [1, 8, 24, 48, 96] + ([160, 256] if big else [])
-        prompts = [64, 256, 512, 1024, 1536] + ([128, 768, 2000] if big else [])
+        kv_grid = [(32, 8), (64, 16), (48, 32), (512, 64)] + ([(16, 32), (96, 16), (8, 64)] if big else [])
+        batches = [1, 8, 24, 48, 96, 160, 200, MAX_BATCH] + ([64, 128] if big else [])
+        long_batches = [8, 24, 48]
+        prompts = [64, 512, 1536, 3000, 5000, 7000] + ([256, 1024, 2000, 10000] if big else [])
         adapters, load_ranks = [1, 4, 8, 16], (8, 16, 32)
     rng.shuffle(prompts)  # a fixed order that is not monotone (drift does not fake a slope)
+    batches = sorted(batches)
+    rank_batches = [batches[1], batches[-1]]  # the rank factor's intercept and slope
+    dec = lambda srv, n, prompt=PROMPT_LEN: Point("decode", srv, (("n", n), ("prompt", prompt),  # noqa: E731
+                                                                  ("output", OUTPUT_LEN)))
     base = ServerConfig(1, PROBE_RANK, 1)
-    lora = ServerConfig(LORA_SLOTS, PROBE_RANK, LORA_SLOTS)
-    pts = [Point("kv", ServerConfig(n, r, n)) for n, r in kv_grid]
-    pts += [Point("decode", base, (("n", n), ("prompt", PROMPT_LEN), ("output", OUTPUT_LEN))) for n in batches]
-    long_ctx = 1024  # a second context length: the attention term
-    pts += [Point("decode", base, (("n", n), ("prompt", long_ctx), ("output", OUTPUT_LEN))) for n in batches[-2:]]
+    wide, wide_hi = ServerConfig(WIDE_SLOTS, PROBE_RANK, WIDE_SLOTS), ServerConfig(WIDE_SLOTS, HIGH_RANK, WIDE_SLOTS)
+    hi = ServerConfig(1, HIGH_RANK, 4)
+    pts = [Point("kv", base)]
+    pts += [dec(base, n) for n in batches]
+    # a second context length (the attention term), at batches whose prompts take well under OUTPUT_LEN steps
+    pts += [dec(base, n, LONG_CTX) for n in long_batches]
     pts += [Point("prefill", base, (("prompt", p),)) for p in prompts]
+    pts += [Point("kv", ServerConfig(n, r, n)) for n, r in kv_grid]
+    # slots (rank 8 and HIGH_RANK): the per-token-per-slot term and the rank factor; one slot at HIGH_RANK:
+    # the rank factor's share of the LoRA base and per-token terms
+    pts += [Point("kv", wide_hi), Point("slots", wide_hi, (("n", SLOT_BATCH), ("prompt", PROMPT_LEN),
+                                                             ("output", OUTPUT_LEN)))]
+    pts += [Point("kv", wide), Point("slots", wide, (("n", SLOT_BATCH), ("prompt", PROMPT_LEN),
+                                                     ("output", OUTPUT_LEN)))]
     n_ref = 32 if short else 48
-    pts += [Point("slots", lora, (("n", n_ref), ("prompt", PROMPT_LEN), ("output", OUTPUT_LEN)))]
-    pts += [Point("lora", lora, (("n", n_ref), ("k", k), ("prompt", PROMPT_LEN), ("output", OUTPUT_LEN)))
+    pts += [Point("lora", wide, (("n", n_ref), ("k", k), ("prompt", PROMPT_LEN), ("output", OUTPUT_LEN)))
             for k in adapters]
-    for r in load_ranks:
-        pts.append(Point("loading", ServerConfig(1, 32, 4), (("rank", r),)))
+    pts += [dec(hi, n) for n in rank_batches]
+    pts += [Point("loading", hi, (("rank", r),)) for r in load_ranks]
     return pts
 
 
 # ---- the client ---------------------------------------------------------------------------------
-def _stream(host: str, port: int, model: str, prompt_len: int, max_tokens: int, t0: float) -> list[float]:
-    """One streamed completion; the wall times (s since t0) of its tokens."""
+def _stream(host: str, port: int, model: str, prompt_len: int, max_tokens: int, t0: float, stream: bool = True,
+            sent: threading.Event | None = None) -> list[float]:
+    """One completion; the wall times (s since t0) of its tokens (streamed), or none (a whole response)."""
     body = json.dumps({"model": model, "prompt": [int(_TOKEN)] * prompt_len, "max_tokens": max_tokens,
-                       "ignore_eos": True, "stream": True, "temperature": 0})
+                       "ignore_eos": True, "stream": stream, "temperature": 0})
     conn = http.client.HTTPConnection(host, port, timeout=600)
     try:
         conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        if sent is not None:
+            sent.set()
         resp = conn.getresponse()
         if resp.status != 200:
             raise PackerError(f"the server answered HTTP {resp.status}: {resp.read()[:200]!r}")
+        if not stream:
+            resp.read()
+            return []
         times = []
         while True:
             line = resp.readline()
@@ -125,46 +158,72 @@ def _stream(host: str, port: int, model: str, prompt_len: int, max_tokens: int, 
                 times.append(time.perf_counter() - t0)
         return times
     finally:
+        if sent is not None:
+            sent.set()
         conn.close()
 
 
 def _concurrent(port: int, models: list[str], prompt_len: int, max_tokens: int) -> list[list[float]]:
-    out: list = [None] * len(models)
+    """``len(models)`` concurrent completions; the token times of the ``PROBES`` sent first and the
+    ``PROBES`` sent last, which stream (the others are whole responses: a batch of hundreds costs the
+    client and the server little besides the steps measured). Each group is sent before the next starts,
+    so the first probes are the first to finish and the last ones the last to start decoding."""
+    n = len(models)
+    front = list(range(min(PROBES, n)))
+    back = list(range(max(len(front), n - PROBES), n))
+    groups = [front, [i for i in range(len(front), n) if i not in back], back]
+    out: list = [[] for _ in range(n)]
     errors: list = []
     t0 = time.perf_counter()
 
-    def go(i):
+    def go(i, stream, sent):
         try:
-            out[i] = _stream("127.0.0.1", port, models[i], prompt_len, max_tokens, t0)
+            out[i] = _stream("127.0.0.1", port, models[i], prompt_len, max_tokens, t0, stream, sent)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=go, args=(i,), daemon=True) for i in range(len(models))]
-    for t in threads:
-        t.start()
+    threads = []
+    for g, group in enumerate(groups):
+        sent = [threading.Event() for _ in group]
+        for i, ev in zip(group, sent):
+            threads.append(threading.Thread(target=go, args=(i, g != 1, ev), daemon=True))
+            threads[-1].start()
+        for ev in sent:
+            ev.wait(60)
     for t in threads:
         t.join()
     if errors:
         raise PackerError(f"a measurement request failed: {errors[0]}")
-    return out
+    return [out[i] for i in front + back]
 
 
 def _mean_itl_ms(streams: list[list[float]], scale: float) -> float:
-    gaps = [np.diff(s[1:]) for s in streams if len(s) > 2]  # from the second token: the batch is decoding
-    return float(np.mean(np.concatenate(gaps))) * 1000 * scale
+    """Mean inter-token time while the whole batch decodes: the gaps between the last first-token and the
+    first last-token of all streams (earlier gaps hold the others' prefill chunks, later ones a shrinking
+    batch); every gap if that window holds none."""
+    streams = [s for s in streams if s]
+    start, end = max(s[0] for s in streams), min(s[-1] for s in streams)
+    gaps = [g for s in streams if len(s) > 2 for g in _window_gaps(s, start, end)]
+    if not gaps:
+        gaps = [g for s in streams if len(s) > 2 for g in np.diff(s[1:])]
+    return float(np.mean(gaps)) * 1000 * scale
+
+
+def _window_gaps(s: list[float], start: float, end: float) -> list[float]:
+    t = np.asarray(s)
+    t = t[(t > start) & (t <= end)]
+    return list(np.diff(t))
 
 
 def _measure(p: Point, port: int, model: str, names: list[str], scale: float) -> dict:
     d = dict(p.params)
-    if p.kind in ("decode", "slots"):
-        s = _concurrent(port, [model] * d["n"], d["prompt"], d["output"])
-        return {"mean_itl_ms": _mean_itl_ms(s, scale)}
-    if p.kind == "lora":
-        s = _concurrent(port, [names[i % d["k"]] for i in range(d["n"])], d["prompt"], d["output"])
-        return {"mean_itl_ms": _mean_itl_ms(s, scale)}
+    if p.kind in ("decode", "slots", "lora"):
+        models = [model] * d["n"] if p.kind != "lora" else [names[i % d["k"]] for i in range(d["n"])]
+        runs = [_mean_itl_ms(_concurrent(port, models, d["prompt"], d["output"]), scale) for _ in range(REPEATS)]
+        return {"mean_itl_ms": float(np.median(runs)), "runs_itl_ms": runs}
     if p.kind == "prefill":
-        ttft = [_concurrent(port, [model], d["prompt"], 1)[0][0] * 1000 * scale for _ in range(3)]
-        return {"ttft_ms": float(np.median(ttft))}
+        ttft = [_concurrent(port, [model], d["prompt"], 1)[0][0] * 1000 * scale for _ in range(PREFILL_REPEATS)]
+        return {"ttft_ms": float(np.min(ttft)), "runs_ttft_ms": ttft}
     if p.kind == "loading":
         a, b = names[0], names[1]
         cold = _concurrent(port, [a], 16, 1)[0][0]
@@ -214,7 +273,7 @@ def run_plan(points: list[Point], template: str, *, model_name: str, state_path:
     progress(f"calibrate: {len(points)} points, {len(points) - len(todo)} already measured ({state_path})")
     with tempfile.TemporaryDirectory(prefix="packer-calibrate-") as tmp:
         if adapter_paths is None:
-            ranks = {f"cal-r{r}-{i}": r for r in (8, 16, 32) for i in range(LORA_SLOTS)}
+            ranks = {f"cal-r{r}-{i}": r for r in (8, 16, HIGH_RANK) for i in range(DUMMY_PER_RANK)}
             adapter_paths = write_dummy_adapters(Path(tmp) / "adapters", ranks, model_config)
         ranks_of = {n: adapter_rank(p) for n, p in adapter_paths.items()}
         by_rank: dict[int, list[str]] = {}
@@ -230,7 +289,7 @@ def run_plan(points: list[Point], template: str, *, model_name: str, state_path:
             port = free_port()
             values = {"port": port, "max_loras": cfg.max_loras, "max_cpu_loras": cfg.max_cpu_loras or cfg.max_loras,
                       "max_lora_rank": cfg.max_lora_rank, "max_num_seqs": cfg.max_num_seqs,
-                      "max_num_batched_tokens": 2048, "gpu_memory_utilization": 0.9,
+                      "max_num_batched_tokens": STEP_TOKENS, "gpu_memory_utilization": 0.9,
                       "lora_modules": {n: adapter_paths[n] for n, r in ranks_of.items() if r <= cfg.max_lora_rank},
                       "time_scale": time_scale, "profile": ""}
             server = LaunchedServer(fill_template(template, values), f"http://127.0.0.1:{port}",
@@ -282,34 +341,73 @@ def fit_live_profile(records: Mapping[str, dict], *, model_name: str, gpu_name: 
                                        gpu_memory_gib=gpu_memory_gib)
 
     sched = SchedulerFit(0.0, 0.0, 0.0)
-    dec = of("decode")
+    dec = [r for r in of("decode") if r["max_lora_rank"] == PROBE_RANK]
+    dec_hi = [r for r in of("decode") if r["max_lora_rank"] != PROBE_RANK]
     steps = table_from_records([{"probe": "decode", "mean_itl_ms": r["mean_itl_ms"], "mean_running": r["n"],
                                  "mean_waiting": 0, "input_tokens_per_req": r["prompt"],
                                  "output_tokens_per_req": r["output"], "preemptions": 0, "max_num_seqs": r["n"],
                                  "output_len": r["output"]} for r in dec])
     top = max(r["n"] for r in dec)
-    knots = tuple(k for k in ((1, top / 4, top), (1, top / 8, top / 2, top), (1, top / 2, top)))
+    knots = ((1, top / 4, top), (1, top / 8, top / 2, top), (1, top / 2, top), (1, top / 8, top / 2, 3 * top / 4, top))
     decode, decode_report = fit_decode(steps, sched, knot_candidates=knots)
+    at = lambda r: float(decode.gpu_ms(r["n"], r["prompt"] + r["output"] / 2))  # noqa: E731 - rank 8, one slot
 
     pre = sorted(of("prefill"), key=lambda r: r["prompt"])
     L = np.array([r["prompt"] for r in pre], float)
+    chunks = np.ceil(L / STEP_TOKENS)
+    per_chunk = float(np.interp(1, decode.batch, decode.ms))  # a step of one sequence, measured by the decode probe
     ttft = np.array([r["ttft_ms"] for r in pre], float)
-    a, per_token = nnls(np.column_stack([np.ones(len(L)), L]), ttft)
-    prefill_report = {"rows_used": len(L), "ttft_fit": error_stats(ttft, a + per_token * L),
-                      "intercept_ms": float(a),
-                      "notes": ["NNLS of the TTFT of lone one-token requests on [1, prompt_len]; the slope is "
-                                "prefill_ms_per_token, the intercept one step plus the HTTP round trip"]}
+    a, per_token = nnls(np.column_stack([np.ones(len(L)), L]), ttft - per_chunk * chunks)
+    prefill_report = {"rows_used": len(L), "ttft_fit": error_stats(ttft, a + per_chunk * chunks + per_token * L),
+                      "intercept_ms": float(a), "per_step_ms": per_chunk,
+                      "notes": [f"NNLS of the TTFT of lone one-token requests (the fastest of {PREFILL_REPEATS}) "
+                                f"less steps x the one-sequence step of the decode table (steps = ceil(prompt_len / "
+                                f"{STEP_TOKENS}) prefill chunks) on [1, prompt_len]; the slope less the LoRA "
+                                "per-token terms at one slot (see slots) is prefill_ms_per_token, the intercept the "
+                                "HTTP round trip"]}
 
-    slot = of("slots")[0]
-    n_ref = slot["n"]
-    base_at = float(decode.gpu_ms(n_ref, slot["prompt"] + slot["output"] / 2))
-    per_token_slot = max(0.0, (slot["mean_itl_ms"] - base_at) / (n_ref * (slot["max_loras"] - 1)))
-    slots_report = {"itl_ms_at_slots": slot["mean_itl_ms"], "decode_table_ms": base_at,
-                    "n": n_ref, "slots": slot["max_loras"],
-                    "notes": ["(ITL with max_loras slots - the decode table at max_loras 1) / (n * (slots - 1))"]}
+    # The LoRA terms of a step (the twin's): rank_factor(max_lora_rank) * (lora_ms_base + (lora_ms_per_token
+    # + lora_ms_per_token_slot * max_loras) * n). At rank 8 and one slot they are in the decode table; the
+    # slot probe at rank 8 gives the per-slot term, the one at HIGH_RANK the rank factor, and the one-slot
+    # decode at HIGH_RANK the base and per-token terms (its excess over the table is (factor - 1) x them).
+    slots_lo = [r for r in of("slots") if r["max_lora_rank"] == PROBE_RANK]
+    slots_hi = [r for r in of("slots") if r["max_lora_rank"] != PROBE_RANK]
+    if not slots_lo:
+        raise PackerError(f"no slot measurement at max_lora_rank {PROBE_RANK} to fit; rerun calibrate")
+    slot = slots_lo[0]
+    per_slot = lambda r, base: (r["mean_itl_ms"] - base) / (r["n"] * (r["max_loras"] - 1))  # noqa: E731
+    per_token_slot = max(0.0, per_slot(slot, at(slot)))
+    lora_base = lora_token = slope = 0.0
+    rank_note = f"no measurements at a max_lora_rank above {PROBE_RANK}: lora_rank_slope 0"
+    factor = None
+    if dec_hi and slots_hi and per_token_slot > 0:
+        n_hi = np.array([r["n"] for r in dec_hi], float)
+        excess = np.array([r["mean_itl_ms"] - at(r) for r in dec_hi])
+        x0, x1 = nnls(np.column_stack([np.ones(len(n_hi)), n_hi]), excess) if len(set(n_hi)) > 1 \
+            else (max(0.0, float(np.mean(excess))), 0.0)
+        sh = slots_hi[0]
+        factor = per_slot(sh, at(sh) + x0 + x1 * sh["n"]) / per_token_slot
+        hi_rank = sh["max_lora_rank"]
+        if factor - 1 > RANK_FACTOR_MIN:
+            slope = (factor - 1) * PROBE_RANK / (hi_rank - PROBE_RANK)
+            lora_base, lora_token = x0 / (factor - 1), max(0.0, x1 / (factor - 1) - per_token_slot)
+            rank_note = (f"rank factor {factor:.4g} at max_lora_rank {hi_rank} (slot probes at {PROBE_RANK} and "
+                         f"{hi_rank}); lora_ms_base and lora_ms_per_token = the one-slot excess at {hi_rank} over "
+                         f"the table / (factor - 1), taken out of the table")
+        else:
+            rank_note = (f"rank factor {factor:.4g} at max_lora_rank {hi_rank} is within {RANK_FACTOR_MIN:g} of 1: "
+                         "no rank effect (lora_rank_slope 0), the LoRA base and per-token terms stay in the table")
+    # the table without the LoRA terms at one slot (linear in n: exact at the knots)
+    knots_n = np.asarray(decode.batch, float)
+    table = np.asarray(decode.ms, float) - (lora_base + (lora_token + per_token_slot) * knots_n)
+    slots_report = {"per_token_slot_ms": per_token_slot, "rank_factor_at_high_rank": factor,
+                    "probes": [{k: r[k] for k in ("n", "max_loras", "max_lora_rank", "mean_itl_ms")}
+                               for r in slots_lo + slots_hi + dec_hi],
+                    "notes": [f"lora_ms_per_token_slot = (ITL at max_loras {slot['max_loras']} - the table at one "
+                              f"slot) / (n * (slots - 1))", rank_note]}
 
-    params = {"lora_ms_base": 0.0, "lora_ms_per_token": 0.0, "lora_ms_per_token_slot": per_token_slot,
-              "lora_rank_ref": PROBE_RANK, "lora_rank_slope": 0.0}
+    params = {"lora_ms_base": lora_base, "lora_ms_per_token": lora_token, "lora_ms_per_token_slot": per_token_slot,
+              "lora_rank_ref": PROBE_RANK, "lora_rank_slope": slope}
     lora_rows = [{"experiment": "lora_decode", "status": "ok", "preemptions": 0, "mean_itl_ms": r["mean_itl_ms"],
                   "mean_running": r["n"], "mean_waiting": 0, "input_tokens_per_req": r["prompt"],
                   "output_tokens_per_req": r["output"], "mean_loras_by_batch": float(r["k"]),
@@ -317,9 +415,9 @@ def fit_live_profile(records: Mapping[str, dict], *, model_name: str, gpu_name: 
                  for r in of("lora")]
     lora_rows.append(dict(lora_rows[-1], mean_loras_by_batch=float("nan")))  # the occupancy check's row
     lora_rows.append(dict(lora_rows[0], experiment="baseline_no_lora", mean_itl_ms=slot["mean_itl_ms"],
-                          mean_loras_by_batch=float("nan"), n_adapters_used=0))
+                          mean_running=slot["n"], mean_loras_by_batch=float("nan"), n_adapters_used=0))
     lora, lora_report = fit_lora_overhead(table_from_records(lora_rows), decode, sched, params,
-                                          slots=LORA_SLOTS, rank=PROBE_RANK)
+                                          slots=of("lora")[0]["max_loras"], rank=PROBE_RANK)
 
     load_rows = [{"status": "ok", "adapter_rank": r["rank"], "max_lora_rank": r["max_lora_rank"],
                   "cpu_to_gpu_load_mean_ms": max(0.0, r["cpu_ms"] - r["warm_ms"]),
@@ -333,8 +431,8 @@ def fit_live_profile(records: Mapping[str, dict], *, model_name: str, gpu_name: 
         "description": (f"{model_name} on {gpu_name}; fitted by packer calibrate from live measurements "
                         f"({len(recs)} points, time scale {time_scale:g})"),
         "memory": memory,
-        "step": {"decode_batch": list(decode.batch), "decode_ms": list(np.maximum.accumulate(decode.ms)),
-                 "prefill_ms_per_token": float(per_token), **params,
+        "step": {"decode_batch": list(decode.batch), "decode_ms": list(np.maximum.accumulate(table)),
+                 "prefill_ms_per_token": max(0.0, float(per_token) - lora_token - per_token_slot), **params,
                  "lora_ms_per_adapter": lora["lora_ms_per_adapter"],
                  "attention_ms_per_kv_token": decode.ms_per_context_token, "decode_ctx_ref": decode.ctx_ref},
         "scheduler": {"ms_base": 0.0, "ms_per_running": 0.0, "ms_per_waiting": 0.0},
@@ -345,8 +443,8 @@ def fit_live_profile(records: Mapping[str, dict], *, model_name: str, gpu_name: 
             "lora": lora_report, "loading": loading_report,
             "scheduler": {"notes": ["not separable from the client's view: folded into the decode table "
                                     "(its running term) and left at zero"]},
-            "notes": ["decode measured with LoRA on (max_loras 1, rank 8): the table holds the LoRA base and "
-                      "per-token terms (lora_ms_base = lora_ms_per_token = 0); lora_rank_slope not measured (0)",
+            "notes": ["decode measured with LoRA on (max_loras 1, rank 8, base-model requests); the LoRA "
+                      "terms at one slot are taken out of the table (see fit_report.slots)",
                       "client: max_waiting 25000 and output_len_scale 1 (ignore_eos requests)"],
             "sources": ["packer calibrate (live)"],
         },
