@@ -48,6 +48,9 @@ def coefficient_rows(a, b) -> list[tuple[str, float, float]]:
             ("memory.slot_mib_per_rank", a.memory.slot_mib_per_rank, b.memory.slot_mib_per_rank)]
     for n, slots, rank in ((1, 1, 8), (64, 1, 8), (256, 1, 8), (128, 96, 32), (200, 128, 16)):
         rows.append((f"step ms n={n} slots={slots} rank={rank}", step_ms(a, n, slots, rank), step_ms(b, n, slots, rank)))
+    # what a rank-8, one-slot step pays per prompt token (the only split of the two the plan identifies well)
+    tok = lambda p: p.step.prefill_ms_per_token + p.step.lora_ms_per_token + p.step.lora_ms_per_token_slot  # noqa: E731
+    rows.append(("prefill + LoRA token ms/prompt token", tok(a), tok(b)))
     for k in ("prefill_ms_per_token", "attention_ms_per_kv_token", "lora_ms_base", "lora_ms_per_token",
               "lora_ms_per_token_slot", "lora_rank_slope", "lora_ms_per_adapter"):
         rows.append((f"step.{k}", getattr(a.step, k), getattr(b.step, k)))

@@ -58,7 +58,7 @@ OUTPUT_LEN = 64
 STEP_TOKENS = 2048  # max_num_batched_tokens of every server started (the prefill chunk)
 PROBES = 2  # requests streamed at each end of a batch (the rest are whole responses)
 PREFILL_REPEATS = 5  # lone requests per prompt length (the fastest is kept: delays only add)
-LOAD_REPEATS = 3  # adapter pairs per loading measurement (the fastest of each time is kept)
+LOAD_REPEATS = 7  # adapter pairs per loading measurement (the fastest of each time is kept)
 REPEATS = 3  # runs of each batch measurement (the median is kept: a stall on a busy host is one run)
 RANK_FACTOR_MIN = 0.02  # a rank factor closer to 1 is taken as no rank effect
 _TOKEN = "1000"
@@ -226,6 +226,9 @@ def _measure(p: Point, port: int, model: str, names: list[str], scale: float) ->
         ttft = [_concurrent(port, [model], d["prompt"], 1)[0][0] * 1000 * scale for _ in range(PREFILL_REPEATS)]
         return {"ttft_ms": float(np.min(ttft)), "runs_ttft_ms": ttft}
     if p.kind == "loading":
+        if len(names) < 2:
+            raise PackerError(f"the loading measurement needs two adapters of rank {d['rank']} to serve, "
+                              f"got {len(names)}; add them to --adapters")
         runs = []
         for i in range(min(LOAD_REPEATS, len(names) // 2)):  # a fresh pair of adapters each time
             a, b = names[2 * i], names[2 * i + 1]

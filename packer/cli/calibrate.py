@@ -23,7 +23,9 @@ __all__ = ["calibrate"]
               help="JSON {name: adapter dir} to serve [dummy adapters cal-r<rank>-<i> of ranks 8/16/32].")
 @click.option("--time-scale", type=float, default=1.0, show_default=True,
               help="Simulated seconds per wall second of the server (a twin's --time-scale; 1 for vLLM).")
-@click.option("--budget-minutes", type=float, default=5.0, show_default=True, help="The measurement plan's size.")
+@click.option("--budget-minutes", type=float, default=5.0, show_default=True,
+              help="The measurement plan's size: below 1 the short plan (24 points), 1-10 the standard one (35), "
+                   "10 and more the big one (44).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--health-timeout", type=float, default=600.0, show_default=True, help="Seconds to wait for /health.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The profile JSON to write.")
