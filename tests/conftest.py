@@ -13,7 +13,8 @@ import pytest
 from hypothesis import settings
 
 # Modules whose every test measures wall-clock time: run alone (``make test``), never beside other tests.
-_REALTIME_MODULES = {"test_live.py", "test_time_limits.py", "test_worker_lifetime.py"}
+_REALTIME_MODULES = {"test_live.py", "test_time_limits.py", "test_worker_lifetime.py",
+                     "test_calibrate_live.py"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -13,6 +13,8 @@ to the same code.
 - ``e2e``: the end-to-end parameters (fitted elsewhere) and their defaults.
 - ``assemble``: every stage for every model, assembled into profile dicts.
 - ``report``: the fit report, printed.
+- ``live_plan``: ``packer calibrate``: the measurement plan, its resumable run through the live harness
+  (``packer.live``), the records fitted with the stages above; the closed-loop check against a profile.
 
 A layer of its own between the twin and the predictors: it imports ``packer.profile``, ``packer.files``
 and numpy (scipy on first use), and none of predictors, capacity, solvers, planner or cli.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from . import bench, predict, profiles, report, serve_twin, simulate, solve, train, workload
+from . import bench, calibrate, predict, profiles, report, serve_twin, simulate, solve, train, workload
 from .common import OneLineErrors
 
 __all__ = ["main"]
@@ -29,5 +29,6 @@ main.add_command(profiles.profiles)
 main.add_command(profiles.profile)
 main.add_command(serve_twin.serve_twin)
 main.add_command(bench.bench)
+main.add_command(calibrate.calibrate)
 main.add_command(workload.workload)
 main.add_command(report.report)
