@@ -85,8 +85,7 @@ class Aic:
 
 
 def _interp(x: float, xs, ys) -> float:
-    if x <= xs[0]:
-        return ys[0] + (ys[1] - ys[0]) / (xs[1] - xs[0]) * (x - xs[0]) if x < xs[0] else ys[0]
+    """Linear interpolation, linear extrapolation past the last knot (batches below the first are not asked)."""
     for x0, y0, x1, y1 in zip(xs, ys, xs[1:], ys[1:]):
         if x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
@@ -131,7 +130,12 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="write every figure to this JSON file")
     args = ap.parse_args()
     logging.disable(logging.WARNING)  # aiconfigurator logs every estimate
-    import aiconfigurator
+    try:
+        import aiconfigurator
+    except ImportError:
+        print("aiconfigurator is not installed in this Python; packer does not depend on it. Run with a venv that "
+              "has it: python3.11 -m venv /work/aic-venv && /work/aic-venv/bin/pip install aiconfigurator", file=sys.stderr)
+        return 2
 
     gpus = catalog_gpus()
     bw_scale = gpus["h100-80gb"]["hbm_tb_s"] / gpus["h100-64gb"]["hbm_tb_s"]
