@@ -9,13 +9,19 @@ C_c load. The master problem covers every type's demand d_t with the fewest colu
 
 Its LP relaxation is solved by column generation on ``scipy.optimize.linprog`` (HiGHS, built into
 scipy: it shares a process with ortools or highspy, unlike those two). Pricing, for the duals pi >= 0,
-is a knapsack with a cardinality-dependent capacity, ``max pi.a`` over the columns, solved as a small
-MILP per config rank class (``scipy.optimize.milp``: a_t integer in [0, ub_t], one config chosen by
-binaries z_c, load <= sum C_c z_c, count <= sum n_c z_c); a greedy pricing heuristic runs first and the
-exact MILP only when it finds nothing (or every ``EXACT_EVERY`` rounds).
+is a knapsack with a cardinality-dependent capacity, ``max pi.a`` over the columns, one per config
+rank class: exactly by a branch and bound (``packer.solvers.pricing``, numba, ``SEARCH_NODES`` nodes),
+and where that runs out of nodes by a small MILP (a_t integer in [0, ub_t], one config chosen by
+binaries z_c, load <= sum C_c z_c, count <= sum n_c z_c) cut short at ``PRICING_MILP_S`` (its dual
+bound still bounds); a greedy pricing heuristic runs first and the exact pricing only when it finds
+nothing (or every ``EXACT_EVERY`` rounds). The master carries dual-optimal inequalities (exchange
+variables, ``_exchange_pairs``: pi_i <= pi_j where type j is at least as heavy and of at least the
+rank class), which leave its LP value unchanged and damp the duals' degeneracy; with Wentges
+smoothing they are what makes the LP converge at 200-500 adapters.
 
 The bound is valid even when column generation stops early: for any pi >= 0 and an upper bound M on
-``max pi.a`` over *all* columns (the pricing MILP's dual bound, not its incumbent), pi / M is feasible
+``max pi.a`` over *all* columns (the finished search's best plus its tolerance, or the pricing
+MILP's dual bound, never an incumbent), pi / M is feasible
 for the dual LP, so the LP optimum, hence every placement, needs at least (Farley) ``d.pi / M`` GPUs;
 the reported bound is that, rounded up after a safety margin for floating point. It is computed on the
 same model the exact backends solve (``packer.solvers.exact``), so it bounds every solver's answer.
