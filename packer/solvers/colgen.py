@@ -54,7 +54,6 @@ PLANNER_BOUND_S = 5.0  # the most a solve spends on the column-generation bound 
 EXCHANGES = True  # dual-optimal inequalities in the master (``_exchange_pairs``)
 SMOOTHING = 0.8  # Wentges dual smoothing: the weight of the stability centre
 EXACT_EVERY = 15  # exact pricing at least every this many rounds (its dual bound gives the Farley bound)
-HEURISTIC_NODES = 0  # nodes of a cut-short search that serves as a pricing heuristic
 SEARCH_NODES = 200_000  # branch-and-bound nodes per pricing subproblem before the MILP takes over
 PRICING_MILP_S = 3.0  # the most one pricing MILP runs: cut short, its dual bound still bounds (Farley)
 _BNB_TOL = 1e-6  # the branch and bound proves max pi.a <= its best + this
@@ -285,25 +284,6 @@ class _Master:
                 best, best_x = val, x
         return best_x
 
-    def search_pricing(self, pi: np.ndarray, nodes: int) -> list[Column]:
-        """Improving columns from the branch and bound cut short at ``nodes`` per rank class (a heuristic)."""
-        T = self.types
-        cols: list[Column] = []
-        for K, cs in (self.by_rank.items() if nodes > 0 else ()):
-            ok = np.flatnonzero((T.rank <= K) & (pi > 1e-12))
-            if ok.size == 0:
-                continue
-            caps = np.array([int(self.configs[c]["capacity"]) for c in cs], dtype=float)
-            cnts = np.array([int(self.configs[c]["max_count"]) for c in cs], dtype=float)
-            ubs = np.minimum(T.ub[ok], int(cnts.max()))
-            _, _, sols, n = price_rank_class(pi[ok], T.load[ok].astype(float), ubs, cnts, caps, 1.0 + _RC_EPS,
-                                             _BNB_TOL, nodes)
-            self.nodes += n
-            filler = np.flatnonzero(T.rank <= K)
-            filler = filler[np.argsort(-T.load[filler], kind="stable")]
-            cols += [self._fill(cs[j], {int(ok[t]): c for t, c in cnt.items()}, filler) for _, j, cnt in sols]
-        return cols
-
     def exact_pricing(self, pi: np.ndarray, deadline: float) -> tuple[float, list[Column], bool]:
         """(an upper bound on max pi.a over every column, the best columns found, whether every
         subproblem was solved to optimality). One MILP per config rank class."""
@@ -521,8 +501,8 @@ def column_generation(problem: dict, deadline: float, incumbent: int | None = No
             break
         if time.monotonic() >= deadline - reserve and since_exact:  # the last stretch: price exactly, for a bound
             since_exact = EXACT_EVERY
-        if since_exact < EXACT_EVERY and (improving(m.heuristic_pricing(sep) + m.search_pricing(sep, HEURISTIC_NODES), pi)
-                                          or improving(m.heuristic_pricing(pi) + m.search_pricing(pi, HEURISTIC_NODES), pi)):
+        if since_exact < EXACT_EVERY and (improving(m.heuristic_pricing(sep), pi)
+                                          or improving(m.heuristic_pricing(pi), pi)):
             since_exact += 1
             continue
         since_exact, added, stop = 0, False, False
