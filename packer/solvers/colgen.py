@@ -9,13 +9,19 @@ C_c load. The master problem covers every type's demand d_t with the fewest colu
 
 Its LP relaxation is solved by column generation on ``scipy.optimize.linprog`` (HiGHS, built into
 scipy: it shares a process with ortools or highspy, unlike those two). Pricing, for the duals pi >= 0,
-is a knapsack with a cardinality-dependent capacity, ``max pi.a`` over the columns, solved as a small
-MILP per config rank class (``scipy.optimize.milp``: a_t integer in [0, ub_t], one config chosen by
-binaries z_c, load <= sum C_c z_c, count <= sum n_c z_c); a greedy pricing heuristic runs first and the
-exact MILP only when it finds nothing (or every ``EXACT_EVERY`` rounds).
+is a knapsack with a cardinality-dependent capacity, ``max pi.a`` over the columns, one per config
+rank class: exactly by a branch and bound (``packer.solvers.pricing``, numba, ``SEARCH_NODES`` nodes),
+and where that runs out of nodes by a small MILP (a_t integer in [0, ub_t], one config chosen by
+binaries z_c, load <= sum C_c z_c, count <= sum n_c z_c) cut short at ``PRICING_MILP_S`` (its dual
+bound still bounds); a greedy pricing heuristic runs first and the exact pricing only when it finds
+nothing (or every ``EXACT_EVERY`` rounds). The master carries dual-optimal inequalities (exchange
+variables, ``_exchange_pairs``: pi_i <= pi_j where type j is at least as heavy and of at least the
+rank class), which leave its LP value unchanged and damp the duals' degeneracy; with Wentges
+smoothing they are what makes the LP converge at 200-500 adapters.
 
 The bound is valid even when column generation stops early: for any pi >= 0 and an upper bound M on
-``max pi.a`` over *all* columns (the pricing MILP's dual bound, not its incumbent), pi / M is feasible
+``max pi.a`` over *all* columns (the finished search's best plus its tolerance, or the pricing
+MILP's dual bound, never an incumbent), pi / M is feasible
 for the dual LP, so the LP optimum, hence every placement, needs at least (Farley) ``d.pi / M`` GPUs;
 the reported bound is that, rounded up after a safety margin for floating point. It is computed on the
 same model the exact backends solve (``packer.solvers.exact``), so it bounds every solver's answer.
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .pricing import price_rank_class
 from .base import SOLVERS, Assignment, Objective, PlacementProblem, Solver, SolveStatus, bin_config
 
 __all__ = ["Column", "ColgenBound", "column_generation", "integer_master", "ColgenSolver", "BOUND_METHODS",
@@ -44,8 +51,12 @@ __all__ = ["Column", "ColgenBound", "column_generation", "integer_master", "Colg
 
 BOUND_METHODS = ("combinatorial", "column_generation", "split_combinatorial")  # then the exact backends' own names: "cpsat", "milp"
 PLANNER_BOUND_S = 5.0  # the most a solve spends on the column-generation bound for a solver that computes none
+EXCHANGES = True  # dual-optimal inequalities in the master (``_exchange_pairs``)
 SMOOTHING = 0.8  # Wentges dual smoothing: the weight of the stability centre
 EXACT_EVERY = 15  # exact pricing at least every this many rounds (its dual bound gives the Farley bound)
+SEARCH_NODES = 200_000  # branch-and-bound nodes per pricing subproblem before the MILP takes over
+PRICING_MILP_S = 3.0  # the most one pricing MILP runs: cut short, its dual bound still bounds (Farley)
+_BNB_TOL = 1e-6  # the branch and bound proves max pi.a <= its best + this
 _RC_EPS = 1e-7  # a column improves the LP when pi.a > 1 + this
 _PRICING_GAP = 1e-4  # pricing MILPs stop within this relative gap: the Farley bound uses their dual bound
 _SAFE_REL, _SAFE_ABS = 1e-6, 1e-6  # margins on the proven fractional bound before it is rounded up
@@ -66,6 +77,7 @@ class _Types:
     demand: np.ndarray   # int64, items of the type
     ub: np.ndarray       # int64, most items of the type on one GPU (1 for the replicas of one adapter)
     items: tuple[tuple[int, ...], ...]  # item indices per type
+    group: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # replica types (of one adapter)
 
 
 @dataclass(frozen=True)
@@ -106,7 +118,7 @@ def _item_types(problem: dict) -> _Types:
     demand = np.array([len(m) for m in members], dtype=np.int64)
     ub = np.array([1 if k[2] is not None else len(m) for k, m in zip(ks, members)], dtype=np.int64)
     return _Types(np.array([k[0] for k in ks], dtype=np.int64), np.array([k[1] for k in ks], dtype=np.int64),
-                  demand, ub, tuple(tuple(m) for m in members))
+                  demand, ub, tuple(tuple(m) for m in members), np.array([k[2] is not None for k in ks], dtype=bool))
 
 
 def _non_dominated(configs: list[dict]) -> dict[int, list[int]]:
@@ -124,6 +136,29 @@ def _non_dominated(configs: list[dict]) -> dict[int, list[int]]:
     return {k: sorted(v, key=lambda a: key[a][1]) for k, v in sorted(out.items())}
 
 
+def _exchange_pairs(T: _Types) -> list[tuple[int, int]]:
+    """Dual-optimal inequalities pi_i <= pi_j: type j takes at least i's load and rank class, so in any
+    column j's place can hold i instead (for i not a replica type: one more copy of a plain type is still a
+    GPU content, its surplus dropped). Pairs: i to the next type up in load within its rank class, and to
+    the lightest type of the next rank class that is at least as heavy; transitivity does the rest."""
+    pairs = []
+    ranks = sorted(set(T.rank.tolist()))
+    by_rank = {r: sorted(np.flatnonzero(T.rank == r).tolist(), key=lambda t: (int(T.load[t]), t)) for r in ranks}
+    for a, r in enumerate(ranks):
+        ts = by_rank[r]
+        up = by_rank[ranks[a + 1]] if a + 1 < len(ranks) else []
+        up_loads = [int(T.load[t]) for t in up]
+        for k, i in enumerate(ts):
+            if T.group[i]:
+                continue
+            if k + 1 < len(ts):
+                pairs.append((i, ts[k + 1]))
+            q = int(np.searchsorted(up_loads, int(T.load[i]))) if up else 0
+            if q < len(up):
+                pairs.append((i, up[q]))
+    return pairs
+
+
 class _Master:
     """The restricted master: columns as dense type-count vectors."""
 
@@ -136,6 +171,9 @@ class _Master:
         self.seen: set = set()
         self._lp: _Lp | None = None
         self._in_lp = 0  # columns passed to the LP
+        self.search_nodes = SEARCH_NODES  # per rank class and pricing; 0: the MILP alone
+        self.nodes = 0  # branch-and-bound nodes searched
+        self.fallbacks = 0  # searches out of nodes, priced by the MILP instead
 
     def add(self, col: Column) -> bool:
         key = (col.config, col.counts)
@@ -153,6 +191,9 @@ class _Master:
         """The restricted master's value and its duals (pi >= 0), re-optimised from the last basis."""
         if self._lp is None:
             self._lp = _Lp(self.types.demand.astype(float))
+            if EXCHANGES:
+                for i, j in _exchange_pairs(self.types):
+                    self._lp.add_exchange(i, j)
         for v in self.vecs[self._in_lp:]:
             self._lp.add_column(v)
         self._in_lp = len(self.vecs)
@@ -265,8 +306,22 @@ class _Master:
             if left <= 0.01:
                 upper, exact = max(upper, trivial), False
                 continue
+            if self.search_nodes > 0:  # the branch and bound first: exact in most rounds, in milliseconds
+                m_k, finished, sols, nodes = price_rank_class(pi[ok], T.load[ok].astype(float), ubs, cnts, caps,
+                                                              max(upper, 1.0), _BNB_TOL, self.search_nodes)
+                self.nodes += nodes
+                if finished:
+                    upper = max(upper, m_k)
+                    filler = np.flatnonzero(T.rank <= K)
+                    filler = filler[np.argsort(-T.load[filler], kind="stable")]
+                    for val, j, cnt in sols:
+                        if val > 1.0 + _RC_EPS:
+                            cols.append(self._fill(cs[j], {int(ok[t]): n for t, n in cnt.items()}, filler))
+                    continue
+                self.fallbacks += 1
             start = self._start(pi, ok, caps, cnts)
-            value, dual, x, optimal = _knapsack_milp(pi[ok], T.load[ok].astype(float), ubs, caps, cnts, left, start)
+            value, dual, x, optimal = _knapsack_milp(pi[ok], T.load[ok].astype(float), ubs, caps, cnts,
+                                                     min(left, PRICING_MILP_S), start)
             if optimal and x is not None:
                 ub_k = value * (1 + _PRICING_GAP) if dual is None else max(dual, value)
             elif dual is not None:
@@ -308,6 +363,10 @@ class _Lp:
         self.h.setOptionValue("simplex_strategy", 4)
         self.h.addRows(n, demand, np.full(n, inf), 0, np.zeros(n, dtype=np.int32), np.zeros(0, dtype=np.int32),
                        np.zeros(0))
+
+    def add_exchange(self, i: int, j: int) -> None:
+        """A free variable covering type i by type j's place (+1 row i, -1 row j): the dual gets pi_i <= pi_j."""
+        self.h.addCol(0.0, 0.0, self.inf, 2, np.array([i, j], dtype=np.int32), np.array([1.0, -1.0]))
 
     def add_column(self, v: np.ndarray) -> None:
         nz = np.flatnonzero(v).astype(np.int32)
