@@ -43,6 +43,7 @@ __all__ = ["BenchResult", "run_bench", "bench", "refused", "BEHIND_P99_S"]
 # seconds (asyncio's timers alone give about 1 ms): beyond it the TTFTs it measures are partly its own.
 BEHIND_P99_S = 0.005
 STOP_GRACE_S = 10.0  # wall seconds cancelled requests get to stop once the window has closed
+INTERRUPT_GRACE_S = 1.0  # seconds the open requests get after Ctrl-C
 # the whole run's wall-clock limit: its window at the time scale, plus this margin (and as much again)
 DEADLINE_MARGIN_S = 60.0
 MAX_STALL_S = 0.05  # wall seconds the client's event loop may be blocked before its timings are suspect
@@ -367,17 +368,19 @@ def bench(sc: Scenario, prof: Profile, url: str, **kw) -> BenchResult:
     """``run_bench`` in a fresh event loop. Unlike ``asyncio.run``, closing the loop does not wait without
     limit for a task that ignores its cancellation."""
     loop = asyncio.new_event_loop()
+    grace = STOP_GRACE_S
     try:
         return loop.run_until_complete(run_bench(sc, prof, url, **kw))
     except KeyboardInterrupt:
+        grace = INTERRUPT_GRACE_S  # Ctrl-C: the user wants the server stopped now, not stragglers drained
         raise PackerError("interrupted") from None
     finally:
         left = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for t in left:
             t.cancel()
         if left:
-            loop.run_until_complete(asyncio.wait(left, timeout=STOP_GRACE_S))
-        loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(asyncio.wait(left, timeout=grace))
+        loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_asyncgens())], timeout=grace))
         loop.close()
 
 
