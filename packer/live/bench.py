@@ -21,6 +21,7 @@ import asyncio
 import gc
 import json
 import math
+import sys
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -366,22 +367,67 @@ def refused(sc: Scenario, prof: Profile, reason: str) -> BenchResult:
 
 def bench(sc: Scenario, prof: Profile, url: str, **kw) -> BenchResult:
     """``run_bench`` in a fresh event loop. Unlike ``asyncio.run``, closing the loop does not wait without
-    limit for a task that ignores its cancellation."""
+    limit for a task that ignores its cancellation. Ctrl-C (or SIGTERM) during the run cancels it and
+    raises ``PackerError("interrupted")``."""
     loop = asyncio.new_event_loop()
     grace = STOP_GRACE_S
+    main = loop.create_task(run_bench(sc, prof, url, **kw))
+    interrupted = False
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        interrupted = True
+        main.cancel()
+
+    # The signals go through the loop, not Python's default handler: a KeyboardInterrupt raised at an
+    # arbitrary point can land in a finaliser or a garbage-collector callback, where Python prints and
+    # drops it, and the run would go on for its whole window with Ctrl-C lost.
+    installed = _install_signal_handlers(loop, on_signal)
     try:
-        return loop.run_until_complete(run_bench(sc, prof, url, **kw))
-    except KeyboardInterrupt:
+        return loop.run_until_complete(main)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        if not interrupted and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            raise
         grace = INTERRUPT_GRACE_S  # Ctrl-C: the user wants the server stopped now, not stragglers drained
         raise PackerError("interrupted") from None
     finally:
-        left = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in left:
-            t.cancel()
-        if left:
-            loop.run_until_complete(asyncio.wait(left, timeout=grace))
-        loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_asyncgens())], timeout=grace))
-        loop.close()
+        try:
+            left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in left:
+                t.cancel()
+            if left:
+                loop.run_until_complete(asyncio.wait(left, timeout=grace))
+            loop.run_until_complete(asyncio.wait([loop.create_task(loop.shutdown_asyncgens())], timeout=grace))
+        finally:
+            _remove_signal_handlers(loop, installed)
+            loop.close()
+
+
+def _install_signal_handlers(loop, callback) -> dict:
+    """SIGINT and SIGTERM call ``callback`` on the loop; returns the handlers they had (none where signals
+    cannot be set: not the main thread)."""
+    import signal
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous = signal.getsignal(sig)
+            loop.add_signal_handler(sig, callback)
+        except (ValueError, RuntimeError, NotImplementedError):
+            continue
+        old[sig] = previous
+    return old
+
+
+def _remove_signal_handlers(loop, old: dict) -> None:
+    """Undo ``_install_signal_handlers``: each signal gets back the handler it had (asyncio alone would
+    reset it to the default, dropping a caller's SIGTERM handler)."""
+    import signal
+
+    for sig, previous in old.items():
+        loop.remove_signal_handler(sig)
+        if previous is not None:
+            signal.signal(sig, previous)
 
 
 def _with_wall(r: SimulationResult, wall: float) -> SimulationResult:
