@@ -352,3 +352,28 @@ def test_a_server_that_never_answers_ends_at_the_window(tmp_path):
         proc.wait()
     assert wall < 3.0 + 10.0 + 5.0  # the 3 s window, the cancelled requests' grace, start-up
     assert res.result.finished == 0 and res.client["sent"] > 0
+
+
+def test_bench_signal_handlers_route_through_the_loop_and_restore_the_callers():
+    import signal
+
+    from packer.live.bench import _install_signal_handlers, _remove_signal_handlers
+
+    def callers_handler(signum, frame):  # e.g. the session's SIGTERM handler
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, callers_handler)
+    loop = asyncio.new_event_loop()
+    try:
+        hits = []
+        installed = _install_signal_handlers(loop, lambda: hits.append(1))
+        assert set(installed) == {signal.SIGINT, signal.SIGTERM}
+        os.kill(os.getpid(), signal.SIGTERM)  # queued to the loop, not raised here
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert hits == [1]
+        _remove_signal_handlers(loop, installed)
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        loop.close()
+        signal.signal(signal.SIGTERM, before)

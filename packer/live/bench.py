@@ -21,7 +21,6 @@ import asyncio
 import gc
 import json
 import math
-import sys
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -385,8 +384,8 @@ def bench(sc: Scenario, prof: Profile, url: str, **kw) -> BenchResult:
     installed = _install_signal_handlers(loop, on_signal)
     try:
         return loop.run_until_complete(main)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        if not interrupted and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+    except (KeyboardInterrupt, asyncio.CancelledError) as e:  # KeyboardInterrupt: no handlers (not the main thread)
+        if isinstance(e, asyncio.CancelledError) and not interrupted:
             raise
         grace = INTERRUPT_GRACE_S  # Ctrl-C: the user wants the server stopped now, not stragglers drained
         raise PackerError("interrupted") from None
